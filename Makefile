@@ -1,0 +1,47 @@
+# ifmsan: the two commands a newcomer runs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# torch/torchvision pins that install offline on this project's machines; any release in pyproject's ranges works elsewhere.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.ifmsan-installed
+
+.PHONY: all setup demo test test-fast lint report bench clean-venv help
+
+all: help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed -E 's/:.*## /\t/'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install ifmsan with its dev extras
+
+demo: $(STAMP)  ## set up and run the whole offline demo DAG (alexnet_mini)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
+
+test: $(STAMP)  ## set up and run the whole test suite
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the test suite without the slow tests
+	$(BIN)/python -m pytest -m 'not slow and not cluster'
+
+lint: $(STAMP)  ## snakemake --lint on the paper and demo configs
+	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --lint --configfile config/demo.yaml
+
+bench: $(STAMP)  ## run the performance harness (benchmarks/)
+	$(BIN)/python benchmarks/bench_sweep.py
+
+clean-venv:  ## remove the virtual environment
+	rm -rf $(VENV)

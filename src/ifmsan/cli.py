@@ -1,0 +1,62 @@
+"""The `ifmsan` command line: one verb per pipeline step, each a thin shell over the library."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+
+
+def commands() -> dict[str, str]:
+    """Verb -> module of ifmsan.commands (HELP, configure(parser), run(args)); `train_mini` is `train-mini`."""
+    import pkgutil
+
+    import ifmsan.commands as package
+
+    names = sorted(info.name for info in pkgutil.iter_modules(package.__path__) if not info.name.startswith("_"))
+    return {name.replace("_", "-"): f"ifmsan.commands.{name}" for name in names}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per verb."""
+    from ifmsan import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ifmsan",
+        description=(
+            "Sanitize the input feature maps (IFMs) of CNN layers by sample-and-hold approximation, "
+            "and measure the privacy loss it buys (epsilon >= gamma * ln 2)."
+        ),
+        epilog="Run 'ifmsan VERB --help' for the options of one verb.",
+    )
+    parser.add_argument("--version", action="version", version=f"ifmsan {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, module_name in commands().items():
+        module = importlib.import_module(module_name)
+        sub = verbs.add_parser(verb, help=module.HELP, description=module.HELP)
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the arguments, run one verb, and turn expected errors into a one-line message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"ifmsan {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
