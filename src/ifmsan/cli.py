@@ -50,9 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
+    from ifmsan.fetch import FetchError
+
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FetchError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"ifmsan {args.verb}: error: {message}", file=sys.stderr)
         return 2

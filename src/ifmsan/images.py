@@ -1,0 +1,140 @@
+"""One loader for the images a run classifies: checksummed URLs, local files and the photos scikit-image ships."""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_CACHE_DIR = Path("data/images")
+SKIMAGE_PREFIX = "skimage:"
+
+# skimage:<name> -> the file in skimage.data.data_dir that skimage.data.<name>() reads (pixel-identical, tested).
+# Photos and grey-level images only: no random, boolean, float or transparent ones.
+SKIMAGE_IMAGES: dict[str, str] = {
+    "astronaut": "astronaut.png",
+    "brick": "brick.png",
+    "camera": "camera.png",
+    "cat": "chelsea.png",
+    "cell": "cell.png",
+    "checkerboard": "chessboard_GRAY.png",
+    "chelsea": "chelsea.png",
+    "clock": "clock_motion.png",
+    "coffee": "coffee.png",
+    "coins": "coins.png",
+    "colorwheel": "color.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "microaneurysms": "microaneurysms.png",
+    "moon": "moon.png",
+    "motorcycle_left": "motorcycle_left.png",
+    "motorcycle_right": "motorcycle_right.png",
+    "page": "page.png",
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+    "text": "text.png",
+}
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_URL_SCHEMES = ("http", "https", "file")
+
+
+def _check_name(name: str, *, what: str) -> str:
+    """A file name that is safe to join onto the cache folder."""
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"{what} must match {_SAFE_NAME.pattern} without '..', got {name!r}")
+    return name
+
+
+def resolve_image(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+                  name: str | None = None) -> Path:
+    """The local file that holds `source`'s bytes: fetched into `cache_dir` for URLs, checked against `sha256`.
+
+    source: an http(s):// or file:// URL (sha256 required; cached as `name`, default the URL's file name),
+    "skimage:<name>" (one of SKIMAGE_IMAGES), or a local path. sha256, when given, is verified for every kind.
+    """
+    from ifmsan.fetch import fetch, file_checksum
+
+    if not isinstance(source, str) or not source.strip():
+        raise ValueError(f"image source must be a URL, a local path or 'skimage:<name>', got {source!r}")
+    if sha256 is not None and not (isinstance(sha256, str) and re.fullmatch(r"[0-9a-fA-F]{64}", sha256)):
+        raise ValueError(f"image {source}: sha256 must be 64 hexadecimal digits, got {sha256!r}")
+    expected = None if sha256 is None else sha256.lower()
+    try:
+        scheme = urllib.parse.urlsplit(source).scheme.lower()
+    except ValueError as exc:
+        raise ValueError(f"image {source!r} is not a valid URL or path: {exc}") from exc
+    if scheme in _URL_SCHEMES:
+        if expected is None:
+            raise ValueError(f"image {source}: a URL needs its sha256 (give sha256=...)")
+        if name is None:
+            basename = urllib.parse.unquote(Path(urllib.parse.urlsplit(source).path).name)
+            name = basename if _SAFE_NAME.fullmatch(basename) and ".." not in basename else f"{expected}.img"
+        _check_name(name, what=f"image {source}: cache file name")
+        return fetch(source, Path(cache_dir) / name, sha256=expected)
+    if source.startswith(SKIMAGE_PREFIX):
+        key = source[len(SKIMAGE_PREFIX):]
+        if key not in SKIMAGE_IMAGES:
+            raise ValueError(f"image {source}: unknown scikit-image image; known: {', '.join(sorted(SKIMAGE_IMAGES))}")
+        import skimage.data
+
+        path = Path(skimage.data.data_dir) / SKIMAGE_IMAGES[key]
+        if not path.is_file():
+            raise ValueError(f"image {source}: {path} is missing from the installed scikit-image")
+    elif "://" in source or (len(scheme) > 1 and not Path(source).exists()):
+        raise ValueError(f"image {source}: unsupported scheme {scheme!r}; use http(s)://, file://, a path or skimage:")
+    else:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"image not found: {source}")
+        if not path.is_file():
+            raise ValueError(f"image {source} is not a regular file")
+    if expected is not None:
+        found = file_checksum(path)
+        if found != expected:
+            raise ValueError(f"image {source}: sha256 is {found}, expected {expected}")
+    return path
+
+
+def _open_rgb(path: Path, *, source: str) -> Image.Image:
+    """Decode a file fully into an RGB image (grey and palette images expanded, alpha dropped)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"image {source} ({path}) is not a readable image: {exc}") from exc
+
+
+def load_image_with_checksum(source: str, *, sha256: str | None = None,
+                             cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+                             name: str | None = None) -> tuple[Image.Image, str]:
+    """The RGB image and the sha256 of the file bytes it was decoded from (for provenance attributes)."""
+    from ifmsan.fetch import file_checksum
+
+    path = resolve_image(source, sha256=sha256, cache_dir=cache_dir, name=name)
+    image = _open_rgb(path, source=source)
+    return image, sha256.lower() if sha256 is not None else file_checksum(path)
+
+
+def load_image(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+               name: str | None = None) -> Image.Image:
+    """An RGB PIL image from a checksummed URL, a local path or 'skimage:<name>' (see resolve_image)."""
+    return load_image_with_checksum(source, sha256=sha256, cache_dir=cache_dir, name=name)[0]
+
+
+def image_checksum(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+                   name: str | None = None) -> str:
+    """sha256 of the bytes an image is read from (fetching it first if needed), for provenance."""
+    from ifmsan.fetch import file_checksum
+
+    return file_checksum(resolve_image(source, sha256=sha256, cache_dir=cache_dir, name=name))
