@@ -1,0 +1,459 @@
+"""The paper's figures (2, 4, 5) and three more views of the sweeps, drawn with seaborn, saved as PNG and PDF.
+
+Every figure function takes a list of sweep Datasets (or `tables.Curve`s) for one model and one image (pass
+`model=`/`image=` when the list holds several), draws with matplotlib's Agg/PDF backends on a `Figure` of its
+own (no pyplot state), optionally saves `<out>.png` and `<out>.pdf` atomically and byte-for-byte reproducibly,
+and returns a `Plotted`: the tidy DataFrame it plotted, the Figure, and the files written. Curves are drawn with
+one `seaborn.lineplot` call per series, so each series is one labelled Line2D whose data are the sweep's values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ifmsan.io import check_id
+from ifmsan.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, knob_for_gamma
+from ifmsan.tables import PARAMETER_LABELS, Curve, as_curves, chain_label, layer_ranks, parse_chain
+
+log = logging.getLogger(__name__)
+
+Y_LABEL = "probabilistic accuracy"
+KNOB_LABELS: dict[str, str] = {
+    "nonzero_mean": "proposed: closest to the non-zero mean",
+    "first": "first sample",
+    "mean": "window mean",
+    "random": "random sample",
+    "laplace": "Laplace noise",
+    "gaussian": "Gaussian noise",
+}
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"CreationDate": None, "Producer": None}
+_DPI = 150
+_TIDY_COLUMNS = ["series", "model", "image_id", "layer", "knob", "chain", "parameter", "value", "probability"]
+
+
+@dataclass(frozen=True)
+class Plotted:
+    """What a figure function made: the tidy data it plotted, the matplotlib Figure, and the files it wrote."""
+
+    data: pd.DataFrame
+    figure: Any
+    files: tuple[Path, ...] = ()
+
+
+def x_label(parameter: str) -> str:
+    """Axis label for the swept parameter: "window size" or "noise scale (× IFM std)"."""
+    return PARAMETER_LABELS.get(parameter, parameter)
+
+
+def select_image(sweeps: Sequence[Any], *, model: str | None = None, image: str | None = None) -> list[Curve]:
+    """The curves of one (model, image); a ValueError lists the choices when the input holds several."""
+    curves = as_curves(sweeps)
+    if model is not None:
+        curves = [c for c in curves if c.model == model]
+    if image is not None:
+        curves = [c for c in curves if c.image_id == image]
+    pairs = list(dict.fromkeys((c.model, c.image_id) for c in curves))
+    if not pairs:
+        raise ValueError(f"no sweeps for model={model!r}, image={image!r}")
+    if len(pairs) > 1:
+        listed = ", ".join(f"{m}/{i}" for m, i in pairs)
+        raise ValueError(f"the sweeps hold several (model, image) pairs ({listed}); choose one with model= and image=")
+    return curves
+
+
+def _find(curves: list[Curve], *, layer: str, knob: str, chain: str = "") -> Curve:
+    """The one curve with this layer, knob and chain, or a ValueError saying what is missing."""
+    for curve in curves:
+        if (curve.layer, curve.knob, curve.chain) == (layer, knob, chain):
+            return curve
+    raise ValueError(f"no sweep of layer {layer!r} with knob {knob!r}" + (f" and chain {chain!r}" if chain else ""))
+
+
+def _title(curves: list[Curve], what: str) -> str:
+    """"<what>" over "<model>, image <id>", flagged when the model is a stand-in."""
+    model, image = curves[0].model, curves[0].image_id
+    flag = f" (stand-in: {model})" if any(c.stand_in for c in curves) else ""
+    return f"{what}\n{model}, image {image}{flag}"
+
+
+def _tidy(series: list[tuple[str, Curve]]) -> pd.DataFrame:
+    """One row per plotted point: series label, provenance, knob value and probability."""
+    frames = [
+        pd.DataFrame(
+            {
+                "series": label,
+                "model": curve.model,
+                "image_id": curve.image_id,
+                "layer": curve.layer,
+                "knob": curve.knob,
+                "chain": curve.chain,
+                "parameter": curve.parameter,
+                "value": curve.values,
+                "probability": curve.probabilities,
+            }
+        )
+        for label, curve in series
+    ]
+    return pd.concat(frames, ignore_index=True)[_TIDY_COLUMNS]
+
+
+def _new_figure(*, width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1, **kwargs: Any) -> Any:
+    """A Figure on the Agg canvas, outside pyplot (no global figure state, no GUI backend); call inside `_style()`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return figure, axes
+
+
+def _style() -> Any:
+    """The seaborn style context that artists are created in (rc settings are read when an artist is made)."""
+    import matplotlib as mpl
+    import seaborn as sns
+
+    rc = dict(sns.axes_style("whitegrid"))
+    rc.update(sns.plotting_context("notebook", font_scale=0.8))
+    rc["svg.hashsalt"] = "ifmsan"
+    return mpl.rc_context(rc)
+
+
+def _draw_lines(ax: Any, series: list[tuple[str, Curve]]) -> None:
+    """One seaborn lineplot per series, so each series is one Line2D labelled with its name."""
+    import seaborn as sns
+
+    palette = sns.color_palette("colorblind", n_colors=max(len(series), 1))
+    for (label, curve), color in zip(series, palette, strict=True):
+        sns.lineplot(
+            x=curve.values, y=curve.probabilities, ax=ax, label=label, color=color, estimator=None, sort=False,
+            linewidth=1.2,
+        )  # fmt: skip
+
+
+def _p0_line(ax: Any, curves: Sequence[Curve]) -> None:
+    """A dotted reference line at p0 when the curves share it (one unsanitized forward pass)."""
+    p0s = {round(c.p0, 12) for c in curves}
+    if len(p0s) == 1:
+        ax.axhline(curves[0].p0, color="0.4", linestyle=":", linewidth=1.0, label="p0 (unsanitized)")
+
+
+def _line_figure(series: list[tuple[str, Curve]], *, title: str, out: Path | None) -> Plotted:
+    """A probability-vs-knob-value figure of the given series."""
+    parameters = {curve.parameter for _, curve in series}
+    if len(parameters) != 1:
+        raise ValueError(f"cannot draw window and scale sweeps on one axis: {sorted(parameters)}")
+    with _style():
+        figure, axes = _new_figure()
+        ax = axes[0, 0]
+        _draw_lines(ax, series)
+        _p0_line(ax, [curve for _, curve in series])
+        ax.set_xlabel(x_label(parameters.pop()))
+        ax.set_ylabel(Y_LABEL)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize="medium")
+        ax.legend(loc="best", fontsize="small")
+    return _finish(_tidy(series), figure, out)
+
+
+def _finish(data: pd.DataFrame, figure: Any, out: Path | None) -> Plotted:
+    """Save when asked and wrap up."""
+    files = save_figure(figure, out) if out is not None else ()
+    return Plotted(data=data, figure=figure, files=files)
+
+
+def save_figure(figure: Any, stem: str | Path) -> tuple[Path, Path]:
+    """Write <stem>.png and <stem>.pdf atomically with fixed metadata, so the same data gives the same bytes."""
+    from ifmsan.atomic import atomic_path
+
+    stem = Path(stem)
+    written = []
+    for ext, metadata in (("png", _PNG_METADATA), ("pdf", _PDF_METADATA)):
+        path = stem.parent / f"{stem.name}.{ext}"
+        with _style(), atomic_path(path, suffix=f".part.{ext}") as tmp:
+            figure.savefig(tmp, format=ext, dpi=_DPI, metadata=metadata)
+        written.append(path)
+    return (written[0], written[1])
+
+
+def figure2(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    layer: str = "pool5",
+    knobs: Sequence[str] = ("first", "nonzero_mean"),
+    model: str | None = None,
+    image: str | None = None,
+) -> Plotted:
+    """Paper Figure 2 and its fix: pool5 sanitized by the first sample of each window vs the proposed selection."""
+    curves = select_image(sweeps, model=model, image=image)
+    series = [(KNOB_LABELS.get(k, k), _find(curves, layer=layer, knob=k)) for k in knobs]
+    names = " vs ".join(KNOB_LABELS.get(k, k) for k in knobs)
+    title = _title(curves, f"{layer} IFM, {names}")
+    return _line_figure(series, title=title, out=None if out is None else Path(out))
+
+
+def figure4(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    layers: Sequence[str] = ("pool5", "fc6"),
+    knob: str = "nonzero_mean",
+    model: str | None = None,
+    image: str | None = None,
+) -> Plotted:
+    """Paper Figure 4: the proposed sanitization of two IFMs (pool5 and fc6) over the window size."""
+    curves = select_image(sweeps, model=model, image=image)
+    series = [(f"{layer} IFM", _find(curves, layer=layer, knob=knob)) for layer in layers]
+    title = _title(curves, f"sanitization of the {' and '.join(layers)} IFMs ({knob})")
+    return _line_figure(series, title=title, out=None if out is None else Path(out))
+
+
+def figure5(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    layer: str = "pool5",
+    knob: str = "nonzero_mean",
+    model: str | None = None,
+    image: str | None = None,
+    layer_order: Sequence[str] | None = None,
+) -> Plotted:
+    """Paper Figure 5: a layer's IFM swept with and without earlier IFMs pre-approximated (its chains)."""
+    curves = select_image(sweeps, model=model, image=image)
+    mine = [c for c in curves if c.layer == layer and c.knob == knob]
+    chained = [c for c in mine if c.chain]
+    if not chained:
+        raise ValueError(f"no chained sweep of layer {layer!r} with knob {knob!r}")
+    ranks = layer_ranks([s for c in chained for s, _ in parse_chain(c.chain)], layer_order=layer_order)
+    chained.sort(key=lambda c: (len(parse_chain(c.chain)), [(ranks[s], w) for s, w in parse_chain(c.chain)]))
+    original = list(dict.fromkeys(s for c in chained for s, _ in parse_chain(c.chain)))
+    ordered = [_find(curves, layer=layer, knob=knob)] + chained
+    series = [(chain_label(layer, c.chain, original=original), c) for c in ordered]
+    title = _title(curves, f"{layer} IFM with and without {' and '.join(original)} pre-approximation")
+    return _line_figure(series, title=title, out=None if out is None else Path(out))
+
+
+def layer_heatmap(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    knob: str = "nonzero_mean",
+    model: str | None = None,
+    image: str | None = None,
+    layer_order: Sequence[str] | None = None,
+) -> Plotted:
+    """Layers × swept values heatmap of the probabilistic accuracy (unchained sweeps of one knob)."""
+    import seaborn as sns
+
+    curves = [c for c in select_image(sweeps, model=model, image=image) if c.knob == knob and c.chain == ""]
+    if not curves:
+        raise ValueError(f"no unchained sweep with knob {knob!r}")
+    ranks = layer_ranks((c.layer for c in curves), layer_order=layer_order)
+    curves.sort(key=lambda c: ranks[c.layer])
+    series = [(c.layer, c) for c in curves]
+    data = _tidy(series)
+    grid = data.pivot(index="layer", columns="value", values="probability").reindex([c.layer for c in curves])
+    step = max(1, math.ceil(grid.shape[1] / 15))
+    with _style():
+        figure, axes = _new_figure(width=8.0, height=1.2 + 0.3 * len(curves))
+        ax = axes[0, 0]
+        sns.heatmap(
+            grid, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", xticklabels=step, yticklabels=True,
+            cbar_kws={"label": Y_LABEL},
+        )  # fmt: skip
+        ax.set_xlabel(x_label(curves[0].parameter))
+        ax.set_ylabel("IFM (layer)")
+        ax.tick_params(axis="y", labelrotation=0)
+        ax.set_title(_title(curves, f"{Y_LABEL} per layer ({knob})"), fontsize="medium")
+    return _finish(data, figure, None if out is None else Path(out))
+
+
+def effsan_per_layer(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    knob: str = "nonzero_mean",
+    decimals: Sequence[int] = EXTRA_DECIMALS,
+    model: str | None = None,
+    image: str | None = None,
+    layer_order: Sequence[str] | None = None,
+) -> Plotted:
+    """Bars of eff_san per layer, one colour per rounding precision (the paper leaves the precision open)."""
+    import seaborn as sns
+
+    curves = [c for c in select_image(sweeps, model=model, image=image) if c.knob == knob and c.chain == ""]
+    if not curves:
+        raise ValueError(f"no unchained sweep with knob {knob!r}")
+    ranks = layer_ranks((c.layer for c in curves), layer_order=layer_order)
+    curves.sort(key=lambda c: ranks[c.layer])
+    rows = [
+        {
+            "layer": c.layer,
+            "decimals": f"{d} decimals",
+            "eff_san": eff_san(c.probabilities, decimals=d),
+            "n_range": int(c.values.size),
+        }
+        for c in curves
+        for d in decimals
+    ]
+    data = pd.DataFrame(rows)
+    with _style():
+        figure, axes = _new_figure(width=max(6.4, 0.55 * len(curves) * max(len(decimals), 1) / 2 + 2))
+        ax = axes[0, 0]
+        sns.barplot(
+            data=data, x="layer", y="eff_san", hue="decimals", order=[c.layer for c in curves],
+            hue_order=[f"{d} decimals" for d in decimals], palette="colorblind", errorbar=None, ax=ax,
+        )  # fmt: skip
+        ax.set_xlabel("IFM (layer)")
+        ax.set_ylabel("eff_san (distinct p / swept values)")
+        ax.set_ylim(0.0, 1.05)
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="rounded to", fontsize="small")
+        ax.set_title(_title(curves, f"eff_san per layer ({knob})"), fontsize="medium")
+    return _finish(data, figure, None if out is None else Path(out))
+
+
+def _gamma_text(value: float) -> str:
+    """γ_max for a facet title ("∞" when some p(n) is zero)."""
+    return "∞" if math.isinf(value) else f"{value:.2f}"
+
+
+def knob_coverage(
+    sweeps: Sequence[Any],
+    *,
+    out: str | Path | None = None,
+    layer: str = "pool5",
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    model: str | None = None,
+    image: str | None = None,
+) -> Plotted:
+    """Paper Figure 1 in spirit: one panel per knob of a layer, its p over the knob value against the bounds
+    p0/2^γ; n*(γ) is marked where γ is met, and the panel title gives γ_max = log2(p0 / min p)."""
+    from ifmsan.knobs import KNOBS
+
+    curves = [c for c in select_image(sweeps, model=model, image=image) if c.layer == layer and c.chain == ""]
+    if not curves:
+        raise ValueError(f"no unchained sweep of layer {layer!r}")
+    curves.sort(key=lambda c: KNOBS.index(c.knob) if c.knob in KNOBS else len(KNOBS))
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    series = [(c.knob, c) for c in curves]
+    with _style():
+        figure, axes = _new_figure(width=3.6 * ncols, height=3.0 * nrows + 0.4, nrows=nrows, ncols=ncols, sharey=True)
+        flat = list(axes.ravel())
+        for ax, (knob, curve) in zip(flat, series, strict=False):
+            _draw_lines(ax, [(knob, curve)])
+            for gamma in gammas:
+                bound = gamma_bound(curve.p0, gamma)
+                ax.axhline(bound, color="0.5", linestyle="--", linewidth=0.7, label=f"p0/2^{gamma:g}")
+                ax.text(
+                    1.01, bound, f"γ={gamma:g}", transform=ax.get_yaxis_transform(), fontsize="x-small", va="center"
+                )
+                n_star = knob_for_gamma(curve.values, curve.probabilities, p0=curve.p0, gamma=gamma)
+                if n_star is not None:
+                    ax.plot([n_star], [bound], marker="v", color="0.2", markersize=4, linestyle="none", label="_n_star")
+            ax.set_title(
+                f"{KNOB_LABELS.get(knob, knob)}\nγ_max = {_gamma_text(gamma_max(curve.probabilities, p0=curve.p0))}",
+                fontsize="small",
+            )
+            ax.set_xlabel(x_label(curve.parameter))
+            ax.set_ylabel(Y_LABEL)
+            ax.set_ylim(-0.02, 1.02)
+            legend = ax.get_legend()
+            if legend is not None:
+                legend.remove()
+        for ax in flat[len(series) :]:
+            ax.set_visible(False)
+        figure.suptitle(
+            _title(curves, f"{layer} IFM: γ coverage per knob (dashed: p0/2^γ; ▼: n*(γ))"),
+            fontsize="medium",
+        )
+    return _finish(_tidy(series), figure, None if out is None else Path(out))
+
+
+FIGURE_NAMES = ("figure2", "figure4", "figure5", "heatmap", "effsan")
+
+
+def write_figures(
+    sweeps: Sequence[Any],
+    *,
+    out_dir: str | Path,
+    model: str | None = None,
+    image: str | None = None,
+    gammas: Sequence[float] = DEFAULT_GAMMAS,
+    layer_order: Sequence[str] | None = None,
+) -> dict[str, Plotted]:
+    """Every figure the sweeps of one (model, image) allow, as <out_dir>/<name>.png|pdf; a ValueError when none.
+
+    figure2: pool5 with knobs first and nonzero_mean; figure4: pool5 and fc6 (nonzero_mean); figure5: pool5 with
+    chains; heatmap and effsan: any unchained nonzero_mean sweep; knob_coverage_<layer>: each layer with two knobs
+    or more.
+    """
+    curves = select_image(sweeps, model=model, image=image)
+    out = Path(out_dir)
+    have = {(c.layer, c.knob, c.chain) for c in curves}
+    plain = [c for c in curves if c.knob == "nonzero_mean" and c.chain == ""]
+    plans: list[tuple[str, bool, Any]] = [
+        ("figure2", {("pool5", "first", ""), ("pool5", "nonzero_mean", "")} <= have,
+         lambda path: figure2(curves, out=path)),
+        ("figure4", {("pool5", "nonzero_mean", ""), ("fc6", "nonzero_mean", "")} <= have,
+         lambda path: figure4(curves, out=path)),
+        ("figure5", ("pool5", "nonzero_mean", "") in have
+         and any(c.layer == "pool5" and c.knob == "nonzero_mean" and c.chain for c in curves),
+         lambda path: figure5(curves, out=path, layer_order=layer_order)),
+        ("heatmap", bool(plain) and len({c.parameter for c in plain}) == 1,
+         lambda path: layer_heatmap(curves, out=path, layer_order=layer_order)),
+        ("effsan", bool(plain), lambda path: effsan_per_layer(curves, out=path, layer_order=layer_order)),
+    ]  # fmt: skip
+    knobs_per_layer: dict[str, set[str]] = {}
+    for c in curves:
+        if c.chain == "":
+            knobs_per_layer.setdefault(c.layer, set()).add(c.knob)
+    ranks = layer_ranks(knobs_per_layer, layer_order=layer_order)
+    for layer in sorted(knobs_per_layer, key=ranks.__getitem__):
+        if len(knobs_per_layer[layer]) >= 2:
+            check_id(layer, name="layer name (part of a figure file name)")
+            def draw(path: Path, layer: str = layer) -> Plotted:
+                """The knob-coverage figure of this layer."""
+                return knob_coverage(curves, out=path, layer=layer, gammas=gammas)
+
+            plans.append((f"knob_coverage_{layer}", True, draw))
+    made: dict[str, Plotted] = {}
+    for name, possible, draw in plans:
+        if possible:
+            made[name] = draw(out / name)
+            log.info("wrote %s.png and %s.pdf", out / name, out / name)
+        else:
+            log.info("skipped %s: the sweeps lack what it needs", name)
+    if not made:
+        raise ValueError(
+            "the sweeps allow no figure: figure2 needs pool5 with knobs first and nonzero_mean, figure4 pool5 and "
+            "fc6, figure5 pool5 chains, heatmap/effsan an unchained nonzero_mean sweep, knob_coverage two knobs "
+            "of one layer"
+        )
+    return made
+
+
+__all__ = [
+    "KNOB_LABELS",
+    "Y_LABEL",
+    "Plotted",
+    "effsan_per_layer",
+    "figure2",
+    "figure4",
+    "figure5",
+    "knob_coverage",
+    "layer_heatmap",
+    "save_figure",
+    "select_image",
+    "write_figures",
+    "x_label",
+]

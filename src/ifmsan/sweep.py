@@ -1,0 +1,189 @@
+"""The sweep engine: p(value) of the target class for one IFM, one knob and a range of knob values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from tqdm.auto import tqdm
+
+from ifmsan.knobs import get_knob
+
+DEFAULT_BATCH_SIZE = 32
+"""Sanitized IFMs per forward batch: a few hundred MB at most for BVLC AlexNet's largest IFM."""
+
+CHAIN_STEP = re.compile(r"^(?P<layer>[A-Za-z0-9_.]+)@(?P<window>[0-9]+)$")
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """Pre-sanitize one layer's IFM with Algorithm 1 at a fixed window before the swept layer."""
+
+    layer: str
+    window: int
+
+    def __str__(self) -> str:
+        return f"{self.layer}@{self.window}"
+
+
+def parse_chain(text: str | Sequence[str] | None) -> tuple[ChainStep, ...]:
+    """Parse 'norm2@3' or 'norm2@3+pool2@4' (or a list of steps) into chain steps."""
+    if not text:
+        return ()
+    parts = text.split("+") if isinstance(text, str) else list(text)
+    steps = []
+    for part in parts:
+        match = CHAIN_STEP.match(part.strip())
+        if not match or int(match["window"]) < 1:
+            raise ValueError(f"chain step {part!r} must look like LAYER@WINDOW with WINDOW >= 1, e.g. norm2@3")
+        steps.append(ChainStep(match["layer"], int(match["window"])))
+    return tuple(steps)
+
+
+def chain_label(chain: Sequence[ChainStep]) -> str:
+    """The chain as stored in sweep attributes: '' for none, else 'norm2@3+pool2@4'."""
+    return "+".join(str(step) for step in chain)
+
+
+def check_layer(net: torch.nn.Module, layer: str, *, name: str = "layer") -> str:
+    """Reject a layer the network does not expose, listing the ones it does."""
+    if layer not in net.ifm_layers:
+        raise ValueError(f"{name} {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}")
+    return layer
+
+
+@torch.inference_mode()
+def apply_chain(
+    net: torch.nn.Module, ifms: Mapping[str, torch.Tensor], chain: Sequence[ChainStep], *, layer: str
+) -> torch.Tensor:
+    """The IFM of `layer` after each chain step's IFM was sanitized (Algorithm 1) and run on, in network order."""
+    check_layer(net, layer)
+    order = {name: i for i, name in enumerate(net.ifm_layers)}
+    previous = -1
+    for step in chain:
+        check_layer(net, step.layer, name="chain layer")
+        if order[step.layer] <= previous or order[step.layer] >= order[layer]:
+            raise ValueError(
+                f"chain {chain_label(chain)} must list layers in network order, all before the swept layer {layer!r}"
+            )
+        previous = order[step.layer]
+    current = dict(ifms)
+    knob = get_knob("nonzero_mean")
+    for step in chain:
+        sanitized = knob.apply(current[step.layer], step.window)
+        current.update({name: value[0] for name, value in net.ifms_from(step.layer, sanitized.unsqueeze(0)).items()})
+    return current[layer]
+
+
+@torch.inference_mode()
+def sweep_ifm(
+    net: torch.nn.Module,
+    ifm: torch.Tensor,
+    *,
+    layer: str,
+    knob: str,
+    values: Sequence[float],
+    target: int,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Sanitize `ifm` at every knob value in batches and return p(target), top-1 and its probability per value."""
+    check_layer(net, layer)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sanitizer = get_knob(knob, seed=seed)
+    values = list(values)
+    buffer = torch.empty((min(batch_size, len(values)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
+    probability = np.empty(len(values), dtype=np.float64)
+    top1 = np.empty(len(values), dtype=np.int64)
+    top1_probability = np.empty(len(values), dtype=np.float64)
+    starts = range(0, len(values), batch_size)
+    for start in tqdm(starts, desc=f"{layer} {knob}", unit="batch", disable=None if progress is None else not progress, leave=False):
+        chunk = values[start : start + batch_size]
+        batch = sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])
+        probs = torch.softmax(net.forward_from(layer, batch).double(), dim=1)
+        best = probs.max(dim=1)
+        stop = start + len(chunk)
+        probability[start:stop] = probs[:, target].cpu().numpy()
+        top1[start:stop] = best.indices.cpu().numpy()
+        top1_probability[start:stop] = best.values.cpu().numpy()
+    return {"probability": probability, "top1": top1, "top1_probability": top1_probability}
+
+
+def sweep_dataset(
+    net: torch.nn.Module,
+    ifms_dataset: xr.Dataset,
+    *,
+    layer: str,
+    knob: str,
+    values: Sequence[float] | None = None,
+    chain: Sequence[ChainStep] = (),
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    attrs: Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+) -> xr.Dataset:
+    """One sweep of an extracted image as a Dataset over `window` (or `scale`) with provenance attributes."""
+    from ifmsan.extract import ifms_of, provenance, weights_sha
+
+    check_layer(net, layer)
+    sanitizer = get_knob(knob, seed=seed)
+    values = list(sanitizer.default_values if values is None else values)
+    if not values:
+        raise ValueError("values is empty; expected at least one window size or noise scale")
+    source = ifms_dataset.attrs
+    if source.get("model") != net.name:
+        raise ValueError(f"the IFMs were extracted with model {source.get('model')!r}, not {net.name!r}")
+    if str(source.get("weights_sha", "")) != weights_sha(net):
+        raise ValueError(
+            f"the IFMs were extracted with weights {source.get('weights_sha') or 'random init'!r}, "
+            f"but the network has {weights_sha(net) or 'random init'!r}: pass the same --weights"
+        )
+    device = next(net.parameters()).device
+    ifms = {name: value.to(device) for name, value in ifms_of(ifms_dataset).items()}
+    ifm = apply_chain(net, ifms, chain, layer=layer) if chain else ifms[layer]
+    target = int(source["target"])
+    curves = sweep_ifm(
+        net, ifm, layer=layer, knob=knob, values=values, target=target, seed=seed, batch_size=batch_size, progress=progress
+    )
+    dim = sanitizer.parameter
+    coord = np.asarray(values, dtype=np.int64 if dim == "window" else np.float64)
+    dataset = xr.Dataset(
+        {
+            "probability": ((dim,), curves["probability"], {"long_name": "probabilistic accuracy p of the target class"}),
+            "top1": ((dim,), curves["top1"]),
+            "top1_probability": ((dim,), curves["top1_probability"]),
+        },
+        coords={dim: coord},
+    )
+    original = ifms[layer]
+    chained_p = float("nan")
+    if chain:
+        chained_p = float(torch.softmax(net.forward_from(layer, ifm.unsqueeze(0)).double(), dim=1)[0, target])
+    attributes: dict[str, Any] = dict(
+        image_id=str(source.get("image_id", "")),
+        image_sha256=str(source.get("image_sha256", "")),
+        p0=float(source["p0"]),
+        target=target,
+        target_source=str(source.get("target_source", "")),
+        original_top1=int(source.get("original_top1", -1)),
+        layer=layer,
+        knob=knob,
+        parameter=dim,
+        chain=chain_label(chain),
+        chain_p=chained_p,
+        seed=seed,
+        ifm_size=int(original.numel()),
+        zero_ratio=float((original == 0).sum()) / original.numel(),
+        n_zeros=int((original == 0).sum()),
+        config_hash=str(source.get("config_hash", "")),
+    )
+    attributes.update(attrs or {})
+    dataset.attrs = provenance(net, **attributes)
+    return dataset
