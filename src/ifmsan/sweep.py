@@ -116,6 +116,7 @@ def sweep_ifm(
     return {"probability": probability, "top1": top1, "top1_probability": top1_probability}
 
 
+@torch.inference_mode()
 def sweep_dataset(
     net: torch.nn.Module,
     ifms_dataset: xr.Dataset,

@@ -1,0 +1,52 @@
+"""Options shared by several verbs: which model, which weights, extra provenance attributes."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --weights, --mean-file and --init-seed, as every model-using verb takes them."""
+    parser.add_argument("--model", required=True, help="bvlc_alexnet, alexnet_mini or torchvision:<name>")
+    parser.add_argument("--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init")
+    parser.add_argument("--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)")
+    parser.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)")
+    parser.add_argument(
+        "--attr", action="append", default=[], metavar="KEY=VALUE", help="extra provenance attribute (repeatable)"
+    )
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """Load the network the options name, checking files before any work."""
+    from ifmsan import models
+
+    options: dict[str, Any] = {"seed": args.init_seed}
+    if args.mean_file is not None:
+        if args.model != "bvlc_alexnet":
+            raise ValueError(f"--mean-file applies to bvlc_alexnet only, not {args.model}")
+        if not args.mean_file.is_file():
+            raise FileNotFoundError(f"--mean-file not found: {args.mean_file}")
+        options["mean_file"] = args.mean_file
+    weights = args.weights
+    if weights and not args.model.startswith("torchvision:") and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights file not found: {weights}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu")
+    return models.load(args.model, weights=weights, **options).to(args.device)
+
+
+def parse_attrs(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE pairs into a dict, with a clear error for anything else."""
+    attrs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--attr must look like KEY=VALUE with KEY an identifier, got {item!r}")
+        attrs[key] = value
+    return attrs

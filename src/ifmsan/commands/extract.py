@@ -1,0 +1,45 @@
+"""`ifmsan extract`: every IFM of one image, its softmax and target class, as NetCDF."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ifmsan.commands._common import add_model_options, load_model, parse_attrs
+
+HELP = "Extract the IFMs of every layer for one image into a NetCDF file (with softmax, top-5, target, provenance)."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of this verb."""
+    add_model_options(parser)
+    parser.add_argument("--image", required=True, help="image source: a local path, an https:// or file:// URL, or skimage:<name>")
+    parser.add_argument("--image-sha256", help="expected sha256 of the image bytes (required for URLs)")
+    parser.add_argument("--image-id", required=True, help="id of the image (letters, digits, '_', '.', '-')")
+    parser.add_argument("--target", type=int, help="ground-truth class index (default: the original top-1)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("data/images"), help="where downloaded images are kept")
+    parser.add_argument("--out", type=Path, required=True, help="output .nc file")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load model and image, run once, write the Dataset atomically."""
+    from ifmsan.extract import extract_ifms
+    from ifmsan.images import load_image_with_checksum
+    from ifmsan.io import check_id, write_netcdf
+
+    check_id(args.image_id, name="--image-id")
+    if args.out.suffix != ".nc":
+        raise ValueError(f"--out must end in .nc, got {args.out}")
+    attrs = parse_attrs(args.attr)
+    net = load_model(args)
+    image, checksum = load_image_with_checksum(args.image, sha256=args.image_sha256, cache_dir=args.cache_dir)
+    x = net.preprocess(image)
+    dataset = extract_ifms(
+        net, x, target=args.target, attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs}
+    )
+    write_netcdf(dataset, args.out)
+    print(
+        f"{args.image_id}: {net.name} top-1 {dataset.attrs['original_top1']} ({dataset.attrs['original_top1_name']}), "
+        f"target {dataset.attrs['target']} p0={dataset.attrs['p0']:.4f} -> {args.out}"
+    )
+    return 0

@@ -1,0 +1,192 @@
+"""BVLC AlexNet's layer sequence (Caffe deploy.prototxt) at any channel widths: bvlc_alexnet and alexnet_mini."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ifmsan.models.base import LayeredNet
+from ifmsan.models.files import existing_file, file_checksum, load_state_dict_file
+from ifmsan.models.preprocess import CAFFE_CROP, caffe_mean_crop, caffe_preprocess, load_mean_file, unit_range_preprocess
+
+IFM_LAYERS: tuple[str, ...] = (
+    "conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8",
+)  # fmt: skip
+"""The 13 IFMs of the paper's Table 1, in network order (each names the layer the IFM is fed into)."""
+PARAMETER_LAYERS: tuple[str, ...] = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+BVLC_WIDTHS = (96, 256, 384, 384, 256)
+BVLC_FC = 4096
+MINI_WIDTHS = (24, 64, 96, 96, 64)
+MINI_FC = 512
+DROPOUT = 0.5
+MINI_NOTE_FALLBACK = "alexnet_mini is a small offline stand-in for BVLC AlexNet, trained on synthetic shapes"
+
+
+class ConvReLU(nn.Conv2d):
+    """A Caffe convolution followed by its in-place ReLU: maps a conv IFM to the next layer's IFM."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv(x)), never touching x."""
+        return F.relu(super().forward(x))
+
+
+class LinearReLUDropout(nn.Linear):
+    """A Caffe fully connected layer with its in-place ReLU and dropout (identity in eval mode)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """dropout(relu(linear(x))), with dropout active only in training."""
+        return F.dropout(F.relu(super().forward(x)), p=DROPOUT, training=self.training)
+
+
+class MaxPoolFlatten(nn.MaxPool2d):
+    """pool5, whose output is flattened in C order (channel, height, width) into fc6's 1-D IFM."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """flatten(maxpool(x)) per image."""
+        return torch.flatten(super().forward(x), 1)
+
+
+class CaffeAlexNet(LayeredNet):
+    """BVLC AlexNet's layers, named after the IFMs they consume, so the state dict reads conv1.weight ... fc8.bias.
+
+    conv1 k11 s4 -> relu -> LRN(5, 1e-4, 0.75, 1) -> maxpool 3/2 -> conv2 k5 p2 g2 -> relu -> LRN -> maxpool 3/2
+    -> conv3 k3 p1 -> relu -> conv4 k3 p1 g2 -> relu -> conv5 k3 p1 g2 -> relu -> maxpool 3/2 -> fc6 -> relu
+    -> fc7 -> relu -> fc8. Pools round up like Caffe (ceil_mode); at 227 input that gives 55/27/13/6 as floor would.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        widths: Sequence[int],
+        fc_width: int,
+        num_classes: int,
+        class_names: Sequence[str],
+        weights_info: dict[str, object],
+        preprocess: functools.partial[torch.Tensor],
+    ) -> None:
+        """Build the layers with uninitialised storage (no global RNG use); callers initialise or load weights."""
+        super().__init__(
+            name=name, class_names=class_names, weights_info=weights_info, input_shape=(3, CAFFE_CROP, CAFFE_CROP),
+            preprocess=preprocess,
+        )  # fmt: skip
+        c1, c2, c3, c4, c5 = (int(w) for w in widths)
+        with torch.device("meta"):
+            self.conv1 = ConvReLU(3, c1, kernel_size=11, stride=4)
+            self.norm1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+            self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            self.conv2 = ConvReLU(c1, c2, kernel_size=5, padding=2, groups=2)
+            self.norm2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
+            self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            self.conv3 = ConvReLU(c2, c3, kernel_size=3, padding=1)
+            self.conv4 = ConvReLU(c3, c4, kernel_size=3, padding=1, groups=2)
+            self.conv5 = ConvReLU(c4, c5, kernel_size=3, padding=1, groups=2)
+            self.pool5 = MaxPoolFlatten(kernel_size=3, stride=2, ceil_mode=True)
+            self.fc6 = LinearReLUDropout(c5 * 6 * 6, fc_width)
+            self.fc7 = LinearReLUDropout(fc_width, fc_width)
+            self.fc8 = nn.Linear(fc_width, num_classes)
+        self.to_empty(device="cpu")
+        self._set_stages([(layer, getattr(self, layer)) for layer in IFM_LAYERS])
+        self.eval()
+
+    def parameter_layers(self) -> dict[str, nn.Conv2d | nn.Linear]:
+        """The layers that carry weights, by Caffe layer name."""
+        return {layer: getattr(self, layer) for layer in PARAMETER_LAYERS}
+
+    @torch.no_grad()
+    def init_weights(self, *, seed: int) -> None:
+        """Kaiming-normal weights (fan_in, relu) and zero biases from a private generator: independent of global RNG."""
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        for layer in self.parameter_layers().values():
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu", generator=generator)
+            nn.init.zeros_(layer.bias)
+
+    @torch.no_grad()
+    def load_caffe_blobs(self, blobs: dict[str, list], *, path: os.PathLike[str] | str) -> None:
+        """Copy [weight, bias] per Caffe layer; grouped conv weights (out, in/group, kh, kw) fit groups=2 as they are."""
+        layers = self.parameter_layers()
+        missing = [name for name in layers if name not in blobs]
+        extra = [name for name in blobs if name not in layers]
+        if missing or extra:
+            raise ValueError(
+                f"caffemodel {path} does not fit {self.name}: layers with parameters {list(blobs)}, expected "
+                f"{list(layers)} (missing {missing}, unexpected {extra})"
+            )
+        for name, layer in layers.items():
+            found = [tuple(array.shape) for array in blobs[name]]
+            expected = [tuple(layer.weight.shape), tuple(layer.bias.shape)]
+            if found != expected:
+                raise ValueError(f"caffemodel {path}: layer {name!r} has blob shapes {found}, {self.name} expects {expected}")
+        for name, layer in layers.items():
+            weight, bias = blobs[name]
+            layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+def _imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in index order, as torchvision ships them (no download)."""
+    from torchvision.models import AlexNet_Weights
+
+    return tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def build_bvlc_alexnet(
+    *, weights: str | os.PathLike[str] | None, seed: int, mean_file: str | os.PathLike[str] | None
+) -> CaffeAlexNet:
+    """The paper's network: random (seeded) or BVLC's trained weights from a .caffemodel, with Caffe preprocessing."""
+    mean = None if mean_file is None else load_mean_file(mean_file)
+    if weights is None:
+        info: dict[str, object] = {
+            "source": f"seeded Kaiming-normal initialisation (seed {seed})", "sha1": None, "trained": False,
+            "stand_in": False, "note": "bvlc_alexnet architecture with untrained random weights",
+        }  # fmt: skip
+    else:
+        path = existing_file(weights, what="bvlc_alexnet weights (.caffemodel)")
+        info = {
+            "source": str(path), "sha1": file_checksum(path, algorithm="sha1"), "trained": True, "stand_in": False,
+            "note": "BVLC AlexNet (Caffe bvlc_alexnet.caffemodel)",
+        }  # fmt: skip
+    info["mean_file"] = None if mean_file is None else str(mean_file)
+    net = CaffeAlexNet(
+        name="bvlc_alexnet", widths=BVLC_WIDTHS, fc_width=BVLC_FC, num_classes=1000,
+        class_names=_imagenet_class_names(), weights_info=info,
+        preprocess=functools.partial(caffe_preprocess, mean_crop=caffe_mean_crop(mean)),
+    )  # fmt: skip
+    if weights is None:
+        net.init_weights(seed=seed)
+    else:
+        from ifmsan.caffe import read_caffemodel
+
+        net.load_caffe_blobs(read_caffemodel(path), path=path)
+    return net
+
+
+def build_alexnet_mini(*, weights: str | os.PathLike[str] | None, seed: int) -> CaffeAlexNet:
+    """The offline stand-in: BVLC's sequence with channels (24, 64, 96, 96, 64) and fc 512, on minidata's classes."""
+    from ifmsan import minidata
+
+    note = str(getattr(minidata, "STAND_IN_NOTE", MINI_NOTE_FALLBACK))
+    if weights is None:
+        info: dict[str, object] = {
+            "source": f"seeded Kaiming-normal initialisation (seed {seed})", "sha256": None, "trained": False,
+            "stand_in": True, "note": f"{note} (these weights are untrained)",
+        }  # fmt: skip
+    else:
+        path = existing_file(weights, what="alexnet_mini weights (.pt state dict)")
+        info = {"source": str(path), "sha256": file_checksum(path, algorithm="sha256"), "trained": True,
+                "stand_in": True, "note": note}  # fmt: skip
+    net = CaffeAlexNet(
+        name="alexnet_mini", widths=MINI_WIDTHS, fc_width=MINI_FC, num_classes=len(minidata.CLASS_NAMES),
+        class_names=minidata.CLASS_NAMES, weights_info=info,
+        preprocess=functools.partial(unit_range_preprocess, size=CAFFE_CROP),
+    )  # fmt: skip
+    if weights is None:
+        net.init_weights(seed=seed)
+    else:
+        load_state_dict_file(path, into=net, what="alexnet_mini weights")
+    return net

@@ -1,0 +1,67 @@
+"""Weight files: checksums for provenance and strict, safe loading of PyTorch state dicts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+
+def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, via ifmsan.fetch when it is there so that all provenance hashes agree."""
+    try:
+        from ifmsan.fetch import file_checksum as fetch_checksum
+    except ImportError:
+        fetch_checksum = None
+    if fetch_checksum is not None:
+        return str(fetch_checksum(path, algorithm=algorithm))
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def existing_file(path: str | os.PathLike[str], *, what: str) -> Path:
+    """The path as a Path, or FileNotFoundError naming what was expected there."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module, what: str) -> None:
+    """Load a state-dict file into `into` (weights_only); any missing, unexpected or misshapen key is a ValueError."""
+    path = existing_file(path, what=what)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or non-torch files
+        raise ValueError(f"{what} {path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what} {path} must hold a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    expected = into.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        if unexpected:
+            detail.append(
+                f"unexpected key {unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+            )
+        raise ValueError(f"{what} {path} does not fit the network: {'; '.join(detail)}")
+    for key, target in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{what} {path}: key {key!r} holds a {type(value).__name__}, expected a tensor")
+        if tuple(value.shape) != tuple(target.shape):
+            raise ValueError(
+                f"{what} {path}: key {key!r} has shape {tuple(value.shape)}, the network expects {tuple(target.shape)}"
+            )
+        if value.dtype.is_floating_point != target.dtype.is_floating_point:
+            raise ValueError(f"{what} {path}: key {key!r} has dtype {value.dtype}, the network expects {target.dtype}")
+    into.load_state_dict(state, strict=True)

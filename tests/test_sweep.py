@@ -1,0 +1,133 @@
+"""IFM extraction, the sweep engine and chains against one-at-a-time forwards written here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import ifmsan
+from ifmsan import models
+from ifmsan.extract import extract_ifms, ifms_of
+from ifmsan.io import read_netcdf, write_netcdf
+from ifmsan.sweep import ChainStep, apply_chain, parse_chain, sweep_dataset, sweep_ifm
+
+
+@pytest.fixture(scope="module")
+def net() -> models.LayeredNet:
+    return models.load("alexnet_mini", seed=3)
+
+
+@pytest.fixture(scope="module")
+def image() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, size=(240, 260, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def extracted(net: models.LayeredNet, image: Image.Image):
+    return extract_ifms(net, net.preprocess(image), attrs={"image_id": "noise", "image_sha256": "0" * 64})
+
+
+def one_at_a_time(net: models.LayeredNet, ifm: torch.Tensor, layer: str, windows: list[int], target: int, select: str = "nonzero_mean") -> np.ndarray:
+    """The naive sweep: one sanitization and one forward per window."""
+    with torch.inference_mode():
+        return np.array(
+            [float(torch.softmax(net.forward_from(layer, ifmsan.sample_and_hold(ifm, n, select=select)[None]).double(), 1)[0, target]) for n in windows]
+        )
+
+
+def test_extract_round_trips_bit_for_bit(net: models.LayeredNet, image: Image.Image, extracted, tmp_path: Path) -> None:
+    write_netcdf(extracted, tmp_path / "ifms.nc")
+    back = ifms_of(read_netcdf(tmp_path / "ifms.nc"))
+    with torch.inference_mode():
+        direct = net.ifms(net.preprocess(image)[None])
+    assert list(back) == list(net.ifm_layers)
+    for layer, ifm in back.items():
+        assert ifm.dtype == torch.float32 and torch.equal(ifm, direct[layer][0])
+    dataset = read_netcdf(tmp_path / "ifms.nc")
+    assert dataset["pool5"].dims == ("pool5_channel", "pool5_height", "pool5_width")
+    assert dataset["fc6"].dims == ("fc6_feature",)
+    assert dataset["pool5"].encoding.get("zlib") is True
+    assert float(dataset["softmax"].sum()) == pytest.approx(1.0)
+    top1 = int(np.argmax(dataset["softmax"].values))
+    assert dataset.attrs["original_top1"] == top1 == dataset.attrs["target"] == int(dataset["top5"][0])
+    assert dataset.attrs["p0"] == pytest.approx(float(dataset["softmax"].max()))
+    for layer in ("norm1", "fc7"):
+        values = direct[layer][0]
+        assert float(dataset["zero_ratio"].sel(layer=layer)) == pytest.approx(float((values == 0).float().mean()))
+    for key in ("model", "weights_sha", "image_id", "image_sha256", "ifmsan_version", "stand_in"):
+        assert key in dataset.attrs
+    assert dataset.attrs["stand_in"] == 1 and dataset.attrs["trained"] == 0
+
+
+def test_extract_ground_truth_target_and_bad_target(net: models.LayeredNet, image: Image.Image) -> None:
+    dataset = extract_ifms(net, net.preprocess(image), target=2)
+    assert dataset.attrs["target"] == 2 and dataset.attrs["target_source"] == "ground_truth"
+    assert dataset.attrs["p0"] == pytest.approx(float(dataset["softmax"][2]))
+    with pytest.raises(ValueError, match="target must be a class index"):
+        extract_ifms(net, net.preprocess(image), target=len(net.class_names))
+
+
+@pytest.mark.parametrize(("layer", "select"), [("pool5", "nonzero_mean"), ("norm2", "first"), ("fc7", "mean"), ("conv1", "random")])
+def test_sweep_equals_one_forward_per_window(net: models.LayeredNet, extracted, layer: str, select: str) -> None:
+    ifm = ifms_of(extracted)[layer]
+    windows = [2, 3, 4, 7, 10, 31, 64]
+    target = int(extracted.attrs["target"])
+    got = sweep_ifm(net, ifm, layer=layer, knob=select, values=windows, target=target, batch_size=3)
+    np.testing.assert_allclose(got["probability"], one_at_a_time(net, ifm, layer, windows, target, select), rtol=1e-5, atol=1e-7)
+    # batching is only a memory knob: any batch size gives the same curve up to float rounding
+    other = sweep_ifm(net, ifm, layer=layer, knob=select, values=windows, target=target, batch_size=64)
+    np.testing.assert_allclose(got["probability"], other["probability"], rtol=1e-5, atol=1e-7)
+    assert np.all(got["top1_probability"] >= got["probability"] - 1e-12)
+
+
+def test_sweep_dataset_layout_and_provenance(net: models.LayeredNet, extracted) -> None:
+    sweep = sweep_dataset(net, extracted, layer="pool5", knob="nonzero_mean", values=range(2, 12), attrs={"config_hash": "abc"})
+    assert sweep["probability"].dims == ("window",) and sweep["window"].values.tolist() == list(range(2, 12))
+    assert sweep["top1"].dtype == np.int64
+    attrs = sweep.attrs
+    assert attrs["layer"] == "pool5" and attrs["knob"] == "nonzero_mean" and attrs["chain"] == ""
+    assert attrs["p0"] == extracted.attrs["p0"] and attrs["target"] == extracted.attrs["target"]
+    assert attrs["ifm_size"] == 64 * 13 * 13 and attrs["config_hash"] == "abc" and attrs["stand_in"] == 1
+    noise = sweep_dataset(net, extracted, layer="fc6", knob="laplace", values=[0.0, 1.0])
+    assert noise["probability"].dims == ("scale",)
+    # scale 0 adds nothing: p equals p0
+    assert float(noise["probability"][0]) == pytest.approx(float(extracted.attrs["p0"]), rel=1e-6)
+
+
+def test_chain_equals_manual_pre_sanitization(net: models.LayeredNet, extracted) -> None:
+    ifms = ifms_of(extracted)
+    with torch.inference_mode():
+        manual = net.ifms_from("norm2", ifmsan.sample_and_hold(ifms["norm2"], 3)[None])["pool5"][0]
+        chained = apply_chain(net, ifms, parse_chain("norm2@3"), layer="pool5")
+        assert torch.equal(chained, manual)
+        two = apply_chain(net, ifms, parse_chain("norm1@2+norm2@3"), layer="pool5")
+        step1 = net.ifms_from("norm1", ifmsan.sample_and_hold(ifms["norm1"], 2)[None])
+        step2 = net.ifms_from("norm2", ifmsan.sample_and_hold(step1["norm2"][0], 3)[None])["pool5"][0]
+        assert torch.equal(two, step2)
+    sweep = sweep_dataset(net, extracted, layer="pool5", knob="nonzero_mean", values=[2, 5], chain=parse_chain("norm2@3"))
+    expected = one_at_a_time(net, manual, "pool5", [2, 5], int(extracted.attrs["target"]))
+    np.testing.assert_allclose(sweep["probability"].values, expected, rtol=1e-5, atol=1e-7)
+    assert sweep.attrs["chain"] == "norm2@3"
+
+
+@pytest.mark.parametrize(
+    ("chain", "message"),
+    [("pool5@3", "network order"), ("norm2@3+norm1@2", "network order"), ("nope@2", "not an IFM layer"), ("norm2", "LAYER@WINDOW"), ("norm2@0", "LAYER@WINDOW")],
+)
+def test_bad_chains(net: models.LayeredNet, extracted, chain: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_chain(net, ifms_of(extracted), parse_chain(chain), layer="pool5")
+
+
+def test_sweep_rejects_mismatched_model_and_layer(net: models.LayeredNet, extracted) -> None:
+    with pytest.raises(ValueError, match="not an IFM layer"):
+        sweep_dataset(net, extracted, layer="pool9", knob="nonzero_mean", values=[2])
+    other = models.load("bvlc_alexnet")
+    with pytest.raises(ValueError, match="extracted with model 'alexnet_mini'"):
+        sweep_dataset(other, extracted, layer="pool5", knob="nonzero_mean", values=[2])
+    assert parse_chain("") == () and parse_chain("a@2") == (ChainStep("a", 2),)
