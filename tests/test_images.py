@@ -172,3 +172,20 @@ def test_url_cache_name_defaults_to_a_safe_file_name(tmp_path: Path) -> None:
     odd = source.with_name("x y.png")
     odd.write_bytes(data)
     assert resolve_image(odd.as_uri(), sha256=sha, cache_dir=tmp_path / "c2") == tmp_path / "c2" / f"{sha}.img"
+
+
+def test_minidata_source_renders_the_generator_sample() -> None:
+    from ifmsan.images import load_image_with_checksum
+    from ifmsan.minidata import render_sample
+
+    image, checksum = load_image_with_checksum("minidata:test:3")
+    expected, _ = render_sample(3, seed=0, split="test")
+    assert image.tobytes() == expected.tobytes()
+    assert load_image_with_checksum("minidata:test:3", sha256=checksum)[1] == checksum
+    seeded, _ = load_image_with_checksum("minidata:test:3:7")
+    assert seeded.tobytes() == render_sample(3, seed=7, split="test")[0].tobytes()
+    with pytest.raises(ValueError, match="sha256 of its pixels"):
+        load_image_with_checksum("minidata:test:3", sha256="0" * 64)
+    for bad in ("minidata:valid:1", "minidata:test:-1", "minidata:test:x", "minidata:test:1:2:3"):
+        with pytest.raises(ValueError, match="minidata:test:<index>"):
+            load_image_with_checksum(bad)

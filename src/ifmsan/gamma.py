@@ -16,8 +16,8 @@ from ifmsan.sanitize import SELECTORS, check_window
 class GammaNotReached(RuntimeError):
     """No window in the allowed range sanitizes this input enough; the unsanitized output must not be used."""
 
-    def __init__(self, *, layer: str, gamma: float, bound: float, max_window: int, min_probability: float) -> None:
-        self.layer, self.gamma, self.bound = layer, gamma, bound
+    def __init__(self, *, layer: str, gamma: float, p0: float, bound: float, max_window: int, min_probability: float) -> None:
+        self.layer, self.gamma, self.p0, self.bound = layer, gamma, p0, bound
         self.max_window, self.min_probability = max_window, min_probability
         super().__init__(
             f"gamma={gamma} is not reachable at layer {layer!r} with windows up to {max_window}: "
@@ -109,7 +109,7 @@ class GammaSanitizer:
                     )
                     return result, batch[i].clone()
             raise GammaNotReached(
-                layer=self.layer, gamma=self.gamma, bound=bound, max_window=self.windows[-1], min_probability=lowest
+                layer=self.layer, gamma=self.gamma, p0=p0, bound=bound, max_window=self.windows[-1], min_probability=lowest
             )
         finally:
             self._searching = False

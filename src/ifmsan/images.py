@@ -1,7 +1,8 @@
-"""One loader for the images a run classifies: checksummed URLs, local files and the photos scikit-image ships."""
+"""One loader for the images a run classifies: checksummed URLs, local files, scikit-image photos, alexnet_mini samples."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import urllib.parse
@@ -115,12 +116,33 @@ def _open_rgb(path: Path, *, source: str) -> Image.Image:
         raise ValueError(f"image {source} ({path}) is not a readable image: {exc}") from exc
 
 
+MINIDATA_PREFIX = "minidata:"
+MINIDATA_SOURCE = re.compile(r"^minidata:(?P<split>train|test):(?P<index>[0-9]{1,9})(?::(?P<seed>[0-9]{1,9}))?$")
+
+
+def minidata_image(source: str) -> Image.Image:
+    """A generated alexnet_mini sample, 'minidata:<split>:<index>[:<seed>]' (seed 0 by default); checksum = sha256 of its pixels."""
+    from ifmsan.minidata import render_sample
+
+    match = MINIDATA_SOURCE.match(source)
+    if not match:
+        raise ValueError(f"image source {source!r} must look like minidata:test:<index> or minidata:test:<index>:<seed>")
+    image, _ = render_sample(int(match["index"]), seed=int(match["seed"] or 0), split=match["split"])
+    return image
+
+
 def load_image_with_checksum(source: str, *, sha256: str | None = None,
                              cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
                              name: str | None = None) -> tuple[Image.Image, str]:
     """The RGB image and the sha256 of the file bytes it was decoded from (for provenance attributes)."""
     from ifmsan.fetch import file_checksum
 
+    if source.startswith(MINIDATA_PREFIX):
+        image = minidata_image(source)
+        checksum = hashlib.sha256(image.tobytes()).hexdigest()
+        if sha256 is not None and sha256.lower() != checksum:
+            raise ValueError(f"image {source}: sha256 of its pixels is {checksum}, expected {sha256}")
+        return image, checksum
     path = resolve_image(source, sha256=sha256, cache_dir=cache_dir, name=name)
     image = _open_rgb(path, source=source)
     return image, sha256.lower() if sha256 is not None else file_checksum(path)

@@ -13,6 +13,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init")
     parser.add_argument("--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)")
     parser.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)")
     parser.add_argument(
         "--attr", action="append", default=[], metavar="KEY=VALUE", help="extra provenance attribute (repeatable)"
@@ -24,6 +25,12 @@ def load_model(args: argparse.Namespace) -> Any:
     from ifmsan import models
 
     options: dict[str, Any] = {"seed": args.init_seed}
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.mean_file is not None:
         if args.model != "bvlc_alexnet":
             raise ValueError(f"--mean-file applies to bvlc_alexnet only, not {args.model}")

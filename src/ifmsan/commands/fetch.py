@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         path = fetch(args.url, args.dest, sha256=args.sha256, sha1=args.sha1, retries=args.retries,
                      timeout=args.timeout)
     except FetchError as exc:
-        raise ValueError(str(exc)) from exc
+        hint = "No network here? The offline demo needs no download: make demo (or snakemake --configfile config/demo.yaml)."
+        raise ValueError(f"{exc}\n{hint}") from exc
     print(path)
     return 0

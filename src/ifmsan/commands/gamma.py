@@ -22,14 +22,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", default="nonzero_mean", choices=SELECTORS, help="sample-and-hold selector")
     parser.add_argument("--batch-size", type=int, default=16, help="candidate windows evaluated per forward batch")
     parser.add_argument("--sweeps", nargs="*", type=Path, default=[], help="sweep files to check n*(gamma) against")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, required=True, help="output .csv")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the controller for every (layer, gamma), write one CSV row each, atomically."""
     import pandas as pd
-    import torch
 
     from ifmsan.atomic import atomic_path
     from ifmsan.commands.sweep import parse_values
@@ -42,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .csv, got {args.out}")
     gammas = [check_gamma(g) for g in args.gammas]
     windows = parse_values(args.values)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     source = read_netcdf(args.ifms)
     references = {}
     for path in args.sweeps:
@@ -54,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     net = load_model(args)
     device = next(net.parameters()).device
     ifms = {name: value.to(device) for name, value in ifms_of(source).items()}
-    controllers = {(layer, g): GammaSanitizer(net, layer, g, windows=windows, select=args.select, batch_size=args.batch_size) for layer in args.layers for g in gammas}
+    controllers = {
+        (layer, g): GammaSanitizer(net, layer, g, windows=windows, select=args.select, batch_size=args.batch_size)
+        for layer in args.layers
+        for g in gammas
+    }
     rows = []
     for (layer, gamma), controller in controllers.items():
         row = {"image_id": source.attrs.get("image_id", ""), "model": net.name, "layer": layer, "knob": args.select, "gamma": gamma}
@@ -65,14 +65,19 @@ def run(args: argparse.Namespace) -> int:
                 bound=result.bound, prediction=result.prediction, evaluated=result.evaluated, status="met",
             )
         except GammaNotReached as exc:
-            row.update(window=None, epsilon=None, probability=exc.min_probability, p0=None, bound=exc.bound, prediction=None, evaluated=len(windows), status="not reached")
+            row.update(
+                window=None, epsilon=None, probability=exc.min_probability, p0=exc.p0, bound=exc.bound,
+                prediction=None, evaluated=len(windows), status="not reached",
+            )
         if layer in references:
             sweep = references[layer]
             n_star = knob_for_gamma(sweep["window"].values, sweep["probability"].values, p0=float(sweep.attrs["p0"]), gamma=gamma)
             row["sweep_n_star"] = n_star
             row["matches_sweep"] = n_star == row["window"]
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).astype({"window": "Int64", "prediction": "Int64"})
+    if "sweep_n_star" in frame:
+        frame["sweep_n_star"] = frame["sweep_n_star"].astype("Int64")
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
     if "matches_sweep" in frame and not frame["matches_sweep"].all():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
-HELP = "Sweep one layer's IFM over a knob's values (windows 2..150 by default) and write p(n) as NetCDF."
+HELP = "Sweep one layer's IFM over one or more knobs (windows 2..150 by default) and write p(n) as NetCDF."
 
 
 def parse_values(text: str) -> list[float]:
@@ -33,40 +33,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
     parser.add_argument("--layer", required=True, help="the IFM layer to sweep, e.g. pool5")
-    parser.add_argument("--knob", default="nonzero_mean", choices=KNOBS, help="sanitization knob (default: nonzero_mean)")
-    parser.add_argument("--values", help="windows like 2:150 or scales like 0,0.25,0.5 (default: the knob's default range)")
+    parser.add_argument(
+        "--knob", nargs="+", default=["nonzero_mean"], choices=KNOBS, metavar="KNOB",
+        help=f"sanitization knob(s), one file each: {', '.join(KNOBS)} (default: nonzero_mean)",
+    )
+    parser.add_argument("--values", default="2:150", help="windows for the sample-and-hold knobs, START:STOP[:STEP] or a list (default 2:150)")
+    parser.add_argument("--scales", help="noise scales for laplace/gaussian, e.g. 0,0.5,1 (default: 0..5 in steps of 0.1)")
     parser.add_argument("--chain", default="", help="pre-sanitize steps before the swept layer, e.g. norm2@3 or norm2@3+pool2@4")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random selector and the noise knobs")
     parser.add_argument("--batch-size", type=int, default=32, help="sanitized IFMs per forward batch (bounds memory)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--out", type=Path, required=True, help="output .nc file")
+    outputs = parser.add_mutually_exclusive_group(required=True)
+    outputs.add_argument("--out", type=Path, help="output .nc file (one knob)")
+    outputs.add_argument("--out-dir", type=Path, help="output folder: one <knob>.nc per knob")
 
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, sweep, write the Dataset atomically."""
-    import torch
-
     from ifmsan.io import read_netcdf, write_netcdf
     from ifmsan.sweep import parse_chain, sweep_dataset
 
-    if args.out.suffix != ".nc":
+    from ifmsan.knobs import get_knob
+
+    knobs = list(dict.fromkeys(args.knob))
+    if args.out is not None and len(knobs) != 1:
+        raise ValueError(f"--out takes one knob; for {len(knobs)} knobs give --out-dir")
+    if args.out is not None and args.out.suffix != ".nc":
         raise ValueError(f"--out must end in .nc, got {args.out}")
+    targets = {knob: args.out if args.out is not None else args.out_dir / f"{knob}.nc" for knob in knobs}
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    values = parse_values(args.values) if args.values else None
+    windows = parse_values(args.values)
+    scales = parse_values(args.scales) if args.scales else None
     chain = parse_chain(args.chain)
     attrs = parse_attrs(args.attr)
     ifms = read_netcdf(args.ifms)
     net = load_model(args)
-    dataset = sweep_dataset(
-        net, ifms, layer=args.layer, knob=args.knob, values=values, chain=chain, seed=args.seed,
-        batch_size=args.batch_size, attrs=attrs,
-    )
-    write_netcdf(dataset, args.out)
-    p = dataset["probability"].values
-    print(f"{args.layer} {args.knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} p in [{p.min():.4f}, {p.max():.4f}] -> {args.out}")
+    for knob, out in targets.items():
+        values = windows if get_knob(knob).parameter == "window" else scales
+        dataset = sweep_dataset(
+            net, ifms, layer=args.layer, knob=knob, values=values, chain=chain, seed=args.seed,
+            batch_size=args.batch_size, attrs=attrs,
+        )
+        write_netcdf(dataset, out)
+        p = dataset["probability"].values
+        print(f"{args.layer} {knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} p in [{p.min():.4f}, {p.max():.4f}] -> {out}")
     return 0

@@ -1,0 +1,37 @@
+# ifmsan: sanitize CNN input feature maps by sample-and-hold approximation, and reproduce the paper's evaluation.
+# Paper reproduction:   snakemake --cores N
+# Offline demo:         snakemake --cores N --configfile config/demo.yaml
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# The paper reproduction is the default; a --configfile replaces it whole instead of being merged into it.
+if not config:
+
+    configfile: "config/config.yaml"
+
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
+include: "workflow/rules/train_mini.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/sweep.smk"
+include: "workflow/rules/chains.smk"
+include: "workflow/rules/tables.smk"
+include: "workflow/rules/gamma.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/notebooks.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,173 @@
+"""The Snakemake DAG end to end on a tiny config, its plans for the paper configs, and recovery after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from ifmsan import metrics
+from ifmsan.io import read_netcdf
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "tiny.yaml"
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """Run the project's Snakefile in `workdir` with the venv's tools on PATH, as `make demo` does."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    block = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("tiny")
+    snakemake(workdir, "--cores", "2", "--configfile", str(TINY))
+    return workdir
+
+
+def test_tiny_dag_tables_agree_with_the_sweeps(tiny_run: Path) -> None:
+    out = tiny_run / "results" / "tiny"
+    table1 = pd.read_csv(out / "tables" / "table1.csv")
+    sweeps = {(p.parent.name, p.stem): read_netcdf(p) for p in (out / "sweeps" / "mini_test_1").glob("*/*.nc")}
+    assert set(sweeps) == {(layer, knob) for layer in ("norm2", "pool5") for knob in ("nonzero_mean", "first", "gaussian")}
+    for (layer, knob), sweep in sweeps.items():
+        row = table1[(table1["layer"] == layer) & (table1["knob"] == knob)]
+        assert len(row) == 1, (layer, knob)
+        p = sweep["probability"].values
+        distinct = len(set(np.round(p, 4).tolist()))
+        assert row["n_distinct"].iloc[0] == distinct
+        assert row["eff_san"].iloc[0] == pytest.approx(distinct / len(p))
+        assert row["zero_ratio"].iloc[0] == pytest.approx(sweep.attrs["zero_ratio"])
+    table2 = pd.read_csv(out / "tables" / "table2.csv")
+    chained = read_netcdf(out / "chains" / "mini_test_1" / "pool5" / "norm2@3.nc")
+    assert chained.attrs["chain"] == "norm2@3"
+    assert len(table2) == 2 and table2["eff_san"].iloc[1] == pytest.approx(metrics.eff_san(chained["probability"].values))
+    report = pd.read_csv(out / "tables" / "gamma_report.csv")
+    base = sweeps[("pool5", "nonzero_mean")]
+    for gamma in (0.01, 0.5):
+        row = report[(report["layer"] == "pool5") & (report["knob"] == "nonzero_mean") & (report["chain"].fillna("") == "") & (report["gamma"] == gamma)]
+        expected = metrics.knob_for_gamma(base["window"].values, base["probability"].values, p0=base.attrs["p0"], gamma=gamma)
+        got = row["n_star"].iloc[0]
+        assert (pd.isna(got) and expected is None) or got == expected
+    with open(out / "gamma" / "controller" / "mini_test_1.csv") as handle:
+        controller = list(csv.DictReader(handle))
+    assert len(controller) == 4 and all(r["matches_sweep"] == "True" for r in controller)
+
+
+def test_tiny_dag_figures_notebooks_and_report(tiny_run: Path) -> None:
+    out = tiny_run / "results" / "tiny"
+    for name in ("figure2", "figure5", "heatmap", "effsan", "knob_coverage_norm2", "knob_coverage_pool5"):
+        for ext in ("png", "pdf"):
+            path = out / "figures" / "mini_test_1" / f"{name}.{ext}"
+            assert path.stat().st_size > 1000, path
+    for name in ("inspect_ifms", "compare_knobs"):
+        notebook = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+        code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        assert all(cell.outputs is not None for cell in code)
+        assert not any(o.get("output_type") == "error" for cell in code for o in cell.outputs)
+        assert any(o.get("output_type") == "display_data" for cell in code for o in cell.outputs)  # figures drawn
+        source = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert all(not cell.get("outputs") for cell in source.cells if cell.cell_type == "code"), "stored with outputs"
+    snakemake(tiny_run, "--configfile", str(TINY), "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    assert "figure2.png" in html and "table1.csv" in html and "Paper Table 1" in html
+
+
+def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1", "--configfile", str(TINY)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    sweep_logs = tmp_path / "logs" / "tiny" / "sweep"
+    while time.monotonic() < deadline and not (sweep_logs.exists() and any(sweep_logs.rglob("*.log"))):
+        time.sleep(0.2)
+    assert process.poll() is None, "the run finished before it could be interrupted"
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "results" / "tiny" / "tables" / "table1.csv").exists()
+    locked = snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # a killed run leaves its lock
+    snakemake(tmp_path, "--configfile", str(TINY), "--unlock")
+    snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
+    first, second = tiny_run / "results" / "tiny", tmp_path / "results" / "tiny"
+    compared = 0
+    for path in sorted(first.rglob("*")):
+        if path.suffix in {".nc", ".csv", ".md", ".pt", ".json"} and path.is_file():
+            twin = second / path.relative_to(first)
+            if path.name == "metrics.json":
+                continue  # holds the training wall time
+            assert twin.read_bytes() == path.read_bytes(), path.relative_to(first)
+            compared += 1
+    assert compared >= 15
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("config/config.yaml", {"fetch_weights": 1, "fetch_mean_file": 1, "fetch_image": 1, "extract": 1, "sweep": 13, "chain_sweep": 2, "tables": 1, "figures": 1, "gamma_controller": 1, "notebook": 2}),
+        ("config/imagenet16.yaml", {"fetch_weights": 1, "fetch_mean_file": 1, "fetch_image": 16, "extract": 16, "sweep": 208, "chain_sweep": 32, "tables": 1, "figures": 16, "gamma_controller": 16, "notebook": 2}),
+        ("config/demo.yaml", {"train_mini": 1, "extract": 3, "sweep": 39, "chain_sweep": 6, "tables": 1, "figures": 3, "gamma_controller": 3, "notebook": 2}),
+    ],
+)
+def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: dict[str, int]) -> None:
+    result = snakemake(tmp_path, "-n", "--configfile", str(REPO / config), "--quiet", "rules")
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.pop("all") == 1 and counts.pop("total") == sum(counts.values()) + 1
+    assert counts == expected
+
+
+def test_offline_paper_run_stops_at_the_first_download_with_instructions(tmp_path: Path) -> None:
+    text = (REPO / "config" / "config.yaml").read_text()
+    offline = re.sub(r"url: \S+", "url: http://127.0.0.1:9/unreachable", text)
+    (tmp_path / "offline.yaml").write_text(offline)
+    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "offline.yaml"), check=False, timeout=300)
+    assert result.returncode != 0
+    logs = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
+    assert "place it by hand at data/" in logs and "make demo" in logs
+    assert not any((tmp_path / "data").glob("*.caffemodel")) and not (tmp_path / "results").exists()
+
+
+def test_schema_rejects_ids_unsafe_as_paths(tmp_path: Path) -> None:
+    bad = (REPO / "config" / "demo.yaml").read_text().replace("id: mini_test_0", "id: ../escape")
+    (tmp_path / "bad.yaml").write_text(bad)
+    result = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "bad.yaml"), check=False)
+    assert result.returncode != 0 and "does not match" in (result.stdout + result.stderr)
+    assert not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean() -> None:
+    for extra in ([], ["--configfile", str(REPO / "config" / "demo.yaml")]):
+        result = snakemake(REPO, "--lint", *extra, check=False)
+        assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
+    assert shutil.which("ifmsan", path=str(BIN))

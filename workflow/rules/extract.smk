@@ -1,0 +1,23 @@
+# One image through the network: every IFM, the softmax and the target class, as NetCDF.
+rule extract:
+    input:
+        image_input,
+        model_inputs,
+    output:
+        f"{OUT}/ifms/{{image}}.nc",
+    log:
+        f"logs/{RUN}/extract/{{image}}.log",
+    params:
+        model=model_args,
+        image=image_args,
+        threads=config["threads"],
+    threads: config["threads"]
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=1 if config["device"] == "cuda" else 0,
+    conda:
+        "../../environment.yml"
+    shell:
+        "ifmsan extract {params.model} {params.image} --image-id {wildcards.image} --threads {params.threads}"
+        " --out {output} > {log} 2>&1"

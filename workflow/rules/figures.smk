@@ -1,0 +1,31 @@
+# Paper Figures 2, 4, 5, the layers x windows heatmap, eff_san per layer and knob coverage, per image.
+localrules:
+    figures,
+
+
+rule figures:
+    input:
+        lambda wildcards: [path for path in all_sweeps() if f"/{wildcards.image}/" in path],
+    output:
+        **{
+            f"{name}_png": report(
+                f"{OUT}/figures/{{image}}/{name}.png",
+                caption=f"../report/{name.split('_coverage_')[0]}.rst",
+                category="Figures",
+                subcategory="{image}",
+                labels={"figure": name, "image": "{image}"},
+            )
+            for name in figure_names()
+        },
+        **{f"{name}_pdf": f"{OUT}/figures/{{image}}/{name}.pdf" for name in figure_names()},
+    log:
+        f"logs/{RUN}/figures/{{image}}.log",
+    params:
+        out_dir=lambda wildcards: f"{OUT}/figures/{wildcards.image}",
+        gammas=" ".join(str(g) for g in config["gammas"]),
+        layer_order=",".join(model_layers()),
+    conda:
+        "../../environment.yml"
+    shell:
+        "ifmsan figures --sweeps {input} --out-dir {params.out_dir} --image {wildcards.image}"
+        " --gammas {params.gammas} --layer-order {params.layer_order} > {log} 2>&1"

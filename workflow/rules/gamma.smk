@@ -1,0 +1,35 @@
+# The runtime gamma controller (paper Figure 3) on every image and layer, checked against n*(gamma) of the sweeps.
+rule gamma_controller:
+    input:
+        ifms=f"{OUT}/ifms/{{image}}.nc",
+        sweeps=lambda wildcards: expand(f"{OUT}/sweeps/{wildcards.image}/{{layer}}/nonzero_mean.nc", layer=model_layers())
+        if "nonzero_mean" in config["knobs"]
+        else [],
+        model=model_inputs,
+    output:
+        report(
+            f"{OUT}/gamma/controller/{{image}}.csv",
+            caption="../report/controller.rst",
+            category="Gamma controller",
+            labels={"image": "{image}"},
+        ),
+    log:
+        f"logs/{RUN}/gamma/{{image}}.log",
+    params:
+        model=model_args,
+        layers=" ".join(model_layers()),
+        gammas=" ".join(str(g) for g in config["gammas"]),
+        values=windows_arg(),
+        batch_size=config["batch_size"],
+        threads=config["threads"],  # passed as a value so results never depend on --cores
+    threads: config["threads"]
+    resources:
+        mem_mb=2500,
+        runtime=30,
+        gpu=1 if config["device"] == "cuda" else 0,
+    conda:
+        "../../environment.yml"
+    shell:
+        "ifmsan gamma {params.model} --ifms {input.ifms} --layers {params.layers} --gammas {params.gammas}"
+        " --values {params.values} --batch-size {params.batch_size} --sweeps {input.sweeps} --threads {params.threads}"
+        " --out {output} > {log} 2>&1"

@@ -1,0 +1,18 @@
+# The inspection notebooks, executed on this run's results (the executed copies are outputs; the sources stay clean).
+rule notebook:
+    input:
+        notebook=os.path.join(workflow.basedir, "notebooks", "{notebook}.ipynb"),
+        ifms=expand(f"{OUT}/ifms/{{image}}.nc", image=IMAGES),
+        sweeps=sweep_files(),
+    output:
+        f"{OUT}/notebooks/{{notebook}}.ipynb",
+    log:
+        f"logs/{RUN}/notebooks/{{notebook}}.log",
+    params:
+        results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.ifms[0])),
+    wildcard_constraints:
+        notebook="inspect_ifms|compare_knobs",
+    conda:
+        "../../environment.yml"
+    script:
+        "../scripts/execute_notebook.py"

@@ -1,0 +1,31 @@
+# Paper Table 1 (one row per IFM), Table 2 (one row per chain) and the gamma-bound verification report.
+localrules:
+    tables,
+
+
+rule tables:
+    input:
+        all_sweeps(),
+    output:
+        **{
+            f"{name}_{ext}": report(
+                f"{OUT}/tables/{name}.{ext}",
+                caption=f"../report/{name}.rst",
+                category="Tables",
+                labels={"table": name, "format": ext},
+            )
+            for name in table_names()
+            for ext in ("csv", "md")
+        },
+    log:
+        f"logs/{RUN}/tables.log",
+    params:
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        gammas=" ".join(str(g) for g in config["gammas"]),
+        decimals=config["decimals"],
+        layer_order=",".join(model_layers()),
+    conda:
+        "../../environment.yml"
+    shell:
+        "ifmsan report --sweeps {input} --out-dir {params.out_dir} --gammas {params.gammas}"
+        " --decimals {params.decimals} --layer-order {params.layer_order} > {log} 2>&1"
