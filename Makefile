@@ -7,6 +7,8 @@ CORES ?= 2
 # torch/torchvision pins that install offline on this project's machines; any release in pyproject's ranges works elsewhere.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.ifmsan-installed
+# the rules call the `ifmsan` command: put the venv's tools first on PATH for every recipe
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: all setup demo test test-fast lint report bench clean-venv help
 
