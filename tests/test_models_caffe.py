@@ -26,15 +26,6 @@ BVLC_IFM_SHAPES = {
 TABLE1_SIZES = [154587, 290400, 290400, 69984, 186624, 186624, 43264, 64896, 64896, 43264, 9216, 4096, 4096]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on two shared cores, OpenMP workers waiting for a busy core slow small ops ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def naive_caffe_lrn(x: torch.Tensor, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
     """Caffe's ACROSS_CHANNELS LRN, channel by channel: x / (k + alpha/size * sum of squares in the window)^beta."""
     out = torch.empty_like(x)

@@ -9,15 +9,6 @@ import ifmsan
 import ifmsan.models as models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on two shared cores, OpenMP workers waiting for a busy core slow small ops ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mini() -> models.LayeredNet:
     """A randomly initialised alexnet_mini (cheap), batch of 2 inputs and its IFMs."""

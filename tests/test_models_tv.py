@@ -17,15 +17,6 @@ import ifmsan.models as models
 from ifmsan.models.tv import TorchvisionNet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on two shared cores, OpenMP workers waiting for a busy core slow small ops ~50x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def original(arch: str, seed: int = 0) -> nn.Module:
     """The plain torchvision model built the way the test expects load() to build it (same seed)."""
     torch.manual_seed(seed)
