@@ -12,7 +12,11 @@ OUT = f"results/{RUN}"
 IMAGES = {image["id"]: image for image in config["images"]}
 if len(IMAGES) != len(config["images"]):
     raise ValueError("config images: every image id must be unique")
-CONFIG_HASH = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+# Provenance hash of what a per-image job computes: not images or gammas, so adding an image reruns nothing else.
+COMPUTE_KEYS = ("model", "train_mini", "windows", "knobs", "noise_scales", "chains", "seed", "batch_size", "threads", "device")
+CONFIG_HASH = hashlib.sha256(
+    json.dumps({key: config.get(key) for key in COMPUTE_KEYS}, sort_keys=True, default=str).encode()
+).hexdigest()[:16]
 
 
 wildcard_constraints:
@@ -135,7 +139,7 @@ def all_sweeps():
 
 def all_targets():
     return [
-        *expand(f"{OUT}/tables/{{name}}.{{ext}}", name=table_names(), ext=("csv", "md")),
+        *[f"{OUT}/tables/{name}.{ext}" for name, ext in table_files()],
         *expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES),
         *figure_files(),
         f"{OUT}/notebooks/inspect_ifms.ipynb",
@@ -165,10 +169,8 @@ def figure_files(wildcards=None):
     return expand(f"{OUT}/figures/{{image}}/{{name}}.{{ext}}", image=IMAGES, name=figure_names(), ext=("png", "pdf"))
 
 
-def table_names():
-    names = ["table1", "gamma_report", "gamma_summary"]
-    if config["chains"]:
-        names.append("table2")
-    if len(IMAGES) > 1:
-        names.append("table1_per_image")
-    return names
+def table_files():
+    """(name, extension) of every file `ifmsan report` writes for this config."""
+    names = ["table1", "gamma_report", "gamma_summary"] + (["table2"] if config["chains"] else [])
+    files = [(name, ext) for name in names for ext in ("csv", "md")]
+    return files + ([("table1_per_image", "csv")] if len(IMAGES) > 1 else [])

@@ -1,4 +1,9 @@
 # The inspection notebooks, executed on this run's results (the executed copies are outputs; the sources stay clean).
+# Local: they read every result of the run, like the tables and figures.
+localrules:
+    notebook,
+
+
 rule notebook:
     input:
         notebook=os.path.join(workflow.basedir, "notebooks", "{notebook}.ipynb"),

@@ -14,8 +14,7 @@ rule tables:
                 category="Tables",
                 labels={"table": name, "format": ext},
             )
-            for name in table_names()
-            for ext in ("csv", "md")
+            for name, ext in table_files()
         },
     log:
         f"logs/{RUN}/tables.log",

@@ -1,0 +1,241 @@
+"""The DAG on a real one-node SLURM through profiles/slurm and snakemake-executor-plugin-slurm.
+
+The cluster tests install SLURM with apt-get, start it (tests/cluster/start_cluster.sh) for the session and always stop
+it by PID (stop_cluster.sh); without root or apt they are skipped with the reason. They check that the tiny config gives
+byte-identical results on SLURM and locally, and that a failed cluster job is reported, logged and resumed after a fix.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TINY = REPO / "tests" / "data" / "tiny.yaml"
+PROFILE = REPO / "profiles" / "slurm"
+BIN = Path(sys.executable).parent
+# Rules the Snakefile declares as localrules: they run beside snakemake, never through sbatch.
+LOCAL_RULES = {"fetch_weights", "fetch_mean_file", "fetch_image", "tables", "figures", "notebook", "all"}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    """Run the project's Snakefile in `workdir` with the venv's tools on PATH (SLURM jobs inherit it: --export=ALL)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGINT)  # the SLURM executor cancels its jobs on an interrupt
+            try:
+                output, _ = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                output, _ = process.communicate()
+            raise AssertionError(f"snakemake {' '.join(args)} ran past {timeout} s:\n{output[-6000:]}") from None
+    result = subprocess.CompletedProcess(command, process.returncode, output, "")
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-6000:]}")
+    return result
+
+
+def cluster_options() -> list[str]:
+    """profiles/slurm as a user runs it, with the partition and account of the test cluster and a 1 s first status check."""
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    resources = {**profile["default-resources"], "slurm_partition": "debug", "slurm_account": "root"}
+    return [
+        "--profile", str(PROFILE),
+        "--default-resources", *(f"{key}={value}" for key, value in resources.items()),
+        "--slurm-init-seconds-before-status-checks", "1",
+    ]
+
+
+def slurm_jobs(output: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    """(rule, SLURM state) of every job a snakemake run submitted, as SLURM's accounting recorded them."""
+    ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
+    if not ids:
+        return []
+    deadline = time.monotonic() + 60
+    while True:  # accounting records a job's end a moment after squeue does
+        result = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,State,Comment"],
+            capture_output=True, text=True, env=env, check=True,
+        )
+        rows = [line.split("|", 2) for line in result.stdout.splitlines() if line.strip()]
+        if len(rows) == len(ids) and all(state not in ("PENDING", "RUNNING") for _, state, _ in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    # the plugin's job comment is rule_<rule>[_wildcards_<values>]
+    return [(re.match(r"rule_(.+?)(?:_wildcards_.*)?$", comment)[1], state) for _, state, comment in rows]
+
+
+def node_resources() -> dict[str, int]:
+    """CPUs and RealMemory (MB) of this machine as slurmd sees it."""
+    line = subprocess.run(["/usr/sbin/slurmd", "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+    return {key: int(value) for key, value in re.findall(r"(CPUs|RealMemory)=(\d+)", line)}
+
+
+@pytest.fixture(scope="session")
+def slurm_installed() -> None:
+    """SLURM, munge, slurmdbd and MariaDB installed with apt-get (once per session), or the reason to skip."""
+    if os.geteuid() != 0:
+        pytest.skip("the SLURM test installs slurm-wlm, munge, slurmdbd and mariadb-server and starts their daemons: run as root")
+    try:
+        result = subprocess.run(["bash", str(HERE / "install_slurm.sh")], capture_output=True, text=True, timeout=900, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.skip("installing SLURM with apt-get took more than 15 minutes (is apt reachable?)")
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-5:])
+        pytest.skip(f"could not install SLURM with apt-get (is apt reachable?):\n{tail}")
+    resources = node_resources()
+    if resources["CPUs"] < 2 or resources["RealMemory"] < 4000:
+        pytest.skip(f"the tiny DAG's jobs ask for up to 2 CPUs and 3000 MB; this machine has {resources}")
+
+
+@pytest.fixture(scope="session")
+def slurm_env(slurm_installed: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A running one-node SLURM with accounting for the session; the environment its clients need. Always stopped after."""
+    state = Path(tempfile.mkdtemp(prefix="ifmsan-slurm-", dir="/tmp"))  # the users slurm and mysql must reach it
+    state.chmod(0o755)
+    logs = tmp_path_factory.mktemp("slurm-cluster")
+    try:
+        with open(logs / "start_cluster.log", "w") as out:
+            started = subprocess.run(["bash", str(HERE / "start_cluster.sh"), str(state)], stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, timeout=300, check=False)
+        text = (logs / "start_cluster.log").read_text()
+        if started.returncode in (3, 4):  # a port is taken, or the machine has its own /etc/slurm/slurm.conf
+            pytest.skip(f"cannot start a private SLURM here: {text.strip().splitlines()[-1]}")
+        assert started.returncode == 0, f"start_cluster.sh failed:\n{text}"
+        yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
+    finally:
+        stopped = subprocess.run(["bash", str(HERE / "stop_cluster.sh"), str(state)], capture_output=True, text=True, timeout=300,
+                                 check=False)
+        (logs / "stop_cluster.log").write_text(stopped.stdout + stopped.stderr)
+        if (state / "log").is_dir():
+            shutil.copytree(state / "log", logs / "daemons", dirs_exist_ok=True)
+        if stopped.returncode == 0:
+            shutil.rmtree(state, ignore_errors=True)
+        assert stopped.returncode == 0, f"stop_cluster.sh could not stop every daemon (state in {state}):\n{stopped.stdout}{stopped.stderr}"
+
+
+def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> None:
+    """profiles/slurm parses with this snakemake and plugin; rules keep their own resources and get the placeholders."""
+    result = snakemake(tmp_path, "--profile", str(PROFILE), "-n", "--configfile", str(TINY))
+    out = result.stdout
+    assert "Using profile" in out and "profiles/slurm" in out
+    resources = {
+        match["rule"]: dict(re.findall(r"(\w+)=([^,\s]+)", match["resources"]))
+        for match in re.finditer(r"^rule (?P<rule>\w+):\n(?:    .*\n)*?    resources: (?P<resources>.*)$", out, re.M)
+    }
+    assert resources["sweep"]["mem_mb"] == "2500" and resources["sweep"]["runtime"] == "60"
+    assert resources["extract"]["mem_mb"] == "2000" and resources["extract"]["runtime"] == "10"
+    for rule in ("sweep", "extract", "chain_sweep"):
+        assert resources[rule]["slurm_partition"] == "FILL_IN_PARTITION" and resources[rule]["slurm_account"] == "FILL_IN_ACCOUNT"
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_tiny_dag_on_slurm_gives_the_local_results(slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The tiny config through profiles/slurm: the expected jobs on SLURM, the localrules beside it, the local run's bytes."""
+    local, cluster = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+
+    def timed(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        started = time.monotonic()
+        return snakemake(workdir, *args), time.monotonic() - started
+
+    # The local run goes alongside: the SLURM run spends most of its time waiting between status checks.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        local_run = pool.submit(timed, local, "--cores", "2", "--configfile", str(TINY))
+        result, cluster_seconds = timed(cluster, *cluster_options(), "--configfile", str(TINY))
+        _, local_seconds = local_run.result()
+
+    # Every job but the localrules went through sbatch and SLURM recorded it COMPLETED: one per image x layer sweep.
+    config = yaml.safe_load(TINY.read_text())
+    images, layers = len(config["images"]), len(config["layers"])
+    expected = {"train_mini": 1, "extract": images, "sweep": images * layers, "chain_sweep": images * len(config["chains"]),
+                "gamma_controller": images}
+    jobs = slurm_jobs(result.stdout, slurm_env)
+    assert collections.Counter(rule for rule, _ in jobs) == expected, jobs
+    assert {state for _, state in jobs} == {"COMPLETED"}, jobs
+    assert re.search(r"^localrule tables:", result.stdout, re.M) and re.search(r"^localrule figures:", result.stdout, re.M)
+    assert not LOCAL_RULES & {rule for rule, _ in jobs}
+
+    # Byte-identical results (the rules pass fixed --threads); metrics.json holds a wall time, notebooks their run times.
+    first, second = local / "results", cluster / "results"
+    names = {p.relative_to(first) for p in first.rglob("*") if p.is_file()}
+    assert names == {p.relative_to(second) for p in second.rglob("*") if p.is_file()}
+    compared = [name for name in sorted(names) if name.name != "metrics.json" and name.suffix != ".ipynb"]
+    different = [str(name) for name in compared if (first / name).read_bytes() != (second / name).read_bytes()]
+    assert not different, different
+    suffixes = collections.Counter(name.suffix for name in compared)
+    assert suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) and suffixes[".pt"] == 1
+    assert suffixes[".csv"] >= 4
+    print(f"\ntiny DAG: {len(jobs)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s on SLURM, "
+          f"{local_seconds:.0f} s locally (--cores 2, at the same time); {len(compared)} result files identical")
+
+
+BROKEN_CONFIG = """\
+run: clusterfail
+model: {name: alexnet_mini, weights: null}
+images:
+  - {id: mini_test_1, source: "minidata:test:1", target: 1}
+  - {id: broken, source: images/broken.png, target: 3}
+layers: [pool5]
+windows: {start: 2, stop: 12, step: 1}
+knobs: [nonzero_mean]
+chains: []
+gammas: [0.5]
+seed: 0
+batch_size: 4
+threads: 1
+device: cpu
+"""
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_failed_cluster_job_is_reported_logged_and_resumed_after_the_fix(slurm_env: dict[str, str], tmp_path: Path) -> None:
+    """An unreadable image fails its SLURM job: reported, logged, the rest goes on; after the fix only what is missing runs."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.png").write_bytes(b"this is not a PNG\n")
+    (tmp_path / "broken.yaml").write_text(BROKEN_CONFIG)
+    targets = [f"results/clusterfail/sweeps/{image}/pool5/nonzero_mean.nc" for image in ("mini_test_1", "broken")]
+    command = [*targets, *cluster_options(), "--configfile", str(tmp_path / "broken.yaml")]  # targets first: options take lists
+
+    failed = snakemake(tmp_path, *command, check=False)
+    out = failed.stdout
+    assert failed.returncode != 0, out[-3000:]
+    assert re.search(r"Error in rule extract:\n\s+message: SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), out[-3000:]
+    rule_log = tmp_path / "logs" / "clusterfail" / "extract" / "broken.log"
+    assert "is not a readable image" in rule_log.read_text()
+    assert "logs/clusterfail/extract/broken.log" in out and "is not a readable image" in out  # named, and shown in place
+    slurm_logs = list((tmp_path / ".snakemake" / "slurm_logs" / "rule_extract" / "broken").glob("*.log"))
+    assert len(slurm_logs) == 1 and str(slurm_logs[0]) in out  # a failed job's SLURM log is kept
+    assert sorted(slurm_jobs(out, slurm_env)) == [("extract", "COMPLETED"), ("extract", "FAILED"), ("sweep", "COMPLETED")]
+    done = [tmp_path / "results/clusterfail/ifms/mini_test_1.nc", tmp_path / targets[0]]  # the other image went on
+    mtimes = [path.stat().st_mtime_ns for path in done]
+    assert not (tmp_path / "results/clusterfail/ifms/broken.nc").exists()
+
+    pixels = np.indices((48, 64)).sum(axis=0).astype(np.uint8) * 3
+    Image.fromarray(np.stack([pixels, pixels[::-1], 255 - pixels], axis=-1)).save(tmp_path / "images" / "broken.png")
+    fixed = snakemake(tmp_path, *command)  # the same command after the fix
+    assert sorted(slurm_jobs(fixed.stdout, slurm_env)) == [("extract", "COMPLETED"), ("sweep", "COMPLETED")]
+    assert re.findall(r"^\s+wildcards: (.*)$", fixed.stdout, re.M) == ["image=broken", "image=broken, layer=pool5"]
+    assert [path.stat().st_mtime_ns for path in done] == mtimes  # what succeeded before was not run again
+    assert all((tmp_path / target).stat().st_size > 0 for target in targets)
