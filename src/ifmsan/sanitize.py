@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -116,8 +120,167 @@ def sample_and_hold_sweep(
         out = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
     elif tuple(out.shape) != shape or out.dtype != tensor.dtype:
         raise ValueError(f"out must have shape {shape} and dtype {tensor.dtype}, got {tuple(out.shape)} {out.dtype}")
-    stream = tensor.reshape(-1).to(torch.float64)
     flat_out = out.view(len(sizes), -1)
-    for row, window in enumerate(sizes):
-        _sanitize_stream(stream, window, select=select, seed=seed, out=flat_out[row])
+    kernels = _compiled_kernels() if _kernel_applies(tensor, select) else None
+    if kernels is not None:
+        _sweep_with_kernels(kernels, tensor, sizes, select=select, seed=seed, flat_out=flat_out)
+    else:
+        stream = tensor.reshape(-1).to(torch.float64)
+        for row, window in enumerate(sizes):
+            _sanitize_stream(stream, window, select=select, seed=seed, out=flat_out[row])
     return out.numpy() if was_numpy else out
+
+
+# The fused CPU path: one compiled pass per window size over a float32 stream, written straight into `out`.
+# Same results as the torch path above bit for bit (tests/test_sanitize_fast.py): the held value is always one of
+# the samples, chosen with the same float64 mean and distances, so only the work is organised differently.
+_KERNEL_MODES: dict[str, int] = {"nonzero_mean": 0, "first": 1, "random": 2}
+_FAR = 1e300
+"""Stands in for a zero sample in the distance pass: farther from any float32 window mean than every nonzero sample."""
+_EXACT = 2**53
+"""Below this many units every partial sum of a window is an exact float64, so any summation order gives the same sum."""
+
+
+def _stream_tables(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, int]:
+    """Per-stream tables that make each window's nonzero count and (when exact) sum an O(1) lookup.
+
+    Every nonzero float32 is an integer multiple of `unit`, the spacing of the smallest binade present; `sums` and
+    `magnitudes` are prefix sums of those integers (wrapping int64: window differences stay exact), `counts` is the
+    prefix count of nonzeros, and `near` is the stream in float64 with zeros moved out of reach (_FAR).
+    """
+    size = x.shape[0]
+    bits = x.view(np.uint32)
+    lowest, highest = 255, 1
+    for i in range(size):
+        magnitude = np.int64(bits[i]) & 0x7FFFFFFF
+        if magnitude != 0:
+            exponent = max(magnitude >> 23, 1)
+            lowest = min(lowest, exponent)
+            highest = max(highest, exponent)
+    lowest = min(lowest, highest)
+    near = np.empty(size, np.float64)
+    sums = np.empty(size + 1, np.int64)
+    magnitudes = np.empty(size + 1, np.int64)
+    counts = np.empty(size + 1, np.int64)
+    sums[0] = magnitudes[0] = counts[0] = 0
+    for i in range(size):
+        word = np.int64(bits[i])
+        magnitude = word & 0x7FFFFFFF
+        units = np.int64(0)
+        if magnitude != 0:
+            exponent = magnitude >> 23
+            significand = (magnitude & 0x7FFFFF) | (0x800000 if exponent > 0 else 0)
+            units = significand << min(max(exponent, 1) - lowest, 31)
+        sums[i + 1] = sums[i] + (-units if word >> 31 else units)
+        magnitudes[i + 1] = magnitudes[i] + units
+        counts[i + 1] = counts[i] + (magnitude != 0)
+        near[i] = np.float64(x[i]) if magnitude != 0 else _FAR
+    return near, sums, magnitudes, counts, math.ldexp(1.0, lowest - 150), highest - lowest
+
+
+def _hold_windows(
+    x: np.ndarray,
+    near: np.ndarray,
+    sums: np.ndarray,
+    magnitudes: np.ndarray,
+    counts: np.ndarray,
+    unit: float,
+    spread: int,
+    windows: np.ndarray,
+    mode: int,
+    picks: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Write each window size's sanitized stream into its row of out: per window, pick the held sample and fill."""
+    size = x.shape[0]
+    pick = 0
+    for row in range(windows.shape[0]):
+        window = windows[row]
+        bit_length = 0
+        while window >> bit_length:
+            bit_length += 1
+        lookup = spread <= 31 and 24 + spread + bit_length <= 62  # no window's units can wrap past int64
+        target = out[row]
+        for start in range(0, size, window):
+            stop = min(start + window, size)
+            held = start
+            if mode == 2:
+                held = start + picks[pick]
+                pick += 1
+            elif mode == 0:
+                count = counts[stop] - counts[start]
+                if count == 0:
+                    target[start:stop] = x[start:stop]
+                    continue
+                if lookup and magnitudes[stop] - magnitudes[start] < _EXACT:
+                    total = np.float64(sums[stop] - sums[start]) * unit
+                else:
+                    total = 0.0
+                    for i in range(start, stop):
+                        total += np.float64(x[i])
+                mean = total / count
+                best = np.inf
+                for i in range(start, stop):
+                    distance = abs(near[i] - mean)
+                    if distance < best:
+                        best = distance
+                        held = i
+            target[start:stop] = x[held]
+
+
+@functools.cache
+def _compiled_kernels() -> tuple[Callable[..., tuple], Callable[..., None]] | None:
+    """The two kernels compiled by numba (cached on disk), or None where numba is not installed or IFMSAN_NO_NUMBA is set."""
+    if os.environ.get("IFMSAN_NO_NUMBA"):
+        return None
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+    return jit(_stream_tables), jit(_hold_windows)
+
+
+def _kernel_applies(tensor: torch.Tensor, select: str) -> bool:
+    """Whether the fused CPU path covers this call; the window mean of baseline `mean` stays on the torch path."""
+    return tensor.device.type == "cpu" and tensor.dtype == torch.float32 and select in _KERNEL_MODES
+
+
+def _sweep_with_kernels(
+    kernels: tuple[Callable[..., tuple], Callable[..., None]],
+    tensor: torch.Tensor,
+    sizes: Sequence[int],
+    *,
+    select: str,
+    seed: int,
+    flat_out: torch.Tensor,
+) -> None:
+    """Run the fused path for every window size, in as many blocks of rows as torch has CPU threads (no GIL held)."""
+    stream_tables, hold_windows = kernels
+    x = tensor.detach().reshape(-1).contiguous().numpy()
+    tables = stream_tables(x)
+    rows = flat_out.detach().numpy()
+    windows = np.asarray(sizes, dtype=np.int64)
+    mode = _KERNEL_MODES[select]
+    blocks = np.array_split(np.arange(len(sizes)), min(torch.get_num_threads(), len(sizes)))
+
+    def run(block: np.ndarray) -> None:
+        """One contiguous block of window sizes into its rows."""
+        first, stop = int(block[0]), int(block[-1]) + 1
+        picks = np.zeros(1, dtype=np.int64)
+        if mode == 2:
+            picks = np.concatenate([_random_indices_np(x.shape[0], window=int(w), seed=seed) for w in windows[first:stop]])
+        hold_windows(x, *tables, windows[first:stop], mode, picks, rows[first:stop])
+
+    if len(blocks) == 1:
+        run(blocks[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
+        list(pool.map(run, blocks))
+
+
+def _random_indices_np(size: int, *, window: int, seed: int) -> np.ndarray:
+    """The same picks as _random_indices, for a stream of `size` samples, as numpy."""
+    lengths = np.full(-(-size // window), window, dtype=np.int64)
+    lengths[-1] = size - (lengths.shape[0] - 1) * window
+    return np.random.default_rng([seed, window]).integers(0, lengths)

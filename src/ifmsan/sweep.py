@@ -99,6 +99,7 @@ def sweep_ifm(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sanitizer = get_knob(knob, seed=seed)
     values = list(values)
+    ifm = ifm.to(next(net.parameters(), ifm).device)  # sanitize where the network runs: no batch crosses devices
     buffer = torch.empty((min(batch_size, len(values)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
     probability = np.empty(len(values), dtype=np.float64)
     top1 = np.empty(len(values), dtype=np.int64)
