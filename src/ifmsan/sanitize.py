@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 import os
@@ -24,9 +25,16 @@ def check_ifm(ifm: torch.Tensor, *, name: str = "ifm") -> None:
         raise ValueError(f"{name} must have a floating-point dtype, got {ifm.dtype}")
     if ifm.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(ifm.shape)}); expected at least one sample")
-    if not bool(torch.isfinite(ifm).all()):
+    if not _all_finite(ifm):
         bad = int((~torch.isfinite(ifm)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); expected finite values only")
+
+
+def _all_finite(ifm: torch.Tensor) -> bool:
+    """No NaN or infinity; on the CPU numpy's single-threaded check, as a threaded torch op waits on a busy machine."""
+    if ifm.device.type == "cpu" and ifm.dtype in (torch.float32, torch.float64):
+        return bool(np.isfinite(ifm.detach().numpy()).all())
+    return bool(torch.isfinite(ifm).all())
 
 
 def check_window(window: object, *, name: str = "window") -> int:
@@ -121,7 +129,8 @@ def sample_and_hold_sweep(
     elif tuple(out.shape) != shape or out.dtype != tensor.dtype:
         raise ValueError(f"out must have shape {shape} and dtype {tensor.dtype}, got {tuple(out.shape)} {out.dtype}")
     flat_out = out.view(len(sizes), -1)
-    kernels = _compiled_kernels() if _kernel_applies(tensor, select) else None
+    work = tensor.numel() * len(sizes)
+    kernels = _compiled_kernels() if _kernel_applies(tensor, select) and _kernel_pays(work) else None
     if kernels is not None:
         _sweep_with_kernels(kernels, tensor, sizes, select=select, seed=seed, flat_out=flat_out)
     else:
@@ -139,6 +148,11 @@ _FAR = 1e300
 """Stands in for a zero sample in the distance pass: farther from any float32 window mean than every nonzero sample."""
 _EXACT = 2**53
 """Below this many units every partial sum of a window is an exact float64, so any summation order gives the same sum."""
+_PARALLEL_MIN_SAMPLES = 1 << 16
+"""IFMs from this many samples on share their window sizes among torch's threads; smaller ones are not worth a thread."""
+_KERNEL_MIN_WORK = 1 << 22
+"""Samples × window sizes from which a call loads the compiled kernels (about 1 s, once per process); smaller calls
+take the torch path until they are loaded, so short jobs on small IFMs do not pay for them."""
 
 
 def _stream_tables(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, int]:
@@ -241,6 +255,11 @@ def _compiled_kernels() -> tuple[Callable[..., tuple], Callable[..., None]] | No
     return jit(_stream_tables), jit(_hold_windows)
 
 
+def _kernel_pays(work: int) -> bool:
+    """Whether a call of this size should use (and if need be load) the compiled kernels."""
+    return work >= _KERNEL_MIN_WORK or _compiled_kernels.cache_info().currsize > 0
+
+
 def _kernel_applies(tensor: torch.Tensor, select: str) -> bool:
     """Whether the fused CPU path covers this call; the window mean of baseline `mean` stays on the torch path."""
     return tensor.device.type == "cpu" and tensor.dtype == torch.float32 and select in _KERNEL_MODES
@@ -255,28 +274,36 @@ def _sweep_with_kernels(
     seed: int,
     flat_out: torch.Tensor,
 ) -> None:
-    """Run the fused path for every window size, in as many blocks of rows as torch has CPU threads (no GIL held)."""
+    """Run the fused path for every window size; large IFMs spread the sizes over torch's CPU threads (no GIL held)."""
     stream_tables, hold_windows = kernels
     x = tensor.detach().reshape(-1).contiguous().numpy()
     tables = stream_tables(x)
     rows = flat_out.detach().numpy()
     windows = np.asarray(sizes, dtype=np.int64)
     mode = _KERNEL_MODES[select]
-    blocks = np.array_split(np.arange(len(sizes)), min(torch.get_num_threads(), len(sizes)))
 
-    def run(block: np.ndarray) -> None:
-        """One contiguous block of window sizes into its rows."""
-        first, stop = int(block[0]), int(block[-1]) + 1
-        picks = np.zeros(1, dtype=np.int64)
-        if mode == 2:
-            picks = np.concatenate([_random_indices_np(x.shape[0], window=int(w), seed=seed) for w in windows[first:stop]])
-        hold_windows(x, *tables, windows[first:stop], mode, picks, rows[first:stop])
+    def picks(first: int, stop: int) -> np.ndarray:
+        """The random selector's picks for rows first..stop-1, concatenated (a placeholder for the other modes)."""
+        if mode != 2:
+            return np.zeros(1, dtype=np.int64)
+        return np.concatenate([_random_indices_np(x.shape[0], window=int(w), seed=seed) for w in windows[first:stop]])
 
-    if len(blocks) == 1:
-        run(blocks[0])
+    workers = min(torch.get_num_threads(), len(sizes)) if x.shape[0] >= _PARALLEL_MIN_SAMPLES else 1
+    if workers <= 1:
+        hold_windows(x, *tables, windows, mode, picks(0, len(sizes)), rows)
         return
-    with ThreadPoolExecutor(max_workers=len(blocks)) as pool:
-        list(pool.map(run, blocks))
+    counter = itertools.count()
+
+    def drain() -> None:
+        """Take window sizes one at a time until none are left, so a thread the OS holds back delays nobody."""
+        while (row := next(counter)) < len(sizes):
+            hold_windows(x, *tables, windows[row : row + 1], mode, picks(row, row + 1), rows[row : row + 1])
+
+    with ThreadPoolExecutor(max_workers=workers - 1) as pool:
+        helpers = [pool.submit(drain) for _ in range(workers - 1)]
+        drain()
+        for helper in helpers:
+            helper.result()
 
 
 def _random_indices_np(size: int, *, window: int, seed: int) -> np.ndarray:
