@@ -15,8 +15,9 @@ writes as JSON (median, min and max over --reps) per layer and in total:
 - naive_speedup: a per-window transcription of Algorithm 1 with torch ops against the vectorized sanitizer on pool5
   (python_speedup: the same against a plain-Python transcription).
 
-Optional: --dag times a Snakemake run of the demo DAG in a temporary folder; --fast-lrn re-runs the sweep with a
-faster LRN formula (an experiment for the model code, see benchmarks/README.md) and reports how far p moves.
+Optional: --dag times a Snakemake run of the demo DAG in a temporary folder; --forward-before re-runs every sweep
+with the forward path as it was before the fused layers (nn.LocalResponseNorm, torch max pooling, no gathered
+head), back to back, and reports the forward time ratio, max |Δp| and eff_san changes.
 Run it as `make bench` or `.venv/bin/python benchmarks/bench_sweep.py --help`.
 """
 
@@ -62,8 +63,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive Algorithm 1 comparison")
     parser.add_argument("--check", action="store_true",
                         help="also check the fused sanitizer against the torch path, bit for bit, on every IFM and window")
-    parser.add_argument("--fast-lrn", action="store_true",
-                        help="experiment: re-run the sweep with a faster LRN formula and report max |Δp| and eff_san changes")
+    parser.add_argument("--forward-before", action="store_true",
+                        help="also run every sweep with the forward path before the fused layers (nn.LocalResponseNorm, "
+                             "torch max pooling, no gathered head), back to back: time ratio, max |Δp|, eff_san changes")
     parser.add_argument("--scan", metavar="SIZES",
                         help="also time the bare forward per layer at these batch sizes (e.g. 16,32,64,149), "
                              "contiguous and channels_last, to choose the sweep's batch size and memory format")
@@ -208,11 +210,11 @@ class TimedNet:
         """Delegate everything but forward_from."""
         return getattr(self._net, name)
 
-    def forward_from(self, layer: str, batch: Any) -> Any:
+    def forward_from(self, layer: str, batch: Any, **options: Any) -> Any:
         """The network's forward_from, timed."""
         synchronize(self._device)
         start = time.perf_counter()
-        out = self._net.forward_from(layer, batch)
+        out = self._net.forward_from(layer, batch, **options)
         synchronize(self._device)
         self.forward_s += time.perf_counter() - start
         return out
@@ -269,9 +271,49 @@ def sweep_layer(net: Any, ifm: Any, *, layer: str, windows: list[int], target: i
     return figures, curves["probability"]
 
 
-def bare_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str,
-                 channels_last: bool = False) -> float:
-    """The sweep's forward batches (same sizes, same buffer shape) on the unsanitized IFM."""
+@contextlib.contextmanager
+def identity_knob() -> Iterator[None]:
+    """Inside the block the sweep engine's knobs copy the IFM unchanged into each batch (no sanitizing)."""
+    import ifmsan.sweep as sweep_module
+
+    original = sweep_module.get_knob
+
+    class Identity:
+        """A knob that holds every sample: the batch is the IFM repeated."""
+
+        def __init__(self, knob: Any) -> None:
+            """Wrap one knob."""
+            self._knob = knob
+
+        def __getattr__(self, name: str) -> Any:
+            """Delegate everything but apply_batch."""
+            return getattr(self._knob, name)
+
+        def apply_batch(self, ifm: Any, values: Any, *, out: Any) -> Any:
+            """out[i] = ifm for every value."""
+            return out.copy_(ifm.expand(out.shape))
+
+    sweep_module.get_knob = lambda *a, **k: Identity(original(*a, **k))  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sweep_module.get_knob = original
+
+
+def bare_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str) -> float:
+    """Forward time of the sweep's own batches (sweep_ifm: same sizes, same head) on the unsanitized IFM."""
+    from ifmsan.sweep import sweep_ifm
+
+    timed = TimedNet(net, device=device)
+    with identity_knob():
+        sweep_ifm(timed, ifm, layer=layer, knob="nonzero_mean", values=list(range(2, 2 + n_values)), target=0,
+                  batch_size=batch_size, progress=False)
+    return timed.forward_s
+
+
+def plain_batches_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str,
+                          channels_last: bool = False) -> float:
+    """Whole forwards of n_values copies of the unsanitized IFM in batches of batch_size (for --scan)."""
     import torch
 
     buffer = torch.empty((min(batch_size, n_values), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
@@ -401,29 +443,31 @@ def check_paths(ifms: dict[str, Any], windows: list[int], *, batch_size: int) ->
     return {"fused_path_active": kernels is not None, "bit_identical": not mismatches, "mismatches": mismatches}
 
 
-def fast_lrn_forward(module: Any, x: Any) -> Any:
-    """Caffe/PyTorch LRN across channels as 2(size-1) shifted in-place adds and one pow: same formula, other rounding."""
-    sq = x * x
-    total = sq.clone()
-    for shift in range(1, module.size // 2 + 1):
-        total[:, shift:] += sq[:, :-shift]
-    for shift in range(1, (module.size - 1) // 2 + 1):
-        total[:, :-shift] += sq[:, shift:]
-    return x / total.mul_(module.alpha / module.size).add_(module.k).pow_(module.beta)
-
-
 @contextlib.contextmanager
-def fast_lrn(net: Any) -> Iterator[int]:
-    """Experiment only: run net's LocalResponseNorm modules with fast_lrn_forward inside the block."""
+def forward_before(net: Any) -> Iterator[int]:
+    """Inside the block, the forward path before the fused layers: nn.LocalResponseNorm, torch max pooling, no head."""
     import torch
+    import torch.nn.functional as F
 
-    modules = [m for m in net.modules() if isinstance(m, torch.nn.LocalResponseNorm)]
-    for module in modules:
-        module.forward = lambda x, module=module: fast_lrn_forward(module, x)
+    import ifmsan.sweep as sweep_module
+    from ifmsan.models.fused import CaffeLRN, CaffeMaxPool
+
+    lrns = [m for m in net.modules() if isinstance(m, CaffeLRN)]
+    pools = [m for m in net.modules() if isinstance(m, CaffeMaxPool)]
+    for module in lrns:
+        module.forward = lambda x, m=module: F.local_response_norm(x, m.size, alpha=m.alpha, beta=m.beta, k=m.k)
+    for module in pools:
+        flatten = type(module).__name__ == "MaxPoolFlatten"
+        module.forward = lambda x, m=module, flat=flatten: (
+            torch.flatten(torch.nn.MaxPool2d.forward(m, x), 1) if flat else torch.nn.MaxPool2d.forward(m, x)
+        )
+    head_max = sweep_module.HEAD_MAX_ELEMENTS
+    sweep_module.HEAD_MAX_ELEMENTS = 0
     try:
-        yield len(modules)
+        yield len(lrns) + len(pools)
     finally:
-        for module in modules:
+        sweep_module.HEAD_MAX_ELEMENTS = head_max
+        for module in lrns + pools:
             del module.forward
 
 
@@ -439,8 +483,8 @@ def scan_batches(net: Any, ifms: dict[str, Any], *, layers: list[str], n_values:
             for size in sizes:
                 key = f"{size}{'_channels_last' if channels_last else ''}"
                 for layer in layers:
-                    seconds = bare_forward(net, ifms[layer], layer=layer, n_values=n_values, batch_size=size,
-                                           device=device, channels_last=channels_last)
+                    seconds = plain_batches_forward(net, ifms[layer], layer=layer, n_values=n_values, batch_size=size,
+                                                    device=device, channels_last=channels_last)
                     table[layer].setdefault(key, []).append(seconds)
     net.to(memory_format=torch.contiguous_format)
     result = {layer: {key: spread(values) for key, values in row.items()} for layer, row in table.items()}
@@ -520,7 +564,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "argv": sys.argv[1:], "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
         "device": args.device, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "load_average_start": os.getloadavg(), "torch": torch.__version__, "ifmsan": ifmsan.__version__,
-        "numba": _version("numba"), "sanitizer_path": "fused numba kernel" if kernels is not None else "torch",
+        "numba": _version("numba"), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "sanitizer_path": "fused numba kernel" if kernels is not None else "torch",
         "sanitizer_startup_s": startup_s, "model": "bvlc_alexnet",
         "weights": args.weights or "seeded random initialisation", "image": args.image, "target": target,
         "windows": f"{windows[0]}..{windows[-1]} ({len(windows)})", "batch_size": batch_size, "layers": layers,
@@ -594,8 +638,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.check:
         result["check"] = check_paths({layer: ifms[layer] for layer in layers}, windows, batch_size=batch_size)
         print(f"fused vs torch sanitizer, bit for bit on every IFM and window: {result['check']['bit_identical']}")
-    if args.fast_lrn:
-        result["fast_lrn"] = fast_lrn_experiment(net, ifms, layers=layers, windows=windows, target=target,
+    if args.forward_before:
+        result["forward_before"] = forward_before_experiment(net, ifms, layers=layers, windows=windows, target=target,
                                                  batch_size=batch_size, device=args.device, baseline=probabilities,
                                                  eff_san=eff_san, reps=args.reps, rate=statistics.median(totals["mm_gflops"]) * 1e9,
                                                  flops=flops)
@@ -609,37 +653,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def fast_lrn_experiment(net: Any, ifms: dict[str, Any], *, layers: list[str], windows: list[int], target: int,
-                        batch_size: int, device: str, baseline: dict[str, Any], eff_san: Callable[..., float],
-                        reps: int, rate: float, flops: dict[str, float]) -> dict[str, Any]:
-    """Per layer, the sweep with the standard LRN and with fast_lrn back to back: forward times, max |Δp|, eff_san."""
+def forward_before_experiment(net: Any, ifms: dict[str, Any], *, layers: list[str], windows: list[int], target: int,
+                              batch_size: int, device: str, baseline: dict[str, Any], eff_san: Callable[..., float],
+                              reps: int, rate: float, flops: dict[str, float]) -> dict[str, Any]:
+    """Per layer, the sweep now and with the earlier forward path back to back: sweep times, max |Δp|, eff_san changes."""
     import numpy as np
 
-    standard: list[float] = []
-    fast: list[float] = []
+    now: list[float] = []
+    before: list[float] = []
     max_delta, changes, swapped = 0.0, {}, 0
     for _ in range(reps):
-        rep_standard = rep_fast = 0.0
+        rep_now = rep_before = 0.0
         for layer in layers:
             figures, _ = sweep_layer(net, ifms[layer], layer=layer, windows=windows, target=target,
                                      batch_size=batch_size, device=device)
-            rep_standard += figures["forward_s"]
-            with fast_lrn(net) as swapped:
+            rep_now += figures["sweep_s"]
+            with forward_before(net) as swapped:
                 figures, probability = sweep_layer(net, ifms[layer], layer=layer, windows=windows, target=target,
                                                    batch_size=batch_size, device=device)
-            rep_fast += figures["forward_s"]
+            rep_before += figures["sweep_s"]
             max_delta = max(max_delta, float(np.max(np.abs(probability - baseline[layer]))))
-            before, after = eff_san(baseline[layer]), eff_san(probability)
-            if before != after:
-                changes[layer] = {"before": before, "after": after}
-        standard.append(rep_standard)
-        fast.append(rep_fast)
-    ratios = [f / s for f, s in zip(fast, standard)]
-    print(f"fast LRN ({swapped} modules): forward {statistics.median(fast):.2f} s against {statistics.median(standard):.2f} s "
-          f"back to back, max |Δp| {max_delta:.3g}, eff_san changes: {changes or 'none'}", flush=True)
-    return {"lrn_modules": swapped, "forward_s": spread(fast), "standard_forward_s": spread(standard),
-            "forward_ratio": spread(ratios), "max_abs_delta_p": max_delta, "eff_san_changes": changes,
-            "eff_san_decimals": 4}
+            old, new = eff_san(probability), eff_san(baseline[layer])
+            if old != new:
+                changes[layer] = {"before": old, "now": new}
+        now.append(rep_now)
+        before.append(rep_before)
+    ratios = [n / b for n, b in zip(now, before)]
+    print(f"forward path ({swapped} modules swapped back): sweep {statistics.median(now):.2f} s now against "
+          f"{statistics.median(before):.2f} s before, back to back; max |Δp| {max_delta:.3g}, "
+          f"eff_san changes: {changes or 'none'}", flush=True)
+    return {"modules": swapped, "sweep_s": spread(now), "before_sweep_s": spread(before), "sweep_ratio": spread(ratios),
+            "max_abs_delta_p": max_delta, "eff_san_changes": changes, "eff_san_decimals": 4}
 
 
 def _version(package: str) -> str | None:

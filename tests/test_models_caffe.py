@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import ifmsan.models as models
+from ifmsan.models.fused import CaffeLRN, CaffeMaxPool, lrn_reference
 
 sys.path.insert(0, str(Path(__file__).parent))
 from caffemodel_writer import bvlc_random_blobs, write_caffemodel  # noqa: E402
@@ -85,6 +86,65 @@ def test_torch_lrn_equals_caffe_lrn() -> None:
     x = torch.randn(2, 11, 4, 3, dtype=torch.float64) * 150  # large, so the scale term is far from k
     torch.testing.assert_close(torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), naive_caffe_lrn(x), rtol=1e-12, atol=0)
     assert not torch.allclose(naive_caffe_lrn(x), x, rtol=1e-2)
+    # the model's formulation (sqrt instead of pow) is the same function: float64 agrees to rounding
+    torch.testing.assert_close(lrn_reference(x, size=5, alpha=1e-4, k=1.0), naive_caffe_lrn(x), rtol=1e-12, atol=0)
+    for size in (1, 2, 3, 4, 7):  # even sizes pad size//2 before and (size-1)//2 after, as nn.LocalResponseNorm
+        expected = torch.nn.LocalResponseNorm(size, 1e-4, 0.75, 1.0)(x)
+        torch.testing.assert_close(lrn_reference(x, size=size, alpha=1e-4, k=1.0), expected, rtol=1e-12, atol=0)
+
+
+def activation_like(shape: tuple[int, ...], *, scale: float, seed: int) -> torch.Tensor:
+    """Post-ReLU float32 maps: about half zeros, the rest spread over a few binades, one negative sample."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.relu(torch.randn(*shape, generator=generator) * scale)
+    x.view(-1)[0] = -scale  # LRN does not require non-negative inputs
+    return x
+
+
+@pytest.mark.parametrize(
+    ("shape", "scale"),
+    [((3, 96, 55, 55), 50.0), ((2, 256, 27, 27), 1.0), ((4, 7, 5, 4), 1e4), ((2, 3, 2, 2), 1e-20), ((5, 1, 3, 3), 300.0)],
+)
+def test_model_lrn_is_bit_identical_to_its_reference_and_close_to_torch(shape: tuple[int, ...], scale: float) -> None:
+    x = activation_like(shape, scale=scale, seed=len(shape) + int(scale))
+    lrn = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
+    with torch.inference_mode():
+        got = lrn(x)  # the fused CPU kernel when numba is installed
+    expected = lrn_reference(x, size=5, alpha=1e-4, k=1.0)
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    assert torch.equal(got.view(torch.int32), expected.view(torch.int32))
+    torch.testing.assert_close(got, torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), rtol=1e-6, atol=0)
+    torch.testing.assert_close(got.double(), naive_caffe_lrn(x.double()), rtol=1e-6, atol=0)
+
+
+def test_model_lrn_does_not_depend_on_threads_or_grad_mode() -> None:
+    x = activation_like((6, 16, 9, 9), scale=80.0, seed=3)
+    lrn = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            with torch.no_grad():
+                outputs.append(lrn(x))
+    finally:
+        torch.set_num_threads(threads)
+    leaf = x.clone().requires_grad_(True)
+    trained = lrn(leaf)  # the torch reference, with autograd
+    trained.sum().backward()
+    assert leaf.grad is not None and torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0
+    for out in outputs[1:] + [trained.detach()]:
+        assert torch.equal(out, outputs[0])
+
+
+def test_model_lrn_gradient_matches_finite_differences() -> None:
+    x = activation_like((1, 6, 2, 2), scale=200.0, seed=5).double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: lrn_reference(t, size=5, alpha=1e-4, k=1.0), (x,))
+
+
+def test_model_lrn_refuses_other_betas() -> None:
+    with pytest.raises(ValueError, match="beta=0.5"):
+        CaffeLRN(5, alpha=1e-4, beta=0.5, k=1.0)
 
 
 def test_bvlc_layers_sizes_and_parameters(bvlc: models.LayeredNet) -> None:
@@ -282,3 +342,28 @@ def test_alexnet_mini_rejects_mismatched_state_dicts(tmp_path: Path) -> None:
         models.load("alexnet_mini", weights=tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match=r"nothing\.pt"):
         models.load("alexnet_mini", weights=tmp_path / "nothing.pt")
+
+
+@pytest.mark.parametrize("ceil_mode", [True, False])
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (3, 1), (3, 3), (1, 1)])
+def test_model_max_pool_equals_torch_bit_for_bit(kernel: int, stride: int, ceil_mode: bool) -> None:
+    pool = CaffeMaxPool(kernel_size=kernel, stride=stride, ceil_mode=ceil_mode)
+    generator = torch.Generator().manual_seed(kernel * 10 + stride)
+    for shape in [(2, 5, 55, 55), (3, 4, 13, 13), (1, 2, 6, 7), (2, 3, 3, 4), (1, 1, kernel, kernel + 5)]:
+        x = torch.randn(*shape, generator=generator)  # negatives too: the max of an all-negative window
+        x.view(-1)[1] = float("nan")  # torch propagates NaN; so must the kernel
+        with torch.inference_mode():
+            got = pool(x)
+        expected = F.max_pool2d(x, kernel, stride, ceil_mode=ceil_mode)
+        assert got.shape == expected.shape, (shape, kernel, stride, ceil_mode)
+        assert torch.equal(got.view(torch.int32), expected.view(torch.int32)), (shape, kernel, stride, ceil_mode)
+
+
+def test_model_max_pool_keeps_autograd_and_torch_semantics_elsewhere() -> None:
+    pool = CaffeMaxPool(kernel_size=3, stride=2, ceil_mode=True)
+    leaf = torch.randn(1, 2, 7, 7, requires_grad=True)
+    pool(leaf).sum().backward()  # torch's pooling: one gradient per output, at its window's maximum
+    assert leaf.grad is not None and float(leaf.grad.sum()) == 2 * 3 * 3
+    x = torch.randn(1, 2, 7, 7, dtype=torch.float64)
+    with torch.inference_mode():
+        assert torch.equal(pool(x), F.max_pool2d(x, 3, 2, ceil_mode=True))

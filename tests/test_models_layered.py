@@ -135,3 +135,20 @@ def test_available_and_package_root() -> None:
     assert {"torchvision:alexnet", "torchvision:vgg11", "torchvision:resnet18"} <= set(names)
     assert not any(name.startswith("torchvision:") and "fasterrcnn" in name for name in names)
     assert ifmsan.models.load is models.load
+
+
+def test_forward_from_until_returns_the_later_ifm(mini: models.LayeredNet, batch) -> None:
+    _, ifms, logits = batch
+    layers = mini.ifm_layers
+    with torch.no_grad():
+        for i, start in enumerate(layers):
+            for stop in layers[i:]:
+                assert torch.equal(mini.forward_from(start, ifms[start], until=stop), ifms[stop]), (start, stop)
+            middle = layers[(i + len(layers)) // 2]
+            if layers.index(middle) >= i:
+                head = mini.forward_from(middle, mini.forward_from(start, ifms[start], until=middle))
+                assert torch.equal(head, logits), (start, middle)
+        with pytest.raises(ValueError, match="comes before"):
+            mini.forward_from("pool5", ifms["pool5"], until="conv2")
+        with pytest.raises(ValueError, match="no IFM layer 'fc9'"):
+            mini.forward_from("pool5", ifms["pool5"], until="fc9")

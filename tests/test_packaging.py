@@ -47,3 +47,15 @@ def test_environment_yml_installs_the_package_itself() -> None:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [item["pip"] for item in env["dependencies"] if isinstance(item, dict)]
     assert pip_sections == [["-e ."]]
+
+
+def test_import_makes_idle_openmp_threads_sleep_unless_the_user_chose() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, ifmsan; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"

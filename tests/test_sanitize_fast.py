@@ -156,3 +156,19 @@ def test_only_float32_cpu_and_the_sample_selectors_take_the_fused_path() -> None
     assert not sanitize._kernel_applies(x, "mean")  # a computed mean, whose rounding follows torch's summation order
     assert not sanitize._kernel_applies(x.double(), "nonzero_mean")
     assert not sanitize._kernel_applies(x.half(), "first")
+
+
+def test_stream_tables_are_reused_only_for_the_same_bits() -> None:
+    rng = np.random.default_rng(11)
+    a = np.maximum(rng.standard_normal(4096), 0).astype(np.float32)
+    b = a.copy()
+    b[17] = np.float32(123.5)  # one sample differs: the tables of `a` would give a wrong window sum
+    windows = [3, 16, 100]
+    tensor = torch.from_numpy(a)
+    for array in (a, b, a, b):
+        assert_bitwise_equal(fused(array, windows), naive_rows(array, windows))
+    tensor[40] = 7.0  # the same tensor object modified in place is a new stream
+    assert_bitwise_equal(fused(a, windows), naive_rows(a, windows))
+    b[40] = -0.0  # a sign bit alone changes the stream's bits
+    a[40] = 0.0
+    assert_bitwise_equal(fused(b, windows), naive_rows(b, windows))

@@ -13,7 +13,8 @@ import ifmsan
 from ifmsan import models
 from ifmsan.extract import extract_ifms, ifms_of
 from ifmsan.io import read_netcdf, write_netcdf
-from ifmsan.sweep import ChainStep, apply_chain, parse_chain, sweep_dataset, sweep_ifm
+import ifmsan.sweep as sweep_module
+from ifmsan.sweep import ChainStep, apply_chain, even_chunks, head_layer, parse_chain, sweep_dataset, sweep_ifm
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,40 @@ def test_sweep_equals_one_forward_per_window(net: models.LayeredNet, extracted, 
     other = sweep_ifm(net, ifm, layer=layer, knob=select, values=windows, target=target, batch_size=64)
     np.testing.assert_allclose(got["probability"], other["probability"], rtol=1e-5, atol=1e-7)
     assert np.all(got["top1_probability"] >= got["probability"] - 1e-12)
+
+
+def test_head_layer_is_the_first_small_ifm() -> None:
+    bvlc = models.load("bvlc_alexnet")
+    # BVLC: pool5's IFM has 43 264 values, fc6's 9 216 (paper Table 1); the head starts at the first small one
+    assert [head_layer(bvlc, layer) for layer in ("conv1", "conv5", "pool5", "fc6", "fc8")] == ["fc6", "fc6", "fc6", "fc6", "fc8"]
+    mini = models.load("alexnet_mini")
+    assert head_layer(mini, "conv1") == "conv3"  # conv2: 24 x 27 x 27 = 17 496 > 16 384; conv3: 64 x 13 x 13 = 10 816
+
+
+@pytest.mark.parametrize(("count", "batch_size"), [(149, 32), (7, 3), (5, 5), (1, 32), (64, 32), (300, 7), (2, 1), (10, 4)])
+def test_even_chunks_cover_every_value_once_in_balanced_batches(count: int, batch_size: int) -> None:
+    chunks = even_chunks(count, batch_size)
+    covered = [i for first, stop in chunks for i in range(first, stop)]
+    assert covered == list(range(count))
+    sizes = [stop - first for first, stop in chunks]
+    assert len(chunks) == -(-count // batch_size) and max(sizes) <= batch_size and max(sizes) - min(sizes) <= 1
+    assert even_chunks(149, 32) == [(0, 30), (30, 60), (60, 90), (90, 120), (120, 149)]
+    assert even_chunks(0, 32) == []
+
+
+def test_sweep_over_several_head_groups_and_without_a_head(net: models.LayeredNet, extracted, monkeypatch) -> None:
+    ifm = ifms_of(extracted)["conv5"]
+    windows = list(range(2, 23))
+    target = int(extracted.attrs["target"])
+    reference = one_at_a_time(net, ifm, "conv5", windows, target)
+    monkeypatch.setattr(sweep_module, "HEAD_BATCH_SIZE", 8)  # 21 windows: head groups of 8, 8, 5
+    grouped = sweep_ifm(net, ifm, layer="conv5", knob="nonzero_mean", values=windows, target=target, batch_size=3)
+    np.testing.assert_allclose(grouped["probability"], reference, rtol=1e-5, atol=1e-7)
+    monkeypatch.setattr(sweep_module, "HEAD_MAX_ELEMENTS", 0)  # no head: every batch runs to the logits
+    assert head_layer(net, "conv5") is None
+    plain = sweep_ifm(net, ifm, layer="conv5", knob="nonzero_mean", values=windows, target=target, batch_size=4)
+    np.testing.assert_allclose(plain["probability"], reference, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(plain["top1"], grouped["top1"])
 
 
 def test_sweep_dataset_layout_and_provenance(net: models.LayeredNet, extracted) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import numbers
-import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
+
+from ifmsan.jit import drain_in_threads, numba_compile
 
 SELECTORS: tuple[str, ...] = ("nonzero_mean", "first", "mean", "random")
 """Which sample represents a window: the paper's method first, then the baselines."""
@@ -243,16 +244,9 @@ def _hold_windows(
 
 
 @functools.cache
-def _compiled_kernels() -> tuple[Callable[..., tuple], Callable[..., None]] | None:
+def _compiled_kernels() -> tuple[Callable[..., Any], ...] | None:
     """The two kernels compiled by numba (cached on disk), or None where numba is not installed or IFMSAN_NO_NUMBA is set."""
-    if os.environ.get("IFMSAN_NO_NUMBA"):
-        return None
-    try:
-        import numba
-    except ImportError:
-        return None
-    jit = numba.njit(cache=True, nogil=True, boundscheck=False)
-    return jit(_stream_tables), jit(_hold_windows)
+    return numba_compile(_stream_tables, _hold_windows)
 
 
 def _kernel_pays(work: int) -> bool:
@@ -277,7 +271,7 @@ def _sweep_with_kernels(
     """Run the fused path for every window size; large IFMs spread the sizes over torch's CPU threads (no GIL held)."""
     stream_tables, hold_windows = kernels
     x = tensor.detach().reshape(-1).contiguous().numpy()
-    tables = stream_tables(x)
+    tables = _cached_tables(stream_tables, x)
     rows = flat_out.detach().numpy()
     windows = np.asarray(sizes, dtype=np.int64)
     mode = _KERNEL_MODES[select]
@@ -292,18 +286,26 @@ def _sweep_with_kernels(
     if workers <= 1:
         hold_windows(x, *tables, windows, mode, picks(0, len(sizes)), rows)
         return
-    counter = itertools.count()
 
-    def drain() -> None:
-        """Take window sizes one at a time until none are left, so a thread the OS holds back delays nobody."""
-        while (row := next(counter)) < len(sizes):
-            hold_windows(x, *tables, windows[row : row + 1], mode, picks(row, row + 1), rows[row : row + 1])
+    def hold_one(row: int) -> None:
+        """One window size into its row of the output."""
+        hold_windows(x, *tables, windows[row : row + 1], mode, picks(row, row + 1), rows[row : row + 1])
 
-    with ThreadPoolExecutor(max_workers=workers - 1) as pool:
-        helpers = [pool.submit(drain) for _ in range(workers - 1)]
-        drain()
-        for helper in helpers:
-            helper.result()
+    drain_in_threads(hold_one, len(sizes), workers=workers)
+
+
+_TABLES = threading.local()
+"""Per thread, the last stream and its tables: a sweep sanitizes one IFM in several batches of window sizes."""
+
+
+def _cached_tables(stream_tables: Callable[..., tuple], x: np.ndarray) -> tuple:
+    """stream_tables(x), reused when x holds exactly the bits of this thread's previous stream (checked, not assumed)."""
+    previous = getattr(_TABLES, "entry", None)
+    if previous is not None and previous[0].shape == x.shape and np.array_equal(previous[0].view(np.uint32), x.view(np.uint32)):
+        return previous[1]
+    tables = stream_tables(x)
+    _TABLES.entry = (x.copy(), tables)
+    return tables
 
 
 def _random_indices_np(size: int, *, window: int, seed: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from ifmsan.knobs import get_knob
 
 DEFAULT_BATCH_SIZE = 32
 """Sanitized IFMs per forward batch: a few hundred MB at most for BVLC AlexNet's largest IFM."""
+HEAD_MAX_ELEMENTS = 16_384
+"""An IFM at most this large per image (BVLC fc6: 9216) starts the head, which runs on many values at once."""
+HEAD_BATCH_SIZE = 256
+"""Values gathered per forward through the head: its large weights are read once per 256 values, not per batch."""
 
 CHAIN_STEP = re.compile(r"^(?P<layer>[A-Za-z0-9_.]+)@(?P<window>[0-9]+)$")
 
@@ -80,6 +85,27 @@ def apply_chain(
     return current[layer]
 
 
+def head_layer(net: torch.nn.Module, layer: str) -> str | None:
+    """The first IFM layer from `layer` on that is small enough to gather for many values (the classifier head)."""
+    layers = tuple(net.ifm_layers)
+    for name in layers[layers.index(layer) :]:
+        if math.prod(net.ifm_shape(name)) <= HEAD_MAX_ELEMENTS:
+            return name
+    return None
+
+
+def even_chunks(count: int, batch_size: int) -> list[tuple[int, int]]:
+    """(start, stop) of ceil(count / batch_size) batches whose sizes differ by at most one: 149 at 32 gives 30,30,30,30,29."""
+    batches = -(-count // batch_size)
+    if batches == 0:
+        return []
+    base, extra = divmod(count, batches)
+    bounds = [0]
+    for index in range(batches):
+        bounds.append(bounds[-1] + base + (index < extra))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 @torch.inference_mode()
 def sweep_ifm(
     net: torch.nn.Module,
@@ -93,27 +119,49 @@ def sweep_ifm(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
 ) -> dict[str, np.ndarray]:
-    """Sanitize `ifm` at every knob value in batches and return p(target), top-1 and its probability per value."""
+    """Sanitize `ifm` at every knob value in batches and return p(target), top-1 and its probability per value.
+
+    At most `batch_size` sanitized IFMs exist at a time; they run to the head (`head_layer`), whose small IFMs are
+    gathered for up to HEAD_BATCH_SIZE values and run through the rest of the network together.
+    """
     check_layer(net, layer)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     sanitizer = get_knob(knob, seed=seed)
     values = list(values)
     ifm = ifm.to(next(net.parameters(), ifm).device)  # sanitize where the network runs: no batch crosses devices
+    head = head_layer(net, layer)
+    group_size = HEAD_BATCH_SIZE if head is not None else batch_size
     buffer = torch.empty((min(batch_size, len(values)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
+    if head is not None:
+        gathered = torch.empty((min(group_size, len(values)), *net.ifm_shape(head)), dtype=ifm.dtype, device=ifm.device)
     probability = np.empty(len(values), dtype=np.float64)
     top1 = np.empty(len(values), dtype=np.int64)
     top1_probability = np.empty(len(values), dtype=np.float64)
-    starts = range(0, len(values), batch_size)
-    for start in tqdm(starts, desc=f"{layer} {knob}", unit="batch", disable=None if progress is None else not progress, leave=False):
-        chunk = values[start : start + batch_size]
-        batch = sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])
-        probs = torch.softmax(net.forward_from(layer, batch).double(), dim=1)
-        best = probs.max(dim=1)
-        stop = start + len(chunk)
-        probability[start:stop] = probs[:, target].cpu().numpy()
-        top1[start:stop] = best.indices.cpu().numpy()
-        top1_probability[start:stop] = best.values.cpu().numpy()
+    groups = [(start, even_chunks(len(values[start : start + group_size]), batch_size)) for start in range(0, len(values), group_size)]
+    bar = tqdm(total=sum(len(chunks) for _, chunks in groups), desc=f"{layer} {knob}", unit="batch",
+               disable=None if progress is None else not progress, leave=False)  # fmt: skip
+    with bar:
+        for start, chunks in groups:
+            logits = []
+            for first, stop in chunks:
+                chunk = values[start + first : start + stop]
+                if head is None:
+                    logits.append(net.forward_from(layer, sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])))
+                elif head == layer:
+                    sanitizer.apply_batch(ifm, chunk, out=gathered[first:stop])
+                else:
+                    batch = sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])
+                    gathered[first:stop] = net.forward_from(layer, batch, until=head)
+                bar.update()
+            if head is not None:
+                logits.append(net.forward_from(head, gathered[: chunks[-1][1]]))
+            probs = torch.softmax(torch.cat(logits).double(), dim=1)
+            best = probs.max(dim=1)
+            stop = start + probs.shape[0]
+            probability[start:stop] = probs[:, target].cpu().numpy()
+            top1[start:stop] = best.indices.cpu().numpy()
+            top1_probability[start:stop] = best.values.cpu().numpy()
     return {"probability": probability, "top1": top1, "top1_probability": top1_probability}
 
 

@@ -76,12 +76,19 @@ class LayeredNet(torch.nn.Module):
         """Logits (batch, classes) of a preprocessed input batch."""
         return self.forward_from(self._layers[0], x)
 
-    def forward_from(self, name: str, ifm_batch: torch.Tensor) -> torch.Tensor:
-        """Logits computed from a batch of IFMs of layer `name` on (the input tensor is never modified)."""
+    def forward_from(self, name: str, ifm_batch: torch.Tensor, *, until: str | None = None) -> torch.Tensor:
+        """Logits computed from a batch of IFMs of layer `name` on, or the IFMs of the later layer `until`.
+
+        The input tensor is never modified. `forward_from(until, forward_from(name, x, until=until))` runs exactly
+        the operations of `forward_from(name, x)`, so a caller may run the two parts with different batch sizes.
+        """
         start = self._position(name)
+        stop = len(self._stages) if until is None else self._position(until)
+        if stop < start:
+            raise ValueError(f"{self.name}: layer until={until!r} comes before {name!r}; expected a later IFM layer")
         self._check_batch(name, ifm_batch)
         out = ifm_batch
-        for stage in self._stages[start:]:
+        for stage in self._stages[start:stop]:
             out = stage(out)
         return out
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ifmsan.models.base import LayeredNet
 from ifmsan.models.files import existing_file, file_checksum, load_state_dict_file
+from ifmsan.models.fused import CaffeLRN, CaffeMaxPool
 from ifmsan.models.preprocess import CAFFE_CROP, caffe_mean_crop, caffe_preprocess, load_mean_file, unit_range_preprocess
 
 IFM_LAYERS: tuple[str, ...] = (
@@ -31,8 +32,8 @@ class ConvReLU(nn.Conv2d):
     """A Caffe convolution followed by its in-place ReLU: maps a conv IFM to the next layer's IFM."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """relu(conv(x)), never touching x."""
-        return F.relu(super().forward(x))
+        """relu(conv(x)), never touching x (the ReLU runs in place on the fresh convolution output)."""
+        return F.relu(super().forward(x), inplace=True)
 
 
 class LinearReLUDropout(nn.Linear):
@@ -40,10 +41,10 @@ class LinearReLUDropout(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """dropout(relu(linear(x))), with dropout active only in training."""
-        return F.dropout(F.relu(super().forward(x)), p=DROPOUT, training=self.training)
+        return F.dropout(F.relu(super().forward(x), inplace=True), p=DROPOUT, training=self.training)
 
 
-class MaxPoolFlatten(nn.MaxPool2d):
+class MaxPoolFlatten(CaffeMaxPool):
     """pool5, whose output is flattened in C order (channel, height, width) into fc6's 1-D IFM."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -78,11 +79,11 @@ class CaffeAlexNet(LayeredNet):
         c1, c2, c3, c4, c5 = (int(w) for w in widths)
         with torch.device("meta"):
             self.conv1 = ConvReLU(3, c1, kernel_size=11, stride=4)
-            self.norm1 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-            self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            self.norm1 = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
+            self.pool1 = CaffeMaxPool(kernel_size=3, stride=2, ceil_mode=True)
             self.conv2 = ConvReLU(c1, c2, kernel_size=5, padding=2, groups=2)
-            self.norm2 = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)
-            self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+            self.norm2 = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
+            self.pool2 = CaffeMaxPool(kernel_size=3, stride=2, ceil_mode=True)
             self.conv3 = ConvReLU(c2, c3, kernel_size=3, padding=1)
             self.conv4 = ConvReLU(c3, c4, kernel_size=3, padding=1, groups=2)
             self.conv5 = ConvReLU(c4, c5, kernel_size=3, padding=1, groups=2)
