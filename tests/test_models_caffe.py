@@ -93,6 +93,32 @@ def test_torch_lrn_equals_caffe_lrn() -> None:
         torch.testing.assert_close(lrn_reference(x, size=size, alpha=1e-4, k=1.0), expected, rtol=1e-12, atol=0)
 
 
+@pytest.fixture()
+def fused_kernels() -> bool:
+    """Load the fused kernels (where numba is installed) so that calls of any size take the fused path."""
+    from ifmsan.models import fused
+
+    return fused._compiled_lrn() is not None and fused._compiled_pool() is not None
+
+
+def test_small_calls_do_not_load_numba_until_a_large_one_does() -> None:
+    code = (
+        "import sys, torch; from ifmsan.models.fused import CaffeLRN, CaffeMaxPool, FUSED_MIN_ELEMENTS;"
+        "lrn, pool = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0), CaffeMaxPool(3, 2, ceil_mode=True);"
+        "small = torch.rand(1, 8, 13, 13); torch.inference_mode().__enter__(); lrn(small); pool(small);"
+        "print('numba' in sys.modules);"
+        "lrn(torch.rand(FUSED_MIN_ELEMENTS // (8 * 13 * 13) + 1, 8, 13, 13)); print('numba' in sys.modules)"
+    )
+    import subprocess
+    import sys as _sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "IFMSAN_NO_NUMBA"}
+    lines = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert lines[0] == "False"
+    pytest.importorskip("numba")
+    assert lines[1] == "True"
+
+
 def activation_like(shape: tuple[int, ...], *, scale: float, seed: int) -> torch.Tensor:
     """Post-ReLU float32 maps: about half zeros, the rest spread over a few binades, one negative sample."""
     generator = torch.Generator().manual_seed(seed)
@@ -105,7 +131,9 @@ def activation_like(shape: tuple[int, ...], *, scale: float, seed: int) -> torch
     ("shape", "scale"),
     [((3, 96, 55, 55), 50.0), ((2, 256, 27, 27), 1.0), ((4, 7, 5, 4), 1e4), ((2, 3, 2, 2), 1e-20), ((5, 1, 3, 3), 300.0)],
 )
-def test_model_lrn_is_bit_identical_to_its_reference_and_close_to_torch(shape: tuple[int, ...], scale: float) -> None:
+def test_model_lrn_is_bit_identical_to_its_reference_and_close_to_torch(
+    shape: tuple[int, ...], scale: float, fused_kernels: bool
+) -> None:
     x = activation_like(shape, scale=scale, seed=len(shape) + int(scale))
     lrn = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
     with torch.inference_mode():
@@ -117,7 +145,7 @@ def test_model_lrn_is_bit_identical_to_its_reference_and_close_to_torch(shape: t
     torch.testing.assert_close(got.double(), naive_caffe_lrn(x.double()), rtol=1e-6, atol=0)
 
 
-def test_model_lrn_does_not_depend_on_threads_or_grad_mode() -> None:
+def test_model_lrn_does_not_depend_on_threads_or_grad_mode(fused_kernels: bool) -> None:
     x = activation_like((6, 16, 9, 9), scale=80.0, seed=3)
     lrn = CaffeLRN(5, alpha=1e-4, beta=0.75, k=1.0)
     threads = torch.get_num_threads()
@@ -346,7 +374,7 @@ def test_alexnet_mini_rejects_mismatched_state_dicts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ceil_mode", [True, False])
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (3, 1), (3, 3), (1, 1)])
-def test_model_max_pool_equals_torch_bit_for_bit(kernel: int, stride: int, ceil_mode: bool) -> None:
+def test_model_max_pool_equals_torch_bit_for_bit(kernel: int, stride: int, ceil_mode: bool, fused_kernels: bool) -> None:
     pool = CaffeMaxPool(kernel_size=kernel, stride=stride, ceil_mode=ceil_mode)
     generator = torch.Generator().manual_seed(kernel * 10 + stride)
     for shape in [(2, 5, 55, 55), (3, 4, 13, 13), (1, 2, 6, 7), (2, 3, 3, 4), (1, 1, kernel, kernel + 5)]:

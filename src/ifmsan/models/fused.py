@@ -13,6 +13,20 @@ from torch import nn
 
 from ifmsan.jit import drain_in_threads, numba_compile
 
+FUSED_MIN_ELEMENTS = 1 << 22
+"""Once a process has sent this many values through a layer type, it loads that fused kernel (importing numba costs
+about 1 s once per process); until then the bit-identical torch form runs, so short jobs on small nets never pay."""
+_TORCH_WORK: dict[str, int] = {}
+
+
+def _worth_fusing(x: torch.Tensor, loader: Any) -> bool:
+    """Whether this call should use, and if need be load, a fused kernel (`loader` is its functools.cache)."""
+    if loader.cache_info().currsize > 0:
+        return True
+    name = loader.__wrapped__.__name__
+    _TORCH_WORK[name] = _TORCH_WORK.get(name, 0) + x.numel()
+    return _TORCH_WORK[name] >= FUSED_MIN_ELEMENTS
+
 
 def lrn_reference(x: torch.Tensor, *, size: int, alpha: float, k: float) -> torch.Tensor:
     """x * t^(-3/4), t = k + alpha/size * (sum of squares over the channels c - size//2 .. c + (size-1)//2).
@@ -83,7 +97,7 @@ class CaffeLRN(nn.Module):
             x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and not (torch.is_grad_enabled() and x.requires_grad)
         )  # fmt: skip
-        kernel = _compiled_lrn() if fused else None
+        kernel = _compiled_lrn() if fused and _worth_fusing(x, _compiled_lrn) else None
         if kernel is None:
             return lrn_reference(x, size=self.size, alpha=self.alpha, k=self.k)
         return self._fused(kernel, x)
@@ -153,7 +167,7 @@ class CaffeMaxPool(nn.MaxPool2d):
             and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
             and min(x.shape[2:]) >= kernel_size and not (torch.is_grad_enabled() and x.requires_grad)
         )  # fmt: skip
-        pool = _compiled_pool() if fused else None
+        pool = _compiled_pool() if fused and _worth_fusing(x, _compiled_pool) else None
         if pool is None:
             return super().forward(x)
         batch, channels, height, width = x.shape
