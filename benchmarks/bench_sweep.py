@@ -357,23 +357,6 @@ def torch_path_sanitize(ifm: Any, windows: list[int], *, batch_size: int, device
     return elapsed
 
 
-def naive_algorithm1(stream: list[float], n: int) -> list[float]:
-    """Algorithm 1 window by window in plain Python, as the paper states it (the reference of tests/test_sanitize.py)."""
-    out = list(stream)
-    for start in range(0, len(stream), n):
-        window = stream[start : start + n]
-        nonzero = [x for x in window if x != 0]
-        if not nonzero:
-            continue
-        mean = sum(nonzero) / len(nonzero)
-        best = None
-        for x in window:
-            if x != 0 and (best is None or abs(x - mean) < abs(best - mean)):
-                best = x
-        out[start : start + len(window)] = [best] * len(window)
-    return out
-
-
 def naive_algorithm1_torch(stream: Any, n: int) -> Any:
     """Algorithm 1 transcribed window by window with torch ops: W, X = W[W != 0], E[X], argmin |X - E[X]|, hold."""
     import torch
@@ -394,6 +377,9 @@ def naive_comparison(ifm: Any, windows: list[int], *, batch_size: int) -> dict[s
     import torch
 
     from ifmsan.sanitize import sample_and_hold_sweep
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from naive_reference import naive_algorithm1  # the plain-Python reference the tests check the sanitizer against
 
     cpu = ifm.detach().cpu()
     buffer = torch.zeros((min(batch_size, len(windows)), *cpu.shape), dtype=cpu.dtype)
@@ -632,7 +618,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keys = ("naive_s", "python_s", "vectorized_s", "naive_speedup", "python_speedup")
         result["naive"] = {"layer": args.naive_layer, "outputs_equal": all(n["outputs_equal"] for n in naive),
                            "reference": "naive_s: Algorithm 1 window by window with torch ops (float64); "
-                                        "python_s: the same in plain Python (tests/test_sanitize.py's reference)",
+                                        "python_s: the same in plain Python (tests/naive_reference.py, the tests' reference)",
                            **{key: spread([n[key] for n in naive]) for key in keys}}
         result["total"]["naive_speedup"] = result["naive"]["naive_speedup"]
     if args.check:

@@ -12,27 +12,11 @@ from hypothesis import strategies as st
 
 import ifmsan
 import ifmsan.sanitize as sanitize
+from naive_reference import naive_algorithm1
 
 pytest.importorskip("numba")
 if os.environ.get("IFMSAN_NO_NUMBA"):
     pytest.skip("IFMSAN_NO_NUMBA switches the fused path off", allow_module_level=True)
-
-
-def naive_algorithm1(stream: list[float], n: int) -> list[float]:
-    """Algorithm 1 window by window in plain Python: float64 mean summed in stream order, earliest nearest sample."""
-    out = list(stream)
-    for start in range(0, len(stream), n):
-        window = stream[start : start + n]
-        nonzero = [x for x in window if x != 0]
-        if not nonzero:
-            continue
-        mean = sum(nonzero) / len(nonzero)
-        best = None
-        for x in window:
-            if x != 0 and (best is None or abs(x - mean) < abs(best - mean)):
-                best = x
-        out[start : start + len(window)] = [best] * len(window)
-    return out
 
 
 def naive_rows(array: np.ndarray, windows: list[int], select: str = "nonzero_mean") -> np.ndarray:

@@ -28,6 +28,19 @@ def _worth_fusing(x: torch.Tensor, loader: Any) -> bool:
     return _TORCH_WORK[name] >= FUSED_MIN_ELEMENTS
 
 
+def _cpu_inference(x: torch.Tensor) -> bool:
+    """A 4-D CPU float32 batch that needs no gradient: the only case the fused kernels cover."""
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )  # fmt: skip
+
+
+def _per_image(task: Callable[[int], None], x: torch.Tensor) -> None:
+    """task(b) for every image b of the batch, spread over torch's CPU threads (the kernels hold no GIL)."""
+    drain_in_threads(task, x.shape[0], workers=min(torch.get_num_threads(), math.ceil(x.numel() / 2**16)))
+
+
 def lrn_reference(x: torch.Tensor, *, size: int, alpha: float, k: float) -> torch.Tensor:
     """x * t^(-3/4), t = k + alpha/size * (sum of squares over the channels c - size//2 .. c + (size-1)//2).
 
@@ -93,17 +106,13 @@ class CaffeLRN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fused kernel for CPU float32 inference, the torch reference otherwise."""
-        fused = (
-            x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and not (torch.is_grad_enabled() and x.requires_grad)
-        )  # fmt: skip
-        kernel = _compiled_lrn() if fused and _worth_fusing(x, _compiled_lrn) else None
+        kernel = _compiled_lrn() if _cpu_inference(x) and _worth_fusing(x, _compiled_lrn) else None
         if kernel is None:
             return lrn_reference(x, size=self.size, alpha=self.alpha, k=self.k)
         return self._fused(kernel, x)
 
     def _fused(self, kernel: Callable[..., Any], x: torch.Tensor) -> torch.Tensor:
-        """Images spread over torch's CPU threads (no GIL held), one at a time."""
+        """The kernel, one image at a time over torch's CPU threads."""
         batch, channels, height, width = x.shape
         source = x.detach().contiguous().reshape(batch, channels, height * width).numpy()
         out = torch.empty((batch, channels, height, width), dtype=torch.float32)
@@ -115,7 +124,7 @@ class CaffeLRN(nn.Module):
             """Normalise image b into its slot of the output."""
             kernel(source[b : b + 1], target[b : b + 1], before, after, scale, k)
 
-        drain_in_threads(one_image, batch, workers=min(torch.get_num_threads(), math.ceil(x.numel() / 2**16)))
+        _per_image(one_image, x)
         return out
 
 
@@ -164,8 +173,7 @@ class CaffeMaxPool(nn.MaxPool2d):
         square = isinstance(kernel_size, int) and isinstance(stride, int)
         fused = (
             square and self.padding == 0 and self.dilation == 1 and not self.return_indices
-            and x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-            and min(x.shape[2:]) >= kernel_size and not (torch.is_grad_enabled() and x.requires_grad)
+            and _cpu_inference(x) and min(x.shape[2:]) >= kernel_size
         )  # fmt: skip
         pool = _compiled_pool() if fused and _worth_fusing(x, _compiled_pool) else None
         if pool is None:
@@ -179,5 +187,5 @@ class CaffeMaxPool(nn.MaxPool2d):
             """Pool image b into its slot of the output."""
             pool(source[b : b + 1], target[b : b + 1], size["kernel"], size["stride"])
 
-        drain_in_threads(one_image, batch, workers=min(torch.get_num_threads(), math.ceil(x.numel() / 2**16)))
+        _per_image(one_image, x)
         return out
