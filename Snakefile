@@ -1,7 +1,11 @@
 # ifmsan: sanitize CNN input feature maps by sample-and-hold approximation, and reproduce the paper's evaluation.
 # Paper reproduction:   snakemake --cores N
 # Offline demo:         snakemake --cores N --configfile config/demo.yaml
+import os
+
 from snakemake.utils import min_version, validate
+
+from ifmsan.configcheck import check_schema
 
 min_version("9.0")
 
@@ -13,6 +17,8 @@ if not config:
 
 
 
+# One line per problem, naming the key, its value and what is allowed; then Snakemake's validate fills in defaults.
+check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

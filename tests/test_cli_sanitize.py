@@ -59,7 +59,7 @@ def test_sanitize_missing_or_corrupt_input(tmp_path: Path, capsys: pytest.Captur
     assert "IN not found" in capsys.readouterr().err
     (tmp_path / "bad.npy").write_bytes(b"not an array")
     assert main(["sanitize", "--window", "2", str(tmp_path / "bad.npy"), str(tmp_path / "o.npy")]) == 2
-    assert "not a readable .npy array" in capsys.readouterr().err
+    assert "is not a .npy array file" in capsys.readouterr().err
     np.save(tmp_path / "nan.npy", np.array([1.0, np.nan]))
     assert main(["sanitize", "--window", "2", str(tmp_path / "nan.npy"), str(tmp_path / "o.npy")]) == 2
     assert "NaN or infinite" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import http.server
 import re
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ifmsan.cli import main
-from ifmsan.fetch import FetchError, fetch, file_checksum
+from ifmsan.fetch import FetchError, fetch, file_checksum, verify_file
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10,244 bytes
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -248,3 +249,78 @@ def test_cli_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "ifmsan fetch: error: could not fetch" in err and "0" * 40 in err and "by hand" in err
     with pytest.raises(SystemExit):
         main(["fetch", source.as_uri(), str(dest)])  # a checksum is required
+
+
+def test_verify_file_records_once_and_skips_rehashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import ifmsan.fetch
+
+    path = tmp_path / "model.bin"
+    path.write_bytes(PAYLOAD)
+    assert verify_file(path, sha256=SHA256) == path
+    record = json.loads((tmp_path / "model.bin.verified").read_text())
+    assert record["digests"] == {"sha256": SHA256} and record["size"] == len(PAYLOAD)
+    assert record["mtime_ns"] == path.stat().st_mtime_ns
+    calls: list[str] = []
+    real = ifmsan.fetch.file_checksum
+    monkeypatch.setattr(ifmsan.fetch, "file_checksum", lambda p, algorithm="sha256": calls.append(algorithm) or real(p, algorithm=algorithm))
+    verify_file(path, sha256=SHA256.upper())
+    assert calls == []  # the sidecar vouches for this content
+    verify_file(path, sha1=SHA1)  # a new algorithm is hashed once and added
+    assert calls == ["sha1"] and json.loads((tmp_path / "model.bin.verified").read_text())["digests"] == {"sha256": SHA256, "sha1": SHA1}
+    verify_file(path, sha256=SHA256, sha1=SHA1)
+    assert calls == ["sha1"]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: hashed again
+    verify_file(path, sha256=SHA256)
+    assert calls == ["sha1", "sha256"]
+
+
+def test_verify_file_changed_content_invalidates_the_record(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(PAYLOAD)
+    verify_file(path, sha256=SHA256)
+    stat = path.stat()
+    path.write_bytes(bytes(reversed(PAYLOAD)))  # same size, new content, later mtime
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    wrong = hashlib.sha256(bytes(reversed(PAYLOAD))).hexdigest()
+    with pytest.raises(ValueError) as info:
+        verify_file(path, sha256=SHA256)
+    message = str(info.value)
+    assert str(path) in message and f"sha256 is {wrong}, expected {SHA256}" in message and f"delete {path}" in message
+    assert not (tmp_path / "model.bin.verified").exists()
+
+
+@pytest.mark.parametrize(
+    "sidecar", ["not json", '{"size": 1, "mtime_ns": 2, "ino": 3, "digests": {}}', "[]"], ids=["garbage", "stale", "list"]
+)
+def test_verify_file_ignores_a_bad_sidecar(tmp_path: Path, sidecar: str) -> None:
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"other")
+    (tmp_path / "model.bin.verified").write_text(sidecar)
+    with pytest.raises(ValueError, match=f"expected {SHA256}"):
+        verify_file(path, sha256=SHA256)
+    path.write_bytes(PAYLOAD)
+    assert verify_file(path, sha256=SHA256) == path
+
+
+def test_verify_file_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="cannot verify"):
+        verify_file(tmp_path / "absent.bin", sha256=SHA256)
+    (tmp_path / "x.bin").write_bytes(b"x")
+    with pytest.raises(ValueError, match="give sha256= or sha1="):
+        verify_file(tmp_path / "x.bin")
+    with pytest.raises(ValueError, match="sha1 must be 40 hexadecimal digits"):
+        verify_file(tmp_path / "x.bin", sha1="abc")
+
+
+def test_fetch_records_its_check_and_trusts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ifmsan.fetch
+
+    source = tmp_path / "src.bin"
+    source.write_bytes(PAYLOAD)
+    dest = tmp_path / "data" / "model.bin"
+    quick(source.as_uri(), dest, sha256=SHA256)
+    assert (tmp_path / "data" / "model.bin.verified").is_file()
+    monkeypatch.setattr(ifmsan.fetch, "file_checksum", lambda *a, **k: (_ for _ in ()).throw(AssertionError("hashed")))
+    assert quick(source.as_uri(), dest, sha256=SHA256) == dest

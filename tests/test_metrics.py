@@ -74,7 +74,7 @@ def test_privacy_loss_is_ln_ratio_and_inf_at_zero() -> None:
 
 @pytest.mark.parametrize(
     ("gamma", "expected"),
-    [(0.0, 2), (0.25, 3), (1.0, 4), (2.0, 6), (3.0, 8), (4.0, None)],
+    [(0.25, 3), (1.0, 4), (2.0, 6), (3.0, 8), (4.0, None)],
 )
 def test_knob_for_gamma_on_the_hand_curve(gamma: float, expected: int | None) -> None:
     # bounds 0.75 / 2^γ: 0.75, 0.6307, 0.375 (met with equality at n=4), 0.1875, 0.09375, 0.046875 (below min p)
@@ -132,6 +132,8 @@ def test_gamma_check_verdicts() -> None:
         (lambda: metrics.eff_san([0.5], decimals=True), "decimals"),
         (lambda: metrics.eff_san([0.5], decimals=2.0), "decimals"),
         (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=-1), "gamma"),
+        (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=0.0), "gamma must be a finite number > 0"),
+        (lambda: metrics.eff_san([0.5], decimals=13), "decimals must be an integer in 0..12"),
         (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=math.inf), "gamma"),
         (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.0, gamma=1), "p0"),
         (lambda: metrics.knob_for_gamma([2, 3, 4], [0.5, 0.4], p0=0.5, gamma=1), "as long as"),
@@ -169,7 +171,7 @@ curves = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40)
 
 
 @settings(max_examples=150, deadline=None)
-@given(probs=curves, p0=st.floats(0.01, 1.0), gamma=st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0]))
+@given(probs=curves, p0=st.floats(0.01, 1.0), gamma=st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.0, 4.0]))
 def test_metrics_agree_with_naive_loops(probs: list[float], p0: float, gamma: float) -> None:
     values = list(range(2, 2 + len(probs)))[::-1]  # reversed: the metrics must sort by window
     star = metrics.knob_for_gamma(values, probs, p0=p0, gamma=gamma)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
 import re
 import shutil
@@ -103,33 +105,69 @@ def test_tiny_dag_figures_notebooks_and_report(tiny_run: Path) -> None:
     assert "figure2.png" in html and "table1.csv" in html and "Paper Table 1" in html
 
 
+def session_processes(sid: int) -> dict[int, str]:
+    """Live (not zombie) processes of a session, pid -> command line, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[3]) == sid:  # state, ppid, pgrp, session
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def without_timings(value: object) -> object:
+    """model/metrics.json without its wall and CPU times (keys with 'seconds'), the one part that may vary."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
 def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp_path: Path) -> None:
+    """SIGKILL Snakemake alone while a job runs: the job stops by itself without outputs, and after --unlock
+    and --rerun-incomplete every output (tables, figures, notebooks, model, sweeps) equals a clean run's bytes."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1", "--configfile", str(TINY)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
-    deadline = time.monotonic() + 300
-    sweep_logs = tmp_path / "logs" / "tiny" / "sweep"
-    while time.monotonic() < deadline and not (sweep_logs.exists() and any(sweep_logs.rglob("*.log"))):
-        time.sleep(0.2)
-    assert process.poll() is None, "the run finished before it could be interrupted"
-    time.sleep(1.0)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        deadline, job = time.monotonic() + 300, None
+        while time.monotonic() < deadline and job is None and process.poll() is None:
+            job = next((cmd for cmd in session_processes(process.pid).values() if "ifmsan sweep " in cmd), None)
+            time.sleep(0.05)
+        assert job is not None, "the run finished before it could be interrupted"
+        os.kill(process.pid, signal.SIGKILL)  # Snakemake alone: its job is orphaned and must notice
+        process.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and session_processes(process.pid):
+            time.sleep(0.2)
+        assert not session_processes(process.pid), "jobs kept running after Snakemake was killed"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    log = (tmp_path / re.search(r"> '?(logs/[^' ]+\.log)'? 2>&1", job)[1]).read_text()  # a sweep or chain_sweep
+    assert "IFMSAN_PARENT_PID) that started this job is gone" in log, log
+    out = tmp_path / re.search(r" --out(?:-dir)? '?([^' ]+)'?", job)[1]
+    assert not (out.glob("*.nc") if out.is_dir() else out.exists()), f"the stopped job left {out}"
     assert not (tmp_path / "results" / "tiny" / "tables" / "table1.csv").exists()
     locked = snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # a killed run leaves its lock
     snakemake(tmp_path, "--configfile", str(TINY), "--unlock")
     snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
     first, second = tiny_run / "results" / "tiny", tmp_path / "results" / "tiny"
-    compared = 0
-    for path in sorted(first.rglob("*")):
-        if path.suffix in {".nc", ".csv", ".md", ".pt", ".json"} and path.is_file():
-            twin = second / path.relative_to(first)
-            if path.name == "metrics.json":
-                continue  # holds the training wall time
-            assert twin.read_bytes() == path.read_bytes(), path.relative_to(first)
-            compared += 1
-    assert compared >= 15
+    outputs = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
+    assert outputs == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
+    for relative in outputs:
+        if relative.name == "metrics.json":
+            old, new = (json.loads((root / relative).read_text()) for root in (first, second))
+            assert without_timings(new) == without_timings(old)
+            continue
+        assert (second / relative).read_bytes() == (first / relative).read_bytes(), relative
+    assert {path.suffix for path in outputs} >= {".nc", ".csv", ".md", ".png", ".pdf", ".ipynb", ".pt", ".json"}
+    assert len(outputs) >= 40
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from pathlib import Path
@@ -37,6 +38,23 @@ V1_LAYER_TYPES: dict[int, str] = {
     39: "Deconvolution",
 }
 
+MAX_BLOB_AXES = 32  # Caffe's kMaxBlobAxes
+_EXPECTED = (
+    "expected a Caffe .caffemodel (binary protobuf NetParameter with trained blobs, e.g. bvlc_alexnet.caffemodel)"
+)
+# Leading bytes of files that people hand over instead of a caffemodel -> what they are.
+_FOREIGN_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (Keras .h5 or NetCDF-4?)"),
+    (b"CDF\x01", "a NetCDF-3 file"),
+    (b"CDF\x02", "a NetCDF-3 file"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"\x1f\x8b", "a gzip-compressed file (unpack it first)"),
+    (b"BZh", "a bzip2-compressed file (unpack it first)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file (unpack it first)"),
+)
 _CONV_TYPES = frozenset({"Convolution", "Deconvolution"})
 _FC_TYPES = frozenset({"InnerProduct"})
 _PACKAGE = "ifmsan_caffe"
@@ -95,11 +113,35 @@ def _message_classes() -> dict[str, Any]:
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}")) for name in names}
 
 
+def _sniff_foreign(raw: bytes) -> str | None:
+    """What a file is when its first bytes show that it is not a caffemodel (PyTorch, NumPy, HTML, text...)."""
+    if not raw:
+        return "empty (0 bytes; download it again)"
+    if raw.startswith(b"PK\x03\x04") and b"data.pkl" in raw[:4096]:
+        return "a PyTorch checkpoint (.pt: a zip archive holding data.pkl)"
+    for magic, kind in _FOREIGN_MAGIC:
+        if raw.startswith(magic):
+            return kind
+    if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (a legacy PyTorch .pt/.pth checkpoint?)"
+    head = raw[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")):
+        return "an HTML/XML page (an error page saved instead of the download?)"
+    if head.startswith((b"{", b"[")) and b"\x00" not in raw[:1024]:
+        return "a JSON/text file"
+    sample = raw[:1024]
+    if len(sample) >= 32 and all(32 <= c < 127 or c in (9, 10, 13) for c in sample) and b"\n" in sample:
+        return f"a text file starting {sample[:40].decode()!r} (a .prototxt network definition has no weights)"
+    return None
+
+
 def _blob_array(blob: Any, *, path: Path, layer: str, layer_type: str, index: int) -> np.ndarray:
     """One BlobProto as a float32 array in Caffe's shape (legacy 4-D dims squeezed for conv/fc layers)."""
     where = f"{path}: layer {layer!r} ({layer_type}) blob {index}"
     legacy_fields = ("num", "channels", "height", "width")
     if blob.HasField("shape"):
+        if len(blob.shape.dim) > MAX_BLOB_AXES:
+            raise ValueError(f"{where}: shape has {len(blob.shape.dim)} axes, Caffe allows at most {MAX_BLOB_AXES}")
         dims = tuple(int(d) for d in blob.shape.dim)
         legacy = False
     elif any(blob.HasField(name) for name in legacy_fields):
@@ -110,14 +152,13 @@ def _blob_array(blob: Any, *, path: Path, layer: str, layer_type: str, index: in
     if any(d < 0 for d in dims):
         raise ValueError(f"{where}: negative dimension in shape {dims}")
     count = math.prod(dims)
-    if len(blob.double_data) > 0:  # Caffe's Blob::FromProto prefers double_data when present
-        values = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
-        source = "double_data"
-    else:
-        values = np.array(blob.data, dtype=np.float32)
-        source = "data"
-    if values.size != count:
-        raise ValueError(f"{where}: shape {dims} needs {count} values but {source} holds {values.size}")
+    source = "double_data" if len(blob.double_data) > 0 else "data"  # Caffe's Blob::FromProto prefers double_data
+    stored = getattr(blob, source)
+    if len(stored) != count:  # checked before any array is made: a declared shape cannot inflate an allocation
+        raise ValueError(f"{where}: shape {dims} needs {count} values but {source} holds {len(stored)}")
+    with np.errstate(over="ignore"):  # doubles beyond float32 become inf: ifmsan.models refuses non-finite weights
+        wire_dtype = np.float64 if source == "double_data" else np.float32
+        values = np.array(stored, dtype=wire_dtype).astype(np.float32, copy=False)
     if legacy:
         dims = _squeeze_legacy(dims, layer_type=layer_type, index=index, where=where)
     return values.reshape(dims)
@@ -148,8 +189,9 @@ def read_caffemodel(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]
     if not path.is_file():
         raise ValueError(f"caffemodel {path} is not a regular file")
     raw = path.read_bytes()
-    if not raw:
-        raise ValueError(f"caffemodel {path} is empty (0 bytes); download it again")
+    foreign = _sniff_foreign(raw)
+    if foreign is not None:
+        raise ValueError(f"caffemodel {path} is {foreign}, not Caffe weights; {_EXPECTED}")
     net = _message_classes()["NetParameter"]()
     try:
         net.ParseFromString(raw)
@@ -158,15 +200,15 @@ def read_caffemodel(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]
             f"caffemodel {path} is truncated or corrupt ({len(raw)} bytes; protobuf: {exc}); download it again"
         ) from exc
     del raw
-    layers: list[tuple[str, str, Any]] = []
-    for v1 in net.layers:
-        layers.append((v1.name, V1_LAYER_TYPES.get(v1.type, f"V1 type {v1.type}"), v1.blobs))
-    for v2 in net.layer:
-        layers.append((v2.name, v2.type, v2.blobs))
     result: dict[str, list[np.ndarray]] = {}
-    for name, layer_type, blobs in layers:
-        if len(blobs) == 0:
+    for layer in itertools.chain(net.layers, net.layer):  # only layers with blobs are kept, nothing per layer
+        if len(layer.blobs) == 0:
             continue
+        is_v1 = isinstance(layer.type, int)
+        layer_type = V1_LAYER_TYPES.get(layer.type, f"V1 type {layer.type}") if is_v1 else layer.type
+        name, blobs = layer.name, layer.blobs
+        if not isinstance(name, str) or not isinstance(layer_type, str):  # upb hands back bytes for invalid UTF-8
+            raise ValueError(f"caffemodel {path}: a layer name or type is not valid UTF-8 ({name!r}, {layer_type!r})")
         if not name:
             raise ValueError(f"caffemodel {path}: a {layer_type} layer with parameters has no name")
         if name in result:
@@ -176,8 +218,8 @@ def read_caffemodel(path: str | os.PathLike[str]) -> dict[str, list[np.ndarray]]
         ]
     if not result:
         raise ValueError(
-            f"caffemodel {path} holds no layers with parameters ({len(layers)} layers in all); "
-            "is it a caffemodel (NetParameter with trained blobs)?"
+            f"caffemodel {path} holds no layers with parameters ({len(net.layers) + len(net.layer)} layers in all); "
+            f"{_EXPECTED}"
         )
     return result
 

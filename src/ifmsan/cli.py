@@ -51,13 +51,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
     from ifmsan.fetch import FetchError
+    from ifmsan.parentwatch import PARENT_GONE_EXIT, parent_gone, watch_parent
 
     try:
+        watch_parent()  # a job whose Snakemake was killed stops instead of finishing unnoticed
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FetchError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"ifmsan {args.verb}: error: {message}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, KeyError, FetchError) as exc:
+        print(f"ifmsan {args.verb}: error: {error_message(exc)}", file=sys.stderr)
+        return PARENT_GONE_EXIT if parent_gone() else 2
+    except KeyboardInterrupt:
+        if not parent_gone():
+            raise
+        return PARENT_GONE_EXIT
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an expected error: a KeyError's key text; an OSError's reason and file, not '[Errno 28] ...'."""
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, OSError) and exc.strerror:
+        names = [str(name) for name in (exc.filename, exc.filename2) if name is not None]
+        return ": ".join([exc.strerror, *names])
+    return str(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

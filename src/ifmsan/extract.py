@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 
 import ifmsan
+from ifmsan.io import IMAGE_ATTRS, check_user_attrs
 
 
 def ifm_dims(layer: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -52,12 +53,20 @@ def extract_ifms(
     target: int | None = None,
     attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
-    """Run one preprocessed image (no batch dim) and keep every IFM, the softmax and the target class."""
+    """Run one preprocessed image (no batch dim) and keep every IFM, the softmax and the target class.
+
+    `attrs` may set the image's attributes (io.IMAGE_ATTRS) and extra keys; keys computed here are a ValueError.
+    """
     if x.dim() != 3:
         raise ValueError(f"x must be one preprocessed image (C, H, W), got shape {tuple(x.shape)}")
+    extra = dict(attrs or {})
+    image = {key: extra.pop(key) for key in IMAGE_ATTRS if key in extra}
+    check_user_attrs(extra, option="attrs")
     ifms = net.ifms(x.unsqueeze(0).to(next(net.parameters()).device))
     logits = net.forward_from(net.ifm_layers[0], ifms[net.ifm_layers[0]])
     softmax = torch.softmax(logits[0].double(), dim=0).cpu().numpy()
+    if not np.isfinite(softmax).all():
+        raise ValueError(f"{getattr(net, 'name', 'the network')} gave NaN or infinite outputs for this image: its weights overflow")
     n_classes = softmax.shape[0]
     if target is not None and not 0 <= int(target) < n_classes:
         raise ValueError(f"target must be a class index in [0, {n_classes}), got {target}")
@@ -79,13 +88,15 @@ def extract_ifms(
     dataset = xr.Dataset(data, coords={"layer": list(net.ifm_layers), "class": np.arange(n_classes)})
     dataset.attrs = provenance(
         net,
+        ifmsan_kind="ifms",
         target=chosen,
         target_source="original_top1" if target is None else "ground_truth",
         original_top1=top1,
         original_top1_name=str(names[top1]) if len(names) > top1 else "",
         p0=float(softmax[chosen]),
         ifm_layers=",".join(net.ifm_layers),
-        **dict(attrs or {}),
+        **image,
+        **extra,
     )
     return dataset
 

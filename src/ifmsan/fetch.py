@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -63,6 +64,69 @@ def _mismatches(path: Path, expected: dict[str, str]) -> list[str]:
     """Descriptions of the checksums `path` fails; empty when it matches them all."""
     found = {algorithm: file_checksum(path, algorithm=algorithm) for algorithm in expected}
     return [f"{a} {found[a]} (expected {expected[a]})" for a in expected if found[a] != expected[a]]
+
+
+def _sidecar(path: Path) -> Path:
+    """Where verify_file records that `path` passed its check."""
+    return path.with_name(path.name + ".verified")
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    """What must stay the same for a recorded check to still hold: size, mtime and inode."""
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
+
+
+def _recorded(path: Path) -> dict[str, str]:
+    """Digests a sidecar vouches for, or {} when it is absent, unreadable or the file changed since."""
+    try:
+        record = json.loads(_sidecar(path).read_text())
+        if {key: record.get(key) for key in ("size", "mtime_ns", "ino")} == _stamp(path):
+            return {str(a): str(d) for a, d in record["digests"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return {}
+
+
+def _record(path: Path, stamp: dict[str, int], digests: dict[str, str]) -> None:
+    """Write the sidecar atomically; a read-only folder only costs a rehash next time."""
+    from ifmsan.atomic import atomic_path
+
+    try:
+        with atomic_path(_sidecar(path), suffix=".part") as tmp:
+            tmp.write_text(json.dumps({**stamp, "digests": digests}, sort_keys=True) + "\n")
+    except OSError as exc:
+        log.info("could not record the check of %s (%s); it will be hashed again next time", path, exc)
+
+
+def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None, sha1: str | None = None) -> Path:
+    """Check a file on disk against its expected checksum, hashing it once per content (a `.verified` sidecar).
+
+    The sidecar records the digests with the file's size, mtime and inode; any change to the file invalidates it.
+    A mismatch raises a ValueError naming the file, the expected and the actual sum, and how to fix it.
+    """
+    expected = _checksums(sha256, sha1)
+    if not expected:
+        raise ValueError(f"verifying {path}: give sha256= or sha1=")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot verify {path}: no such file")
+    stamp = _stamp(path)
+    recorded = _recorded(path)
+    if all(recorded.get(a) == v for a, v in expected.items()):
+        return path
+    found = {a: file_checksum(path, algorithm=a) for a in expected}
+    wrong = [a for a in expected if found[a] != expected[a]]
+    if wrong:
+        _sidecar(path).unlink(missing_ok=True)
+        sums = "; ".join(f"{a} is {found[a]}, expected {expected[a]}" for a in wrong)
+        raise ValueError(
+            f"{path} is not the expected file: its {sums}. To fix: delete {path} (a configured download is then "
+            "fetched again) or put the right file there."
+        )
+    if _stamp(path) == stamp:  # unchanged while it was hashed
+        _record(path, stamp, {**recorded, **found})
+    return path
 
 
 def _describe(expected: dict[str, str]) -> str:
@@ -165,10 +229,10 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, 
     if dest.is_file():
         if not expected:
             return dest
-        problems = _mismatches(dest, expected)
-        if not problems:
-            return dest
-        log.warning("%s exists but its %s; downloading it again", dest, "; ".join(problems))
+        try:
+            return verify_file(dest, **expected)
+        except ValueError as exc:
+            log.warning("%s; downloading it again", exc)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     last = "no attempt made"
@@ -190,6 +254,8 @@ def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, 
                 part.unlink(missing_ok=True)
                 raise _failure(url, dest, expected, f"checksum mismatch: got {'; '.join(problems)}")
             os.replace(part, dest)
+            if expected:  # just verified: record it so that later checks need not hash it again
+                _record(dest, _stamp(dest), expected)
             return dest
         except _RestartError as exc:
             log.warning("%s: %s; starting again from byte 0", url, exc)

@@ -18,7 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from ifmsan.io import check_id
+from ifmsan.consistency import check_mixture
+from ifmsan.io import all_or_none, check_id
 from ifmsan.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, knob_for_gamma
 from ifmsan.tables import PARAMETER_LABELS, Curve, as_curves, chain_label, layer_ranks, parse_chain
 
@@ -54,7 +55,8 @@ def x_label(parameter: str) -> str:
 
 
 def select_image(sweeps: Sequence[Any], *, model: str | None = None, image: str | None = None) -> list[Curve]:
-    """The curves of one (model, image); a ValueError lists the choices when the input holds several."""
+    """The curves of one (model, image); a ValueError lists the choices when there are several, or names the files
+    when they mix weights, configurations or targets (consistency.check_mixture: the lines could not be told apart)."""
     curves = as_curves(sweeps)
     if model is not None:
         curves = [c for c in curves if c.model == model]
@@ -66,6 +68,7 @@ def select_image(sweeps: Sequence[Any], *, model: str | None = None, image: str 
     if len(pairs) > 1:
         listed = ", ".join(f"{m}/{i}" for m, i in pairs)
         raise ValueError(f"the sweeps hold several (model, image) pairs ({listed}); choose one with model= and image=")
+    check_mixture(curves, hint="draw each set of files in its own `ifmsan figures` run")
     return curves
 
 
@@ -427,12 +430,14 @@ def write_figures(
 
             plans.append((f"knob_coverage_{layer}", True, draw))
     made: dict[str, Plotted] = {}
-    for name, possible, draw in plans:
-        if possible:
-            made[name] = draw(out / name)
-            log.info("wrote %s.png and %s.pdf", out / name, out / name)
-        else:
-            log.info("skipped %s: the sweeps lack what it needs", name)
+    with all_or_none(out) as written:  # a figure that fails takes the ones drawn before it away: all or none
+        for name, possible, draw in plans:
+            if possible:
+                made[name] = draw(out / name)
+                written.extend(made[name].files)
+                log.info("wrote %s.png and %s.pdf", out / name, out / name)
+            else:
+                log.info("skipped %s: the sweeps lack what it needs", name)
     if not made:
         raise ValueError(
             "the sweeps allow no figure: figure2 needs pool5 with knobs first and nonzero_mean, figure4 pool5 and "

@@ -10,6 +10,7 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from ifmsan.knobs import get_knob
+from ifmsan.metrics import check_gamma
 from ifmsan.sanitize import SELECTORS, check_window
 
 
@@ -57,8 +58,7 @@ class GammaSanitizer:
     ) -> None:
         if layer not in net.ifm_layers:
             raise ValueError(f"layer {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}")
-        if isinstance(gamma, bool) or not isinstance(gamma, int | float) or not math.isfinite(gamma) or gamma <= 0:
-            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+        gamma = check_gamma(gamma)
         sizes = [check_window(w, name="windows") for w in windows]
         if not sizes or sizes != sorted(set(sizes)):
             raise ValueError(f"windows must be a non-empty increasing sequence of integers >= 1, got {sizes[:5]}...")

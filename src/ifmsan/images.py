@@ -104,16 +104,57 @@ def resolve_image(source: str, *, sha256: str | None = None, cache_dir: str | os
     return path
 
 
-def _open_rgb(path: Path, *, source: str) -> Image.Image:
-    """Decode a file fully into an RGB image (grey and palette images expanded, alpha dropped)."""
-    from PIL import Image, UnidentifiedImageError
+# Modes whose pixels convert to RGB as PIL documents; 16-bit grey is scaled, not clipped (see _to_rgb).
+_PIL_TO_RGB = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "1", "P", "PA", "CMYK", "YCbCr"})
 
+
+def _to_rgb(image: Image.Image, *, source: str) -> Image.Image:
+    """RGB pixels for the modes that have an unambiguous 8-bit RGB form; a ValueError naming the image otherwise."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in _PIL_TO_RGB:
+        return image.convert("RGB")  # grey and palette expanded, alpha dropped (as torchvision's loader does)
+    if image.mode.startswith("I;16"):
+        grey = np.asarray(image).astype(np.float64)
+        if grey.min(initial=0) < 0:
+            raise ValueError(f"image {source}: signed 16-bit pixels (mode {image.mode}); expected unsigned 8/16-bit")
+        return Image.fromarray(np.rint(grey / 257.0).astype(np.uint8), mode="L").convert("RGB")  # 65535 -> 255
+    raise ValueError(
+        f"image {source}: pixel mode {image.mode} has no unambiguous 8-bit RGB form; expected 8- or 16-bit "
+        "grey, RGB(A), palette or CMYK (convert it to an 8-bit RGB PNG first)"
+    )
+
+
+def _open_rgb(path: Path, *, source: str) -> Image.Image:
+    """Decode a file fully into an RGB image, refusing corrupt, truncated and oversized (decompression bomb) files."""
+    import warnings
+
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below: an error, not a warning
+            with Image.open(path) as image:
+                width, height = image.size
+                if limit is not None and width * height > limit:
+                    raise Image.DecompressionBombError(f"{width}x{height} = {width * height} pixels")
+                image.load()
+                return _to_rgb(image, source=source)
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"image {source} ({path}) is too large to decode: {exc}; the limit is {limit} pixels "
+            "(PIL.Image.MAX_IMAGE_PIXELS), a guard against decompression bombs"
+        ) from exc
+    except ValueError as exc:
+        if str(exc).startswith(f"image {source}:"):
+            raise
         raise ValueError(f"image {source} ({path}) is not a readable image: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- PIL's decoders raise many kinds (OSError, SyntaxError, struct.error...)
+        raise ValueError(f"image {source} ({path}) is not a readable image: {type(exc).__name__}: {exc}") from exc
 
 
 MINIDATA_PREFIX = "minidata:"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -9,7 +10,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from ifmsan.sanitize import SELECTORS, check_ifm, check_window, sample_and_hold_sweep
+from ifmsan.sanitize import SELECTORS, _as_tensor, check_ifm, check_seed, check_window, sample_and_hold_sweep
 
 NOISES: tuple[str, ...] = ("laplace", "gaussian")
 KNOBS: tuple[str, ...] = SELECTORS + NOISES
@@ -46,7 +47,7 @@ class WindowKnob:
 
     def apply(self, ifm: torch.Tensor, value: float) -> torch.Tensor:
         """The IFM sanitized with one window size."""
-        return self.apply_batch(ifm, [check_window(value)])[0]
+        return self.apply_batch(ifm, [check_window(value)])[0, ...]  # [0, ...]: a 0-d IFM stays a 0-d array
 
     def apply_batch(self, ifm: torch.Tensor, values: Sequence[float], *, out: torch.Tensor | None = None) -> torch.Tensor:
         """The IFM sanitized with each window size in one pass per size."""
@@ -71,12 +72,11 @@ class NoiseKnob:
 
     def apply(self, ifm: torch.Tensor, value: float) -> torch.Tensor:
         """The IFM plus noise of scale value × std(IFM)."""
-        return self.apply_batch(ifm, [check_scale(value)])[0]
+        return self.apply_batch(ifm, [check_scale(value)])[0, ...]
 
     def apply_batch(self, ifm: torch.Tensor, values: Sequence[float], *, out: torch.Tensor | None = None) -> torch.Tensor:
         """The IFM plus the same unit noise at each scale: (len(values), *ifm.shape)."""
-        was_numpy = isinstance(ifm, np.ndarray)
-        tensor = torch.from_numpy(np.ascontiguousarray(ifm)) if was_numpy else ifm
+        tensor, was_numpy = _as_tensor(ifm)
         check_ifm(tensor)
         scales = [check_scale(v, name=f"values[{i}]") for i, v in enumerate(values)]
         if not scales:
@@ -102,10 +102,27 @@ def check_scale(value: object, *, name: str = "scale") -> float:
     return scale
 
 
+def check_knob_values(knob: WindowKnob | NoiseKnob, values: Sequence[object], *, name: str = "values") -> list[int | float]:
+    """The values of one sweep, or a ValueError: non-empty, each a valid window (or scale), none repeated."""
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} is empty; expected at least one {'window size >= 1' if knob.parameter == 'window' else 'noise scale >= 0'}")
+    if knob.parameter == "window":
+        checked: list[int | float] = [check_window(v, name=f"{name}[{i}]") for i, v in enumerate(values)]
+        if max(checked) > np.iinfo(np.int64).max:
+            raise ValueError(f"{name}: window {max(checked)} does not fit a 64-bit integer; any window >= the IFM size is one window")
+    else:
+        checked = [check_scale(v, name=f"{name}[{i}]") for i, v in enumerate(values)]
+    repeated = sorted(value for value, count in Counter(checked).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{name} repeat {', '.join(map(str, repeated))}; each {knob.parameter} may appear once in a sweep")
+    return checked
+
+
 def get_knob(name: str, *, seed: int = 0) -> WindowKnob | NoiseKnob:
     """The knob called name; the seed drives `random` picks and the noise draws."""
     if name in SELECTORS:
-        return WindowKnob(name, seed=seed)
+        return WindowKnob(name, seed=check_seed(seed))
     if name in NOISES:
-        return NoiseKnob(name, seed=seed)
+        return NoiseKnob(name, seed=check_seed(seed))
     raise ValueError(f"knob must be one of {', '.join(KNOBS)}; got {name!r}")

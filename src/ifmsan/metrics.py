@@ -4,7 +4,7 @@ A *curve* is the probabilistic accuracy p(n) of the target class over the swept 
 noise scales for the noise knobs), plus p0, the probability for the unsanitized IFM.
 
 - ε(n) = ln(p0 / p(n)); p(n) = 0 gives +inf.
-- γ is met at n when p(n) <= p0 / 2**γ (paper eq. 6); n*(γ) is the smallest swept n where it is met, None if none.
+- γ > 0 is met at n when p(n) <= p0 / 2**γ (paper eq. 6; γ = 0 is refused, as any p(n) <= p0 meets it); n*(γ) is the smallest swept n where it is met, None if none.
 - A trend inversion is a step between consecutive swept values n' < n with p(n) > p(n'); unsafe windows past the
   knob are the n > n*(γ) with p(n) > p0 / 2**γ.
 - γ_max = log2(p0 / min p): every γ <= γ_max has an n*(γ) in the range, no γ > γ_max has one.
@@ -37,20 +37,28 @@ BIN_LABELS: tuple[str, str, str] = ("[0, 0.2)", "[0.2, 0.8)", "[0.8, 1.0]")
 DEFAULT_GAMMAS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
 
 
-def check_decimals(decimals: object) -> int:
-    """Return decimals as int, or raise a ValueError: rounding needs a whole number of decimals >= 0."""
-    if isinstance(decimals, bool) or not isinstance(decimals, (int, np.integer)) or decimals < 0:
-        raise ValueError(f"decimals must be an integer >= 0, got {decimals!r}")
+MAX_DECIMALS = 12
+"""More decimals than this only round away float64 noise in p(n), and the config schema stops at 12 too."""
+
+
+def check_decimals(decimals: object, *, name: str = "decimals") -> int:
+    """Return decimals as int, or raise a ValueError: rounding needs a whole number of decimals in 0..12."""
+    if isinstance(decimals, bool) or not isinstance(decimals, (int, np.integer)) or not 0 <= decimals <= MAX_DECIMALS:
+        raise ValueError(f"{name} must be an integer in 0..{MAX_DECIMALS}, got {decimals!r}")
     return int(decimals)
 
 
-def check_gamma(gamma: object) -> float:
-    """Return γ as float, or raise a ValueError: a degree of sanitization is a finite number >= 0."""
+def check_gamma(gamma: object, *, name: str = "gamma") -> float:
+    """Return γ as float, or raise a ValueError: γ must be finite and > 0.
+
+    The one rule for γ everywhere (report, figures, gamma, GammaSanitizer, the config schema): γ = 0 gives the
+    bound p0 / 2**0 = p0, which every n with p(n) <= p0 meets, so it guarantees no privacy at all.
+    """
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
-        raise ValueError(f"gamma must be a finite number >= 0, got {gamma!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {gamma!r}")
     value = float(gamma)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"gamma must be a finite number >= 0, got {value}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0 (0 would be met by any p(n) <= p0), got {value}")
     return value
 
 
@@ -297,9 +305,12 @@ __all__ = [
     "DEFAULT_DECIMALS",
     "DEFAULT_GAMMAS",
     "EXTRA_DECIMALS",
+    "MAX_DECIMALS",
     "DistinctSummary",
     "GammaCheck",
     "Inversions",
+    "check_decimals",
+    "check_gamma",
     "distinct_summary",
     "eff_san",
     "format_value",

@@ -39,12 +39,22 @@ def _all_finite(ifm: torch.Tensor) -> bool:
 
 
 def check_window(window: object, *, name: str = "window") -> int:
-    """Return the window as an int, or raise a ValueError that says what is allowed."""
+    """Return the window as an int of any size (past the IFM it is one window), or raise a ValueError.
+
+    Floats are refused, even integral ones: 1e23 as a float is not 10**23. The CLI reads "1e23" exactly.
+    """
     if isinstance(window, bool) or not isinstance(window, numbers.Integral):
         raise ValueError(f"{name} must be an integer >= 1, got {window!r} ({type(window).__name__})")
     if int(window) < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {int(window)}")
     return int(window)
+
+
+def check_seed(seed: object, *, name: str = "seed") -> int:
+    """Return the seed as an int, or raise a ValueError: numpy's generators take integers >= 0 only."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 def check_select(select: object) -> str:
@@ -55,15 +65,22 @@ def check_select(select: object) -> str:
 
 
 def _as_tensor(ifm: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
-    """Accept numpy arrays too, remembering to hand numpy back."""
+    """Accept numpy arrays too (any byte order, 0-d kept 0-d), remembering to hand numpy back."""
     if isinstance(ifm, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(ifm)), True
+        if not np.issubdtype(ifm.dtype, np.floating):  # before torch, which cannot even hold object or str arrays
+            raise ValueError(f"ifm must have a floating-point dtype, got {ifm.dtype}")
+        native = ifm.astype(ifm.dtype.newbyteorder("="), order="C", copy=False)  # exact: only the byte order changes
+        return torch.from_numpy(native), True
     return ifm, False
 
 
 def _windowed(stream: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad the float64 stream to whole windows: (rows, window) values and each row's length."""
+    """Zero-pad the float64 stream to whole windows: (rows, window) values and each row's length.
+
+    A window past the stream is one window of the whole stream: the padding never exceeds the stream's length.
+    """
     n_samples = stream.numel()
+    window = min(window, n_samples)
     rows = -(-n_samples // window)
     padded = torch.nn.functional.pad(stream, (0, rows * window - n_samples)).view(rows, window)
     lengths = torch.full((rows,), window, dtype=torch.int64, device=stream.device)
@@ -106,7 +123,7 @@ def sample_and_hold(
     ifm: torch.Tensor | np.ndarray, window: int, *, select: str = "nonzero_mean", seed: int = 0
 ) -> torch.Tensor | np.ndarray:
     """Hold one representative sample per window of the C-order stream; same shape and dtype out."""
-    return sample_and_hold_sweep(ifm, [check_window(window)], select=select, seed=seed)[0]
+    return sample_and_hold_sweep(ifm, [check_window(window)], select=select, seed=seed)[0, ...]  # 0-d stays 0-d
 
 
 def sample_and_hold_sweep(
@@ -121,6 +138,7 @@ def sample_and_hold_sweep(
     tensor, was_numpy = _as_tensor(ifm)
     check_ifm(tensor)
     select = check_select(select)
+    seed = check_seed(seed)
     sizes: Sequence[int] = [check_window(w, name=f"windows[{i}]") for i, w in enumerate(windows)]
     if not sizes:
         raise ValueError("windows is empty; expected at least one window size >= 1")
@@ -273,14 +291,14 @@ def _sweep_with_kernels(
     x = tensor.detach().reshape(-1).contiguous().numpy()
     tables = _cached_tables(stream_tables, x)
     rows = flat_out.detach().numpy()
-    windows = np.asarray(sizes, dtype=np.int64)
+    windows = np.asarray([min(w, x.shape[0]) for w in sizes], dtype=np.int64)  # past the stream = one window
     mode = _KERNEL_MODES[select]
 
     def picks(first: int, stop: int) -> np.ndarray:
         """The random selector's picks for rows first..stop-1, concatenated (a placeholder for the other modes)."""
         if mode != 2:
             return np.zeros(1, dtype=np.int64)
-        return np.concatenate([_random_indices_np(x.shape[0], window=int(w), seed=seed) for w in windows[first:stop]])
+        return np.concatenate([_random_indices_np(x.shape[0], window=w, seed=seed) for w in sizes[first:stop]])
 
     workers = min(torch.get_num_threads(), len(sizes)) if x.shape[0] >= _PARALLEL_MIN_SAMPLES else 1
     if workers <= 1:
@@ -310,6 +328,7 @@ def _cached_tables(stream_tables: Callable[..., tuple], x: np.ndarray) -> tuple:
 
 def _random_indices_np(size: int, *, window: int, seed: int) -> np.ndarray:
     """The same picks as _random_indices, for a stream of `size` samples, as numpy."""
-    lengths = np.full(-(-size // window), window, dtype=np.int64)
-    lengths[-1] = size - (lengths.shape[0] - 1) * window
+    span = min(window, size)
+    lengths = np.full(-(-size // span), span, dtype=np.int64)
+    lengths[-1] = size - (lengths.shape[0] - 1) * span
     return np.random.default_rng([seed, window]).integers(0, lengths)

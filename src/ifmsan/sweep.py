@@ -13,7 +13,9 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ifmsan.knobs import get_knob
+from ifmsan.knobs import check_knob_values, get_knob
+from ifmsan.metrics import check_p0
+from ifmsan.sanitize import check_ifm
 
 DEFAULT_BATCH_SIZE = 32
 """Sanitized IFMs per forward batch: a few hundred MB at most for BVLC AlexNet's largest IFM."""
@@ -180,28 +182,39 @@ def sweep_dataset(
     progress: bool | None = None,
 ) -> xr.Dataset:
     """One sweep of an extracted image as a Dataset over `window` (or `scale`) with provenance attributes."""
-    from ifmsan.extract import ifms_of, provenance, weights_sha
+    from ifmsan.consistency import check_config_hash, check_same_network
+    from ifmsan.extract import ifms_of, provenance
+    from ifmsan.io import check_user_attrs
 
     check_layer(net, layer)
     sanitizer = get_knob(knob, seed=seed)
-    values = list(sanitizer.default_values if values is None else values)
-    if not values:
-        raise ValueError("values is empty; expected at least one window size or noise scale")
+    values = check_knob_values(sanitizer, sanitizer.default_values if values is None else values)
     source = ifms_dataset.attrs
-    if source.get("model") != net.name:
-        raise ValueError(f"the IFMs were extracted with model {source.get('model')!r}, not {net.name!r}")
-    if str(source.get("weights_sha", "")) != weights_sha(net):
-        raise ValueError(
-            f"the IFMs were extracted with weights {source.get('weights_sha') or 'random init'!r}, "
-            f"but the network has {weights_sha(net) or 'random init'!r}: pass the same --weights"
-        )
+    image = source.get("image_id", "?")
+    try:
+        check_p0(source.get("p0"))
+    except ValueError:
+        raise ValueError(f"the IFMs of image {image!r} record p0 = {source.get('p0')!r}; expected a probability in (0, 1]") from None
+    where = str(ifms_dataset.encoding.get("source") or "the IFMs")
+    check_same_network(source, net, source=where)
+    extra = check_user_attrs(dict(attrs or {}), option="attrs")
+    check_config_hash(source, extra, source=where)
     device = next(net.parameters()).device
     ifms = {name: value.to(device) for name, value in ifms_of(ifms_dataset).items()}
+    for name in (layer, *(step.layer for step in chain)):
+        if name in ifms:
+            check_ifm(ifms[name], name=f"the IFM of {name!r} (image {image!r})")
     ifm = apply_chain(net, ifms, chain, layer=layer) if chain else ifms[layer]
     target = int(source["target"])
     curves = sweep_ifm(
         net, ifm, layer=layer, knob=knob, values=values, target=target, seed=seed, batch_size=batch_size, progress=progress
     )
+    bad = ~np.isfinite(curves["probability"])
+    if bad.any():
+        raise ValueError(
+            f"{net.name} gave NaN or infinite probabilities at layer {layer!r}, {knob} {sanitizer.parameter} "
+            f"{values[int(np.argmax(bad))]} ({int(bad.sum())} of {bad.size} values): the weights overflow; nothing written"
+        )
     dim = sanitizer.parameter
     coord = np.asarray(values, dtype=np.int64 if dim == "window" else np.float64)
     dataset = xr.Dataset(
@@ -217,6 +230,7 @@ def sweep_dataset(
     if chain:
         chained_p = float(torch.softmax(net.forward_from(layer, ifm.unsqueeze(0)).double(), dim=1)[0, target])
     attributes: dict[str, Any] = dict(
+        ifmsan_kind="sweep",
         image_id=str(source.get("image_id", "")),
         image_sha256=str(source.get("image_sha256", "")),
         p0=float(source["p0"]),
@@ -234,6 +248,6 @@ def sweep_dataset(
         n_zeros=int((original == 0).sum()),
         config_hash=str(source.get("config_hash", "")),
     )
-    attributes.update(attrs or {})
+    attributes.update(extra)
     dataset.attrs = provenance(net, **attributes)
     return dataset

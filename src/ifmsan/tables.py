@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ifmsan.consistency import VARIANT_KEYS, after_model, varying, weights_id
 from ifmsan.knobs import KNOBS
 from ifmsan.metrics import (
     DEFAULT_DECIMALS,
@@ -42,6 +43,10 @@ ALEXNET_LAYERS: tuple[str, ...] = (
     "conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8",
 )  # fmt: skip
 """Default row order (the paper's Table 1); layers not in it follow in the order they first appear."""
+
+VARIANT_COLUMNS: tuple[str, ...] = VARIANT_KEYS[1:]
+"""weights (weights_sha, or weights_source if untrained), config_hash, target_source: a column after `model` wherever
+they differ between the curves (report --allow-mixed), so rows of different networks or targets are never merged."""
 
 PARAMETER_LABELS: dict[str, str] = {"window": "window size", "scale": "noise scale (× IFM std)"}
 """Axis/column wording for the swept parameter (the dimension of `probability`)."""
@@ -76,17 +81,22 @@ class Curve:
     n_zeros: int | None
     stand_in: bool
     source: str
+    weights: str = ""
+    config_hash: str = ""
+    target_source: str = ""
+    target: int | None = None
+    image_sha256: str = ""
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        """What identifies a curve: (model, image, layer, knob, chain)."""
-        return (self.model, self.image_id, self.layer, self.knob, self.chain)
+    def key(self) -> tuple[str, ...]:
+        """What identifies a curve: (model, image, layer, knob, chain), then the VARIANT_COLUMNS."""
+        return (self.model, self.image_id, self.layer, self.knob, self.chain, *(getattr(self, k) for k in VARIANT_COLUMNS))
 
 
 def load_sweeps(paths: Iterable[str | Path]) -> list[Any]:
-    """Read sweep NetCDF files into memory (files closed again); a missing or unreadable file is a clear error,
-    raised before any file is read."""
-    from ifmsan.io import read_netcdf
+    """Read sweep NetCDF files into memory (files closed again); a missing or unreadable file, or one that is not a
+    sweep (io.read_sweep), is a clear error naming it; missing files are found before any file is read."""
+    from ifmsan.io import read_sweep
 
     paths = [Path(p) for p in paths]
     if not paths:
@@ -96,9 +106,7 @@ def load_sweeps(paths: Iterable[str | Path]) -> list[Any]:
             raise FileNotFoundError(f"sweep file not found: {path}")
     sweeps = []
     for path in paths:
-        sweep = read_netcdf(path)
-        sweep.encoding["source"] = str(path)
-        sweeps.append(sweep)
+        sweeps.append(read_sweep(path))
     return sweeps
 
 
@@ -171,6 +179,13 @@ def curves_of(sweep: Any, *, name: str = "sweep") -> list[Curve]:
         zero_ratio = _number_or_none(_per_image(sweep, "zero_ratio", index))
         ifm_size = _number_or_none(_per_image(sweep, "ifm_size", index))
         n_zeros = _number_or_none(_per_image(sweep, "n_zeros", index))
+        raw_target = _per_image(sweep, "target", index)
+        try:
+            target = _number_or_none(raw_target)
+        except (TypeError, ValueError):
+            target = math.inf
+        if target is not None and not target.is_integer():
+            raise ValueError(f"{where}: target {raw_target!r} is not a class index")
         result.append(
             Curve(
                 model=_text(sweep.attrs.get("model")) or "model",
@@ -187,6 +202,11 @@ def curves_of(sweep: Any, *, name: str = "sweep") -> list[Curve]:
                 n_zeros=None if n_zeros is None else int(n_zeros),
                 stand_in=bool(int(sweep.attrs.get("stand_in", 0) or 0)),
                 source=where,
+                weights=weights_id(sweep.attrs),
+                config_hash=_text(sweep.attrs.get("config_hash")),
+                target_source=_text(sweep.attrs.get("target_source")),
+                target=None if target is None else int(target),
+                image_sha256=_text(_per_image(sweep, "image_sha256", index)),
             )
         )
     return result
@@ -200,7 +220,7 @@ def as_curves(sweeps: Sequence[Any]) -> list[Curve]:
         for curve in [item] if isinstance(item, Curve) else curves_of(item, name=f"sweeps[{i}]"):
             if curve.key in seen:
                 raise ValueError(
-                    f"the same sweep (model, image, layer, knob, chain)={curve.key} is in {seen[curve.key]} "
+                    f"the same sweep (model, image, layer, knob, chain)={curve.key[:5]} is in {seen[curve.key]} "
                     f"and {curve.source}"
                 )
             seen[curve.key] = curve.source
@@ -252,21 +272,38 @@ def _chain_rank(chain: str, ranks: dict[str, int]) -> tuple[Any, ...]:
 def _sorted_curves(curves: list[Curve], ranks: dict[str, int]) -> list[Curve]:
     """Curves in report order: model and image as first seen, then layer, chain, knob."""
     models = {m: i for i, m in enumerate(dict.fromkeys(c.model for c in curves))}
+    variants = {v: i for i, v in enumerate(dict.fromkeys(c.key[5:] for c in curves))}
     images = {m: i for i, m in enumerate(dict.fromkeys(c.image_id for c in curves))}
     return sorted(
         curves,
         key=lambda c: (
-            models[c.model], ranks[c.layer], _chain_rank(c.chain, ranks), _knob_rank(c.knob), images[c.image_id]
+            models[c.model], variants[c.key[5:]], ranks[c.layer], _chain_rank(c.chain, ranks), _knob_rank(c.knob),
+            images[c.image_id],
         ),
     )
 
 
+def _frame_variants(frame: pd.DataFrame) -> list[str]:
+    """The VARIANT_COLUMNS a table carries."""
+    return [key for key in VARIANT_COLUMNS if key in frame.columns]
+
+
+def _heading(keys: Sequence[str], values: Any) -> dict[str, Any]:
+    """A groupby key as a dict, and its model with the differing provenance: "alexnet_mini (weights ab…)"."""
+    row = dict(zip(keys, values if isinstance(values, tuple) else (values,), strict=True))
+    extra = ", ".join(f"{k} {row[k] or 'none'}" for k in keys if k in VARIANT_COLUMNS)
+    row["title"] = f"{row['model']} ({extra})" if extra else str(row["model"])
+    return row
+
+
 def _granularity_rows(curves: list[Curve], *, decimals: int) -> pd.DataFrame:
-    """One row per curve: keys plus the Table 1 numbers (metrics.table1_row)."""
+    """One row per curve: keys (with the differing VARIANT_COLUMNS) plus the Table 1 numbers (metrics.table1_row)."""
     rows = []
+    variants = varying(curves, VARIANT_COLUMNS)
     for curve in curves:
         row: dict[str, Any] = {
             "model": curve.model,
+            **{key: getattr(curve, key) for key in variants},
             "image_id": curve.image_id,
             "layer": curve.layer,
             "knob": curve.knob,
@@ -353,10 +390,9 @@ def table1(
     per_image = table1_per_image(sweeps, decimals=decimals, layer_order=layer_order)
     if per_image.empty:
         return pd.DataFrame(columns=list(TABLE1_COLUMNS))
-    per_image = per_image.sort_values(
-        ["model", "knob"], key=_first_seen_then(per_image), kind="stable"
-    )
-    return _aggregate(per_image, ["model", "knob", "parameter", "layer"])[list(TABLE1_COLUMNS)]
+    variants = _frame_variants(per_image)
+    per_image = per_image.sort_values(["model", *variants, "knob"], key=_first_seen_then(per_image), kind="stable")
+    return _aggregate(per_image, ["model", *variants, "knob", "parameter", "layer"])[after_model(TABLE1_COLUMNS, variants)]
 
 
 def _first_seen_then(frame: pd.DataFrame) -> Any:
@@ -378,26 +414,27 @@ def table2(
     """Paper Table 2: for each swept layer that has chained sweeps, one row per chain ("" first), means over images."""
     decimals = check_decimals(decimals)
     curves = as_curves(sweeps)
-    chained = {(c.model, c.knob, c.layer) for c in curves if c.chain}
-    curves = [c for c in curves if (c.model, c.knob, c.layer) in chained]
+    chained = {(*c.key[5:], c.model, c.knob, c.layer) for c in curves if c.chain}
+    curves = [c for c in curves if (*c.key[5:], c.model, c.knob, c.layer) in chained]
     if not curves:
         return pd.DataFrame(columns=list(TABLE2_COLUMNS))
     ranks = layer_ranks((c.layer for c in curves), layer_order=layer_order)
     ordered = _sorted_curves(curves, ranks)
     per_image = _granularity_rows(ordered, decimals=decimals)
-    per_image = per_image.sort_values(["model", "knob"], key=_first_seen_then(per_image), kind="stable")
-    result = _aggregate(per_image, ["model", "knob", "parameter", "layer", "chain"])
-    originals: dict[tuple[str, str, str], list[str]] = {}
+    variants = _frame_variants(per_image)
+    per_image = per_image.sort_values(["model", *variants, "knob"], key=_first_seen_then(per_image), kind="stable")
+    result = _aggregate(per_image, ["model", *variants, "knob", "parameter", "layer", "chain"])
+    originals: dict[tuple[str, ...], list[str]] = {}
     for curve in ordered:
-        group = originals.setdefault((curve.model, curve.knob, curve.layer), [])
+        group = originals.setdefault((curve.model, *(getattr(curve, k) for k in variants), curve.knob, curve.layer), [])
         for step, _ in parse_chain(curve.chain):
             if step not in group:
                 group.append(step)
     result["label"] = [
-        chain_label(row.layer, row.chain, original=originals[(row.model, row.knob, row.layer)])
-        for row in result.itertuples()
+        chain_label(row["layer"], row["chain"], original=originals[tuple(row[k] for k in ["model", *variants, "knob", "layer"])])
+        for _, row in result.iterrows()
     ]
-    return result[list(TABLE2_COLUMNS)]
+    return result[after_model(TABLE2_COLUMNS, variants)]
 
 
 def _missing(value: Any) -> bool:
@@ -478,8 +515,10 @@ def table1_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "\n".join(lines + ["No unchained sweeps were given.", ""])
     lines += [_precision_note(frame), ""]
-    for (model, knob), group in frame.groupby(["model", "knob"], sort=False):
-        lines += [f"## {model}, knob {knob} (swept over {group['parameter'].iloc[0]})", ""]
+    keys = ["model", *_frame_variants(frame), "knob"]
+    for values, group in frame.groupby(keys, sort=False):
+        head = _heading(keys, values)
+        lines += [f"## {head['title']}, knob {head['knob']} (swept over {group['parameter'].iloc[0]})", ""]
         rows = []
         for _, row in group.iterrows():
             cells = {"IFM": row["layer"]}
@@ -498,8 +537,10 @@ def table2_markdown(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "\n".join(lines + ["No chained sweeps were given.", ""])
     lines += [_precision_note(frame), ""]
-    for (model, knob, layer), group in frame.groupby(["model", "knob", "layer"], sort=False):
-        lines += [f"## {model}, knob {knob}, swept layer {layer}", ""]
+    keys = ["model", *_frame_variants(frame), "knob", "layer"]
+    for values, group in frame.groupby(keys, sort=False):
+        head = _heading(keys, values)
+        lines += [f"## {head['title']}, knob {head['knob']}, swept layer {head['layer']}", ""]
         rows = []
         for _, row in group.iterrows():
             cells = {"IFMs": row["label"]}
@@ -518,11 +559,11 @@ GAMMA_REPORT_COLUMNS: tuple[str, ...] = (
 """γ report CSV columns; n_star (and range_*, unsafe) are window sizes, or noise scales for the noise knobs."""
 
 
-def check_gammas(gammas: Sequence[float]) -> list[float]:
-    """The γ list as floats, or a ValueError: at least one, each finite and >= 0."""
-    values = [check_gamma(g) for g in gammas]
+def check_gammas(gammas: Sequence[float], *, name: str = "gammas") -> list[float]:
+    """The γ list as floats, or a ValueError: at least one, each as metrics.check_gamma allows (finite, > 0)."""
+    values = [check_gamma(g, name=f"{name} value") for g in gammas]
     if not values:
-        raise ValueError("gammas is empty; expected at least one degree of sanitization >= 0")
+        raise ValueError(f"{name} is empty; expected at least one degree of sanitization > 0")
     return values
 
 
@@ -534,6 +575,7 @@ def gamma_report(
     gamma_values = check_gammas(gammas)
     curves = as_curves(sweeps)
     ranks = layer_ranks((c.layer for c in curves), layer_order=layer_order)
+    variants = varying(curves, VARIANT_COLUMNS)
     rows = []
     for curve in _sorted_curves(curves, ranks):
         for gamma in gamma_values:
@@ -541,6 +583,7 @@ def gamma_report(
             rows.append(
                 {
                     "model": curve.model,
+                    **{key: getattr(curve, key) for key in variants},
                     "image_id": curve.image_id,
                     "layer": curve.layer,
                     "chain": curve.chain,
@@ -566,7 +609,8 @@ def gamma_report(
                     "stand_in": int(curve.stand_in),
                 }
             )
-    return _frame_keeping_values(rows, GAMMA_REPORT_COLUMNS, ("n_star", "range_min", "range_max"))
+    columns = after_model(GAMMA_REPORT_COLUMNS, variants)
+    return _frame_keeping_values(rows, columns, ("n_star", "range_min", "range_max"))
 
 
 def _frame_keeping_values(rows: list[dict[str, Any]], columns: Sequence[str], mixed: Sequence[str]) -> pd.DataFrame:
@@ -589,7 +633,7 @@ GAMMA_SUMMARY_COLUMNS: tuple[str, ...] = (
 
 def gamma_summary(report: pd.DataFrame) -> pd.DataFrame:
     """Aggregate a γ report over images per (model, layer, chain, knob, γ): reachability, n* spread, mean ε at n*."""
-    keys = ["model", "layer", "chain", "knob", "parameter", "gamma"]
+    keys = ["model", *_frame_variants(report), "layer", "chain", "knob", "parameter", "gamma"]
     if report.empty:
         return pd.DataFrame(columns=list(GAMMA_SUMMARY_COLUMNS))
     rows = []
@@ -634,7 +678,8 @@ def gamma_summary(report: pd.DataFrame) -> pd.DataFrame:
             }
         )
         rows.append(row)
-    return _frame_keeping_values(rows, GAMMA_SUMMARY_COLUMNS, ("n_star_min", "n_star_max"))
+    columns = after_model(GAMMA_SUMMARY_COLUMNS, _frame_variants(report))
+    return _frame_keeping_values(rows, columns, ("n_star_min", "n_star_max"))
 
 
 def _num(value: Any, spec: str) -> str:
@@ -671,6 +716,7 @@ def gamma_report_markdown(frame: pd.DataFrame) -> str:
         rows.append(
             {
                 "image": row["image_id"],
+                **{key: row[key] for key in _frame_variants(frame)},
                 "layer": row["layer"],
                 "chain": row["chain"] or "—",
                 "knob": row["knob"],
@@ -706,6 +752,7 @@ def gamma_summary_markdown(frame: pd.DataFrame) -> str:
         rows.append(
             {
                 "model": row["model"],
+                **{key: row[key] for key in _frame_variants(frame)},
                 "layer": row["layer"],
                 "chain": row["chain"] or "—",
                 "knob": row["knob"],
@@ -734,6 +781,7 @@ __all__ = [
     "PARAMETER_LABELS",
     "TABLE1_COLUMNS",
     "TABLE2_COLUMNS",
+    "VARIANT_COLUMNS",
     "Curve",
     "as_curves",
     "chain_label",

@@ -20,6 +20,6 @@ rule chain_sweep:
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan sweep {params.model} --ifms {input.ifms} --layer {wildcards.layer} --knob nonzero_mean"
-        " --chain '{wildcards.steps}' --values {params.values} --batch-size {params.batch_size} --threads {params.threads}"
-        " --out {output} > {log} 2>&1"
+        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob nonzero_mean"
+        " --chain {wildcards.steps:q} --values {params.values:q} --batch-size {params.batch_size:q}"
+        " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

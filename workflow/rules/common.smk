@@ -1,17 +1,24 @@
 # Input functions and helpers: everything the rules derive from the validated config lives here.
+# Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
 import hashlib
 import json
 import os
 from pathlib import Path
 
-CAFFE_LAYERS = ("conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
-WINDOW_KNOBS = ("nonzero_mean", "first", "mean", "random")
-NOISE_KNOBS = ("laplace", "gaussian")
+from ifmsan import configcheck
+from ifmsan.knobs import NOISES as NOISE_KNOBS
+from ifmsan.sanitize import SELECTORS as WINDOW_KNOBS
+
+# Every Snakemake process that runs jobs parses this file (the main one locally, the per-job one on a SLURM node):
+# its jobs inherit its pid, and `ifmsan` stops when that process dies (ifmsan.parentwatch).
+os.environ.update(IFMSAN_PARENT_PID=str(os.getpid()))  # set, not read: no `envvars:` entry
+
 RUN = config["run"]
 OUT = f"results/{RUN}"
+# Everything the config alone implies is checked here, before Snakemake plans a job (a dry run too), and files
+# already on disk are verified against their checksums. `device: cuda` is checked once the executor is known.
+configcheck.check_config(config)
 IMAGES = {image["id"]: image for image in config["images"]}
-if len(IMAGES) != len(config["images"]):
-    raise ValueError("config images: every image id must be unique")
 # Provenance hash of what a per-image job computes: not images or gammas, so adding an image reruns nothing else.
 COMPUTE_KEYS = ("model", "train_mini", "windows", "knobs", "noise_scales", "chains", "seed", "batch_size", "threads", "device")
 CONFIG_HASH = hashlib.sha256(
@@ -27,29 +34,38 @@ wildcard_constraints:
 
 
 def model_layers():
-    """The IFM layers to sweep: the config's list, else every IFM layer of the model."""
-    if config["layers"]:
-        return list(config["layers"])
-    if config["model"]["name"] in ("bvlc_alexnet", "alexnet_mini"):
-        return list(CAFFE_LAYERS)
-    from ifmsan import models
-
-    return list(models.load(config["model"]["name"]).ifm_layers)
+    """The IFM layers to sweep: the config's list, else every IFM layer of the model (built at most once)."""
+    return list(config["layers"] or configcheck.model_info(config["model"]["name"]).layers)
 
 
-def is_url(source):
-    return source.split("://", 1)[0] in ("http", "https", "file")
+def jobs_run_here():
+    """True when jobs run on this machine: the local executor, or a plain dry run.
+
+    The Snakefile is parsed before Snakemake picks its executor, so this is asked at DAG time (input functions).
+    A cluster executor (and `-n --executor X`, which Snakemake marks by forcing threads) runs jobs elsewhere:
+    the login node may lack a GPU there, and each job's `--device cuda` check is what refuses.
+    """
+    plugin = workflow.executor_plugin
+    if plugin is None or workflow.remote_exec:
+        return False
+    return plugin.common_settings.local_exec and not workflow.execution_settings.use_threads
+
+
+_DEVICE_CHECKED = []
+
+
+def check_device():
+    """Refuse `device: cuda` without CUDA before any job, when the jobs would run on this machine."""
+    if config["device"] == "cuda" and not _DEVICE_CHECKED and jobs_run_here():
+        import torch
+
+        configcheck.check_config(config, cuda_available=torch.cuda.is_available(), files=False)
+    _DEVICE_CHECKED.append(True)
 
 
 def image_file(image_id):
     """Where a URL image is cached (a DAG output), or the local file, or None for generated images."""
-    source = IMAGES[image_id]["source"]
-    if is_url(source):
-        suffix = Path(source.split("?", 1)[0]).suffix.lower() or ".img"
-        return f"data/images/{image_id}{suffix}"
-    if source.startswith(("skimage:", "minidata:")):
-        return None
-    return source
+    return configcheck.image_file(IMAGES[image_id])
 
 
 def image_input(wildcards):
@@ -58,21 +74,20 @@ def image_input(wildcards):
 
 
 def image_args(wildcards):
-    """--image/--image-sha256/--target options of ifmsan extract for one image."""
+    """--image/--image-sha256/--target options of ifmsan extract for one image, as a list for {params:q}."""
     image = IMAGES[wildcards.image]
-    path = image_file(wildcards.image)
-    args = [f"--image '{path or image['source']}'"]
+    args = ["--image", image_file(wildcards.image) or image["source"]]
     if image.get("sha256"):
-        args.append(f"--image-sha256 {image['sha256']}")
+        args += ["--image-sha256", image["sha256"]]
     if image.get("target") is not None:
-        args.append(f"--target {image['target']}")
-    return " ".join(args)
+        args += ["--target", str(image["target"])]
+    return args
 
 
 def weights_file():
     weights = config["model"]["weights"]
     if isinstance(weights, dict):
-        return f"data/{weights['file']}"
+        return configcheck.file_entry_path(weights)
     if weights == "train":
         return f"{OUT}/model/alexnet_mini.pt"
     return None
@@ -80,25 +95,33 @@ def weights_file():
 
 def mean_file():
     mean = config["model"]["mean_file"]
-    return f"data/{mean['file']}" if mean else None
+    return configcheck.file_entry_path(mean) if mean else None
 
 
 def model_inputs(wildcards=None):
-    """Weights and mean file a model-using rule must wait for."""
+    """Weights and mean file that model-using jobs wait for; asked at DAG time, so the device check runs here."""
+    check_device()
     return [path for path in (weights_file(), mean_file()) if path]
 
 
+def checksum_args(option, entry):
+    """--<option>-sha256 X / --<option>-sha1 X: the job verifies the file again before it loads it."""
+    return [arg for a in ("sha256", "sha1") if entry.get(a) for arg in (f"--{option}-{a}", entry[a])]
+
+
 def model_args(wildcards=None):
-    """--model/--weights/--mean-file options shared by extract and sweep."""
-    weights = config["model"]["weights"]
-    args = [f"--model {config['model']['name']}"]
+    """--model/--weights/--mean-file options shared by extract, sweep and gamma, as a list for {params:q}."""
+    weights, mean = config["model"]["weights"], config["model"]["mean_file"]
+    args = ["--model", config["model"]["name"]]
     if weights_file():
-        args.append(f"--weights {weights_file()}")
+        args += ["--weights", weights_file()]
+        if isinstance(weights, dict):
+            args += checksum_args("weights", weights)
     elif isinstance(weights, str):
-        args.append(f"--weights {weights}")
-    if mean_file():
-        args.append(f"--mean-file {mean_file()}")
-    return " ".join(args + [f"--attr config_hash={CONFIG_HASH}", f"--attr run={RUN}", f"--device {config['device']}"])
+        args += ["--weights", weights]
+    if mean:
+        args += ["--mean-file", mean_file(), *checksum_args("mean-file", mean)]
+    return args + ["--attr", f"config_hash={CONFIG_HASH}", "--attr", f"run={RUN}", "--device", config["device"]]
 
 
 def windows_arg():
@@ -113,8 +136,8 @@ def download(kind):
 
 
 def download_args(entry):
-    checksum = f"--sha256 {entry['sha256']}" if entry.get("sha256") else f"--sha1 {entry['sha1']}"
-    return f"'{entry['url']}' {checksum}"
+    """URL and checksum option of ifmsan fetch, as a list for {params:q}."""
+    return [entry["url"], *(["--sha256", entry["sha256"]] if entry.get("sha256") else ["--sha1", entry["sha1"]])]
 
 
 def sweep_files():

@@ -19,5 +19,5 @@ rule extract:
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan extract {params.model} {params.image} --image-id {wildcards.image} --threads {params.threads}"
-        " --out {output} > {log} 2>&1"
+        "ifmsan extract {params.model:q} {params.image:q} --image-id {wildcards.image:q} --threads {params.threads:q}"
+        " --out {output:q} > {log:q} 2>&1"

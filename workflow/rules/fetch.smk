@@ -4,7 +4,7 @@ localrules:
     fetch_image,
 
 
-if isinstance(config["model"]["weights"], dict):
+if isinstance(config["model"]["weights"], dict) and "url" in config["model"]["weights"]:
 
     localrules:
         fetch_weights,
@@ -15,14 +15,14 @@ if isinstance(config["model"]["weights"], dict):
         log:
             f"logs/{RUN}/fetch/weights.log",
         params:
-            source=download_args(config["model"]["weights"]),
+            source=lambda wildcards: download_args(config["model"]["weights"]),  # a function: its value is not formatted
         conda:
             "../../environment.yml"
         shell:
-            "ifmsan fetch {params.source} {output} > {log} 2>&1"
+            "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
-if config["model"]["mean_file"]:
+if config["model"]["mean_file"] and "url" in config["model"]["mean_file"]:
 
     localrules:
         fetch_mean_file,
@@ -33,11 +33,11 @@ if config["model"]["mean_file"]:
         log:
             f"logs/{RUN}/fetch/mean_file.log",
         params:
-            source=download_args(config["model"]["mean_file"]),
+            source=lambda wildcards: download_args(config["model"]["mean_file"]),  # a function: its value is not formatted
         conda:
             "../../environment.yml"
         shell:
-            "ifmsan fetch {params.source} {output} > {log} 2>&1"
+            "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
 rule fetch_image:
@@ -47,10 +47,10 @@ rule fetch_image:
         f"logs/{RUN}/fetch/{{image}}.{{ext}}.log",
     params:
         url=lambda wildcards: IMAGES[wildcards.image]["source"],
-        sha256=lambda wildcards: IMAGES[wildcards.image].get("sha256", ""),
+        sha256=lambda wildcards: IMAGES[wildcards.image]["sha256"],  # required for URLs by the schema
     wildcard_constraints:
         ext="[A-Za-z0-9]+",
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan fetch '{params.url}' {output} --sha256 {params.sha256} > {log} 2>&1"
+        "ifmsan fetch {params.url:q} {output:q} --sha256 {params.sha256:q} > {log:q} 2>&1"

@@ -22,10 +22,10 @@ rule figures:
         f"logs/{RUN}/figures/{{image}}.log",
     params:
         out_dir=lambda wildcards: f"{OUT}/figures/{wildcards.image}",
-        gammas=" ".join(str(g) for g in config["gammas"]),
+        gammas=[str(g) for g in config["gammas"]],
         layer_order=",".join(model_layers()),
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan figures --sweeps {input} --out-dir {params.out_dir} --image {wildcards.image}"
-        " --gammas {params.gammas} --layer-order {params.layer_order} > {log} 2>&1"
+        "ifmsan figures --sweeps {input:q} --out-dir {params.out_dir:q} --image {wildcards.image:q}"
+        " --gammas {params.gammas:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"

@@ -17,8 +17,8 @@ rule gamma_controller:
         f"logs/{RUN}/gamma/{{image}}.log",
     params:
         model=model_args,
-        layers=" ".join(model_layers()),
-        gammas=" ".join(str(g) for g in config["gammas"]),
+        layers=model_layers(),
+        gammas=[str(g) for g in config["gammas"]],
         values=windows_arg(),
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
@@ -30,6 +30,6 @@ rule gamma_controller:
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan gamma {params.model} --ifms {input.ifms} --layers {params.layers} --gammas {params.gammas}"
-        " --values {params.values} --batch-size {params.batch_size} --sweeps {input.sweeps} --threads {params.threads}"
-        " --out {output} > {log} 2>&1"
+        "ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
+        " --values {params.values:q} --batch-size {params.batch_size:q} --sweeps {input.sweeps:q}"
+        " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

@@ -9,9 +9,9 @@ rule sweep:
         f"logs/{RUN}/sweep/{{image}}/{{layer}}.log",
     params:
         model=model_args,
-        knobs=" ".join(config["knobs"]),
+        knobs=config["knobs"],
         windows=windows_arg(),
-        scales=",".join(repr(float(s)) for s in config["noise_scales"]),
+        scales=["--scales", ",".join(repr(float(s)) for s in config["noise_scales"])] if config["noise_scales"] else [],
         out_dir=lambda wildcards: f"{OUT}/sweeps/{wildcards.image}/{wildcards.layer}",
         seed=config["seed"],
         batch_size=config["batch_size"],
@@ -24,6 +24,6 @@ rule sweep:
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan sweep {params.model} --ifms {input.ifms} --layer {wildcards.layer} --knob {params.knobs}"
-        " --values {params.windows} --scales {params.scales} --seed {params.seed} --batch-size {params.batch_size}"
-        " --threads {params.threads} --out-dir {params.out_dir} > {log} 2>&1"
+        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
+        " --values {params.windows:q} {params.scales:q} --seed {params.seed:q} --batch-size {params.batch_size:q}"
+        " --threads {params.threads:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

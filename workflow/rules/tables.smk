@@ -20,11 +20,11 @@ rule tables:
         f"logs/{RUN}/tables.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
-        gammas=" ".join(str(g) for g in config["gammas"]),
+        gammas=[str(g) for g in config["gammas"]],
         decimals=config["decimals"],
         layer_order=",".join(model_layers()),
     conda:
         "../../environment.yml"
     shell:
-        "ifmsan report --sweeps {input} --out-dir {params.out_dir} --gammas {params.gammas}"
-        " --decimals {params.decimals} --layer-order {params.layer_order} > {log} 2>&1"
+        "ifmsan report --sweeps {input:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
+        " --decimals {params.decimals:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"

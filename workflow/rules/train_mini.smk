@@ -28,6 +28,6 @@ if config["model"]["weights"] == "train":
         conda:
             "../../environment.yml"
         shell:
-            "ifmsan train-mini --out {params.out_dir} --epochs {params.epochs} --train-per-class {params.train}"
-            " --test-per-class {params.test} --seed {params.seed} --threads {params.threads}"
-            " --min-accuracy {params.min_accuracy} > {log} 2>&1"
+            "ifmsan train-mini --out {params.out_dir:q} --epochs {params.epochs:q} --train-per-class {params.train:q}"
+            " --test-per-class {params.test:q} --seed {params.seed:q} --threads {params.threads:q}"
+            " --min-accuracy {params.min_accuracy:q} > {log:q} 2>&1"

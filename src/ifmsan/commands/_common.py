@@ -12,11 +12,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="bvlc_alexnet, alexnet_mini or torchvision:<name>")
     parser.add_argument("--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init")
     parser.add_argument("--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)")
+    for option, what in (("weights", "--weights file"), ("mean-file", "--mean-file")):
+        for algorithm in ("sha256", "sha1"):
+            parser.add_argument(f"--{option}-{algorithm}", metavar="HEX", help=f"expected {algorithm} of the {what}: verified before it is loaded")
     parser.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)")
     parser.add_argument(
-        "--attr", action="append", default=[], metavar="KEY=VALUE", help="extra provenance attribute (repeatable)"
+        "--attr", action="append", default=[], metavar="KEY=VALUE",
+        help="extra provenance attribute (repeatable), e.g. config_hash=... or run=...; keys the library computes "
+        "(model, weights_sha, p0, target, image_id, layer, knob, ...) are refused",
     )
 
 
@@ -24,6 +29,8 @@ def load_model(args: argparse.Namespace) -> Any:
     """Load the network the options name, checking files before any work."""
     from ifmsan import models
 
+    if args.init_seed < 0:
+        raise ValueError(f"--init-seed must be an integer >= 0, got {args.init_seed}")
     options: dict[str, Any] = {"seed": args.init_seed}
     if args.threads is not None:
         if args.threads < 1:
@@ -40,6 +47,15 @@ def load_model(args: argparse.Namespace) -> Any:
     weights = args.weights
     if weights and not args.model.startswith("torchvision:") and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
+    if args.weights_sha256 or args.weights_sha1 or args.mean_file_sha256 or args.mean_file_sha1:
+        from ifmsan.fetch import verify_file
+
+        for option, path in (("weights", weights), ("mean_file", args.mean_file)):
+            sums = {a: getattr(args, f"{option}_{a}") for a in ("sha256", "sha1")}
+            if any(sums.values()):
+                if path is None or not Path(path).is_file():
+                    raise ValueError(f"--{option.replace('_', '-')}-sha256/-sha1 need a --{option.replace('_', '-')} file, got {path!r}")
+                verify_file(path, **sums)
     if args.device == "cuda":
         import torch
 
@@ -49,11 +65,15 @@ def load_model(args: argparse.Namespace) -> Any:
 
 
 def parse_attrs(items: list[str]) -> dict[str, str]:
-    """KEY=VALUE pairs into a dict, with a clear error for anything else."""
-    attrs = {}
+    """KEY=VALUE pairs into a dict, refusing keys the library computes (io.RESERVED_ATTRS) before any work."""
+    from ifmsan.io import check_user_attrs
+
+    attrs: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise ValueError(f"--attr must look like KEY=VALUE with KEY an identifier, got {item!r}")
+        if key in attrs and attrs[key] != value:
+            raise ValueError(f"--attr {key} is given twice, as {attrs[key]!r} and {value!r}")
         attrs[key] = value
-    return attrs
+    return check_user_attrs(attrs)

@@ -13,7 +13,11 @@ HELP = "Extract the IFMs of every layer for one image into a NetCDF file (with s
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     add_model_options(parser)
-    parser.add_argument("--image", required=True, help="image source: a local path, an https:// or file:// URL, or skimage:<name>")
+    parser.add_argument(
+        "--image", required=True,
+        help="image source: a local path, an https:// or file:// URL, or skimage:<name>; at least 32 px on its shorter "
+        "side (smaller images are refused; below the network's input size, 224-299 px, a warning is logged)",
+    )
     parser.add_argument("--image-sha256", help="expected sha256 of the image bytes (required for URLs)")
     parser.add_argument("--image-id", required=True, help="id of the image (letters, digits, '_', '.', '-')")
     parser.add_argument("--target", type=int, help="ground-truth class index (default: the original top-1)")
@@ -23,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load model and image, run once, write the Dataset atomically."""
+    from ifmsan.commands._args import check_output_file
     from ifmsan.extract import extract_ifms
     from ifmsan.images import load_image_with_checksum
     from ifmsan.io import check_id, write_netcdf
@@ -30,16 +35,18 @@ def run(args: argparse.Namespace) -> int:
     check_id(args.image_id, name="--image-id")
     if args.out.suffix != ".nc":
         raise ValueError(f"--out must end in .nc, got {args.out}")
+    check_output_file("--out", args.out)
     attrs = parse_attrs(args.attr)
     net = load_model(args)
     image, checksum = load_image_with_checksum(args.image, sha256=args.image_sha256, cache_dir=args.cache_dir)
-    x = net.preprocess(image)
+    x = net.preprocess(image, source=args.image)
     dataset = extract_ifms(
         net, x, target=args.target, attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs}
     )
-    write_netcdf(dataset, args.out)
-    print(
+    message = (  # formatted before the write: a command that fails leaves no output
         f"{args.image_id}: {net.name} top-1 {dataset.attrs['original_top1']} ({dataset.attrs['original_top1_name']}), "
         f"target {dataset.attrs['target']} p0={dataset.attrs['p0']:.4f} -> {args.out}"
     )
+    write_netcdf(dataset, args.out)
+    print(message)
     return 0

@@ -15,14 +15,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
     group.add_argument("--sha1", metavar="HEX", help="expected SHA-1 of the file (40 hex digits)")
-    parser.add_argument("--retries", type=int, default=3, help="retries after network errors (default 3)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server (default 60)")
+    parser.add_argument("--retries", type=int, default=3, help="retries after network errors, >= 0 (default 3)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server, > 0 (default 60)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Fetch; a failed download becomes the one-line error cli.main prints."""
+    from ifmsan.commands._args import check_int, check_output_file, check_real
     from ifmsan.fetch import FetchError, fetch
 
+    check_int("--retries", args.retries, minimum=0)
+    check_real("--timeout", args.timeout, minimum=0.0, exclusive=True)
+    check_output_file("DEST", args.dest)
     try:
         path = fetch(args.url, args.dest, sha256=args.sha256, sha1=args.sha1, retries=args.retries,
                      timeout=args.timeout)

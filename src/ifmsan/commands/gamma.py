@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ifmsan.commands._common import add_model_options, load_model
+from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Run the gamma controller (GammaSanitizer) per layer and gamma on one image; optionally compare with sweeps."
 
@@ -21,7 +21,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--values", default="2:150", help="candidate windows START:STOP[:STEP] (default 2:150)")
     parser.add_argument("--select", default="nonzero_mean", choices=SELECTORS, help="sample-and-hold selector")
     parser.add_argument("--batch-size", type=int, default=16, help="candidate windows evaluated per forward batch")
-    parser.add_argument("--sweeps", nargs="*", type=Path, default=[], help="sweep files to check n*(gamma) against")
+    parser.add_argument(
+        "--sweeps", nargs="*", type=Path, default=[],
+        help="sweep files to check n*(gamma) against: unchained sweeps of --select, at most one per layer of "
+        "--layers, of the same image, model, weights, config_hash and target as --ifms (anything else is refused)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output .csv")
 
 
@@ -30,24 +34,27 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ifmsan.atomic import atomic_path
+    from ifmsan.commands._args import check_int, check_output_file
     from ifmsan.commands.sweep import parse_values
     from ifmsan.extract import ifms_of
     from ifmsan.gamma import GammaNotReached, GammaSanitizer
-    from ifmsan.io import read_netcdf
+    from ifmsan.consistency import check_config_hash, check_same_network, check_sweeps_match_ifms
+    from ifmsan.io import read_ifms, read_sweep
     from ifmsan.metrics import check_gamma, knob_for_gamma
 
     if args.out.suffix != ".csv":
         raise ValueError(f"--out must end in .csv, got {args.out}")
-    gammas = [check_gamma(g) for g in args.gammas]
+    gammas = [check_gamma(g, name="--gammas value") for g in args.gammas]
+    check_int("--batch-size", args.batch_size, minimum=1)
+    check_output_file("--out", args.out)
     windows = parse_values(args.values)
-    source = read_netcdf(args.ifms)
-    references = {}
-    for path in args.sweeps:
-        sweep = read_netcdf(path)
-        attrs = sweep.attrs
-        if attrs.get("image_id") == source.attrs.get("image_id") and attrs.get("knob") == args.select and not attrs.get("chain"):
-            references[attrs["layer"]] = sweep
+    attrs = parse_attrs(args.attr)
+    source = read_ifms(args.ifms)
+    check_config_hash(source.attrs, attrs, source=str(args.ifms))
+    sweeps = [read_sweep(path) for path in args.sweeps]
+    references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.select)
     net = load_model(args)
+    check_same_network(source.attrs, net, source=str(args.ifms))
     device = next(net.parameters()).device
     ifms = {name: value.to(device) for name, value in ifms_of(source).items()}
     controllers = {
@@ -78,10 +85,11 @@ def run(args: argparse.Namespace) -> int:
     frame = pd.DataFrame(rows).astype({"window": "Int64", "prediction": "Int64"})
     if "sweep_n_star" in frame:
         frame["sweep_n_star"] = frame["sweep_n_star"].astype("Int64")
-    with atomic_path(args.out) as tmp:
-        frame.to_csv(tmp, index=False)
     if "matches_sweep" in frame and not frame["matches_sweep"].all():
         bad = frame.loc[~frame["matches_sweep"], ["layer", "gamma", "window", "sweep_n_star"]]
         raise ValueError(f"the controller disagrees with the sweep's n*(gamma):\n{bad.to_string(index=False)}")
-    print(frame[["layer", "gamma", "window", "status"]].to_string(index=False))
+    summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write, like all that can fail
+    with atomic_path(args.out) as tmp:
+        frame.to_csv(tmp, index=False)
+    print(summary)
     return 0

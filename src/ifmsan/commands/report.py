@@ -43,17 +43,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="row order of the layers, comma-separated (default: AlexNet's conv1..fc8, others after)",
     )
+    parser.add_argument(
+        "--allow-mixed",
+        action="store_true",
+        help="compare sweeps of different models, weights (weights_sha, or the seeded source of untrained weights), configurations (config_hash) or target "
+        "sources in one report on purpose: each differing key becomes a column and rows are never merged across "
+        "it. Without this flag such a mixture is an error naming the files. Many images of one model, weights and "
+        "configuration need no flag; one image with two targets or two image files is always an error",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, compute every table in memory, then write each file atomically."""
     from ifmsan import tables
     from ifmsan.atomic import atomic_path
+    from ifmsan.commands._args import check_output_dir
+    from ifmsan.consistency import check_mixture
+    from ifmsan.io import all_or_none
     from ifmsan.metrics import check_decimals
 
-    decimals = check_decimals(args.decimals)
-    gammas = tables.check_gammas(args.gammas)
-    sweeps = tables.load_sweeps(args.sweeps)
+    decimals = check_decimals(args.decimals, name="--decimals")
+    gammas = tables.check_gammas(args.gammas, name="--gammas")
+    check_output_dir("--out-dir", args.out_dir)
+    sweeps = tables.as_curves(tables.load_sweeps(args.sweeps))
+    check_mixture(sweeps, allow_mixed=args.allow_mixed)
     options = {"layer_order": args.layer_order}
     table1 = tables.table1(sweeps, decimals=decimals, **options)
     table2 = tables.table2(sweeps, decimals=decimals, **options)
@@ -73,8 +86,10 @@ def run(args: argparse.Namespace) -> int:
     per_image = tables.table1_per_image(sweeps, decimals=decimals, **options)
     if not per_image.empty and per_image["image_id"].nunique() > 1:
         outputs["table1_per_image.csv"] = per_image.to_csv(index=False)
-    for name, text in outputs.items():
-        with atomic_path(args.out_dir / name) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+    with all_or_none(args.out_dir) as written:  # a failed command leaves none of its files
+        for name, text in outputs.items():
+            with atomic_path(args.out_dir / name) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+            written.append(args.out_dir / name)
     log.info("wrote %s to %s", ", ".join(outputs), args.out_dir)
     return 0

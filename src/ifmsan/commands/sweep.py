@@ -3,27 +3,66 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
+from ifmsan.commands._args import check_int, check_output_dir, check_output_file
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Sweep one layer's IFM over one or more knobs (windows 2..150 by default) and write p(n) as NetCDF."
 
 
-def parse_values(text: str) -> list[float]:
-    """'2:150' (inclusive range), '2:150:2', or a comma list '0,0.5,1'."""
-    try:
-        if ":" in text:
+MAX_VALUES = 1_000_000
+"""Most knob values one option may list: more windows than any IFM has samples (BVLC conv1: 154587)."""
+
+
+def parse_values(text: str, *, flag: str = "--values", kind: str = "window") -> list[int] | list[float]:
+    """'2:150' (inclusive range), '2:150:2', or a comma list '2,3,5' (windows) / '0,0.5,1' (scales).
+
+    Windows are integers >= 1 (1e3 reads as 1000), scales finite numbers >= 0; none may repeat. Every mistake is
+    a ValueError naming the flag, the value and what is allowed.
+    """
+    from ifmsan.commands._args import parse_window
+
+    usage = f"{flag} must be START:STOP[:STEP] (inclusive, integers) or a comma list"
+    expected = "windows are integers >= 1" if kind == "window" else "scales are finite numbers >= 0"
+    if ":" in text:
+        try:
             parts = [int(p) for p in text.split(":")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 1
-            if step < 1 or stop < start:
-                raise ValueError
-            return list(range(start, stop + 1, step))
-        return [float(v) if any(c in v for c in ".eE") else int(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--values must be START:STOP[:STEP] (inclusive) or a comma list, got {text!r}") from None
+        except ValueError:
+            raise ValueError(f"{usage}; got {text!r}") from None
+        if len(parts) not in (2, 3):
+            raise ValueError(f"{usage}; got {text!r}")
+        start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 1
+        if step < 1 or stop < start:
+            raise ValueError(f"{flag} {text!r}: expected STOP >= START and STEP >= 1")
+        values: list = list(range(start, stop + 1, step)) if (stop - start) // step < MAX_VALUES else []
+        if not values:
+            raise ValueError(f"{flag} {text!r} lists more than {MAX_VALUES} values")
+    else:
+        items = [item.strip() for item in text.split(",")]
+        if not text.strip() or any(not item for item in items):
+            raise ValueError(f"{usage} without empty items; got {text!r}")
+        if len(items) > MAX_VALUES:
+            raise ValueError(f"{flag} lists {len(items)} values; at most {MAX_VALUES} are allowed")
+        if kind == "window":
+            values = [parse_window(item, flag=flag) for item in items]
+        else:
+            try:
+                values = [float(item) for item in items]
+            except ValueError:
+                raise ValueError(f"{usage} of numbers; got {text!r}") from None
+    if kind == "window":
+        bad = [v for v in values if v < 1]
+    else:
+        values = [float(v) for v in values]
+        bad = [v for v in values if not (v >= 0 and v != float("inf"))]
+    if bad:
+        raise ValueError(f"{flag} {text!r}: {bad[0]} is not allowed; {expected}")
+    repeated = sorted(value for value, count in Counter(values).items() if count > 1)
+    if repeated:
+        raise ValueError(f"{flag} {text!r} repeats {', '.join(map(str, repeated))}; each value may appear once")
+    return values
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +88,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, sweep, write the Dataset atomically."""
-    from ifmsan.io import read_netcdf, write_netcdf
+    from ifmsan.io import all_or_none, read_ifms, write_netcdf
     from ifmsan.sweep import parse_chain, sweep_dataset
 
     from ifmsan.knobs import get_knob
@@ -59,22 +98,37 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out takes one knob; for {len(knobs)} knobs give --out-dir")
     if args.out is not None and args.out.suffix != ".nc":
         raise ValueError(f"--out must end in .nc, got {args.out}")
+    if args.out is not None:
+        check_output_file("--out", args.out)
+    else:
+        check_output_dir("--out-dir", args.out_dir)
     targets = {knob: args.out if args.out is not None else args.out_dir / f"{knob}.nc" for knob in knobs}
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    for out in targets.values():
+        check_output_file("--out-dir" if args.out is None else "--out", out)
+    check_int("--batch-size", args.batch_size, minimum=1)
+    check_int("--seed", args.seed, minimum=0)
     windows = parse_values(args.values)
-    scales = parse_values(args.scales) if args.scales else None
+    scales = parse_values(args.scales, flag="--scales", kind="scale") if args.scales else None
     chain = parse_chain(args.chain)
     attrs = parse_attrs(args.attr)
-    ifms = read_netcdf(args.ifms)
+    for out in targets.values():
+        if out.resolve() == args.ifms.resolve():
+            raise ValueError(f"the output {out} is the input --ifms {args.ifms}; write the sweep elsewhere")
+    ifms = read_ifms(args.ifms)
     net = load_model(args)
+    results = []  # every knob is swept before any file is written: a failed command leaves no output
     for knob, out in targets.items():
         values = windows if get_knob(knob).parameter == "window" else scales
         dataset = sweep_dataset(
             net, ifms, layer=args.layer, knob=knob, values=values, chain=chain, seed=args.seed,
             batch_size=args.batch_size, attrs=attrs,
         )
-        write_netcdf(dataset, out)
         p = dataset["probability"].values
-        print(f"{args.layer} {knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} p in [{p.min():.4f}, {p.max():.4f}] -> {out}")
+        message = f"{args.layer} {knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} p in [{p.min():.4f}, {p.max():.4f}] -> {out}"
+        results.append((dataset, out, message))
+    with all_or_none(*{out.parent for out in targets.values()}) as written:
+        for dataset, out, _ in results:
+            written.append(write_netcdf(dataset, out))
+    for _, _, message in results:
+        print(message)
     return 0

@@ -37,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     """Train, report the held-out accuracy, and fail when it is under --min-accuracy."""
     import math
 
+    from ifmsan.commands._args import check_output_dir
     from ifmsan.train import AccuracyTooLow, train_mini
 
+    check_output_dir("--out", args.out)
     for flag, value, minimum in (
         ("--epochs", args.epochs, 1),
         ("--train-per-class", args.train_per_class, 1),

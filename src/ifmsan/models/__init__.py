@@ -15,7 +15,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "torchvision": ("seed",),
 }
 
-__all__ = ["CAFFE_MODELS", "LayeredNet", "available", "load"]
+__all__ = ["CAFFE_MODELS", "LayeredNet", "available", "check_finite_weights", "load"]
 
 
 def available() -> list[str]:
@@ -59,11 +59,32 @@ def load(name: str, *, weights: str | os.PathLike[str] | None = None, **options:
         mean_file = options.get("mean_file")
         if mean_file is not None and not isinstance(mean_file, (str, os.PathLike)):
             raise ValueError(f"option mean_file must be a path or None, got {type(mean_file).__name__}")
-        return build_bvlc_alexnet(weights=weights, seed=seed, mean_file=mean_file)
-    if family == "alexnet_mini":
+        net: LayeredNet = build_bvlc_alexnet(weights=weights, seed=seed, mean_file=mean_file)
+    elif family == "alexnet_mini":
         from ifmsan.models.caffe_alexnet import build_alexnet_mini
 
-        return build_alexnet_mini(weights=weights, seed=seed)
-    from ifmsan.models.tv import build_torchvision
+        net = build_alexnet_mini(weights=weights, seed=seed)
+    else:
+        from ifmsan.models.tv import build_torchvision
 
-    return build_torchvision(name[len(PREFIX) :], weights=weights, seed=seed)
+        net = build_torchvision(name[len(PREFIX) :], weights=weights, seed=seed)
+    return net if weights is None else check_finite_weights(net)
+
+
+def check_finite_weights(net: LayeredNet) -> LayeredNet:
+    """The net, or a ValueError naming the weights and the first tensor with NaN or infinity: such a net outputs NaN."""
+    import numpy as np
+    import torch
+
+    for key, tensor in net.state_dict().items():
+        if not tensor.dtype.is_floating_point:
+            continue
+        values = tensor.detach().cpu()
+        finite = np.isfinite(values.numpy()) if values.dtype in (torch.float32, torch.float64) else torch.isfinite(values).numpy()
+        if not finite.all():
+            source = net.weights_info.get("source") or "the loaded weights"
+            raise ValueError(
+                f"weights {source} of {net.name}: tensor {key!r} holds {int(finite.size - finite.sum())} NaN or infinite "
+                "value(s); expected finite weights (a corrupt file, or saved from a diverged training)"
+            )
+    return net

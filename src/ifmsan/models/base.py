@@ -136,10 +136,17 @@ class LayeredNet(torch.nn.Module):
                 shapes[layer] = tuple(out.shape[1:])
         return shapes
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """The model's own preprocessing of one PIL image: a float32 tensor of `input_shape`, no batch dimension."""
+    def preprocess(self, image: Image.Image, *, source: str | None = None) -> torch.Tensor:
+        """The model's own preprocessing of one PIL image: a float32 tensor of `input_shape`, no batch dimension.
+
+        Images with a shorter side below preprocess.MIN_IMAGE_SIDE (32 px) are refused, naming `source`.
+        """
+        from ifmsan.models.preprocess import check_image_size
+
         if not isinstance(image, Image.Image):
             raise ValueError(f"{self.name}.preprocess expects a PIL.Image.Image, got {type(image).__name__}")
+        name = source or getattr(image, "filename", "") or "(unnamed PIL image)"
+        check_image_size(image, source=name, crop=self.input_shape[-1])
         return self._preprocess(image)
 
     def extra_repr(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,23 @@ CAFFE_OFFSET = (CAFFE_RESIZE - CAFFE_CROP) // 2  # 14, as in Caffe's data_transf
 CAFFE_CHANNEL_MEAN_BGR = (104.00699, 116.66877, 122.67891)
 """Per-channel means of ilsvrc_2012_mean.npy (B, G, R), used when no mean file is given."""
 MEAN_FILE_SHAPE = (3, CAFFE_RESIZE, CAFFE_RESIZE)
+MIN_IMAGE_SIDE = 32
+"""Images whose shorter side is below this many pixels are refused: blown up to the network's input (224-299 px),
+they are a few flat blocks, and a trained net still names a class with high confidence (a 1x1 image: 92 %)."""
+
+log = logging.getLogger(__name__)
+
+
+def check_image_size(image: Image.Image, *, source: str, crop: int) -> None:
+    """Refuse an image below MIN_IMAGE_SIDE on its shorter side; warn when it is smaller than the network's input crop."""
+    width, height = image.size
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise ValueError(
+            f"image {source} is {width}x{height} px; its shorter side must be at least {MIN_IMAGE_SIDE} px "
+            f"(the network sees {crop}x{crop} px: a smaller image would be blown up into a few flat blocks)"
+        )
+    if min(width, height) < crop:
+        log.warning("image %s is %dx%d px, smaller than the network's %d px input: it is upscaled", source, width, height, crop)
 
 
 def load_mean_file(path: str | os.PathLike[str]) -> np.ndarray:

@@ -301,6 +301,29 @@ def _resolve_weights(arch: str, weights: str | os.PathLike[str] | None) -> tuple
     raise ValueError(f"weights must be None, a torchvision weights name or a path, got {type(weights).__name__}")
 
 
+def _download_weights(arch: str, value: Any, *, cached: Path) -> nn.Module:
+    """torchvision's model with its named weights; a failed download or a bad cached file is a ValueError that says
+    where torchvision keeps the file, so it can be placed there by hand on a machine without network."""
+    import torchvision
+
+    had_file = cached.is_file()
+    try:
+        return torchvision.models.get_model(arch, weights=value)
+    except Exception as exc:  # URLError is an OSError, a hash mismatch a RuntimeError; torch.load raises many kinds
+        what = f"torchvision:{arch} weights {type(value).__name__}.{value.name}"
+        if not had_file and not isinstance(exc, (OSError, RuntimeError)):
+            raise
+        if had_file:
+            raise ValueError(
+                f"{what}: the cached file {cached} cannot be used ({type(exc).__name__}: {exc}); delete it to download "
+                "it again, or put a good copy there"
+            ) from None
+        raise ValueError(
+            f"{what}: the download of {value.url} failed ({type(exc).__name__}: {exc}); without network, download "
+            f"it elsewhere and place it at {cached} (torchvision's cache: $TORCH_HOME/hub/checkpoints)"
+        ) from None
+
+
 def build_torchvision(arch: str, *, weights: str | os.PathLike[str] | None, seed: int) -> TorchvisionNet:
     """torchvision:<arch> with seeded random, torchvision-downloaded (hash-checked) or local state-dict weights."""
     import torchvision
@@ -315,12 +338,12 @@ def build_torchvision(arch: str, *, weights: str | os.PathLike[str] | None, seed
     preprocess: Callable[[Any], torch.Tensor] = RGBThen(imagenet_transform(crop=crop, resize=resize))
     class_names = tuple(default.meta["categories"])
     if kind == "enum":
-        model = torchvision.models.get_model(arch, weights=value)
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(value.url)
+        model = _download_weights(arch, value, cached=cached)
         transform = value.transforms()
         crop = int(getattr(transform, "crop_size", [crop])[0])
         preprocess = RGBThen(transform)
         class_names = tuple(value.meta["categories"])
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(value.url)
         info: dict[str, object] = {
             "source": value.url, "sha256": file_checksum(cached) if cached.is_file() else None, "trained": True,
             "stand_in": False, "note": f"torchvision {type(value).__name__}.{value.name}",

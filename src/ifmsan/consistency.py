@@ -1,0 +1,136 @@
+"""Inputs that must belong together: IFMs and the network run on them, sweeps and their IFMs, sweeps in one table.
+
+A stage that combines files made by earlier stages checks the provenance they carry (model, weights_sha,
+config_hash, target, image) and refuses a mixture with a ValueError that names the files and the differing values,
+so that no table or γ row silently describes another network, configuration or target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import xarray as xr
+
+from ifmsan.io import attr_text as text
+
+VARIANT_KEYS: tuple[str, ...] = ("model", "weights", "config_hash", "target_source")
+"""Keys every curve of one report must share (report --allow-mixed lets them differ and keeps them as columns)."""
+IMAGE_KEYS: tuple[str, ...] = ("target", "image_sha256")
+"""Keys the curves of one image must share, always: the same image id with another target is another experiment."""
+_SHOWN = 3
+
+
+def _shown(value: str) -> str:
+    """A value as quoted in messages: '' reads as 'none'."""
+    return repr(value) if value != "" else "none"
+
+
+def _files(names: Iterable[str]) -> str:
+    """The first few file names, and how many more."""
+    names = list(dict.fromkeys(names))
+    more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
+    return ", ".join(names[:_SHOWN]) + more
+
+
+def differing(items: Sequence[tuple[str, str]], *, key: str, what: str) -> str:
+    """'the sweeps mix weights values: 'a' (x.nc, y.nc) and 'b' (z.nc)' from (value, file) pairs."""
+    by_value: dict[str, list[str]] = {}
+    for value, name in items:
+        by_value.setdefault(value, []).append(name)
+    parts = [f"{_shown(value)} ({_files(names)})" for value, names in by_value.items()]
+    return f"{what} mix {key} values: " + " and ".join(parts)
+
+
+def weights_id(attrs: Mapping[str, Any]) -> str:
+    """What identifies the weights: their checksum, or for untrained weights the seeded source ('... (seed 0)')."""
+    return text(attrs.get("weights_sha")) or text(attrs.get("weights_source"))
+
+
+def check_same_network(attrs: Mapping[str, Any], net: Any, *, source: str = "the IFMs") -> None:
+    """Refuse IFMs extracted with another model or other weights (or init seed) than the network run on them."""
+    from ifmsan.extract import provenance
+
+    if text(attrs.get("model")) != net.name:
+        raise ValueError(f"{source}: the IFMs were extracted with model {attrs.get('model')!r}, not {net.name!r}")
+    mine, theirs = weights_id(provenance(net)), weights_id(attrs)
+    if theirs != mine:
+        raise ValueError(
+            f"{source}: the IFMs were extracted with weights {theirs or 'unknown'!r}, but the network has {mine!r}: "
+            "pass the same --weights (or --init-seed for random weights)"
+        )
+
+
+def check_config_hash(attrs: Mapping[str, Any], extra: Mapping[str, Any], *, source: str = "the IFMs") -> None:
+    """Refuse an --attr config_hash that differs from the one the IFMs were made under (when both are set)."""
+    made, given = text(attrs.get("config_hash")), text(extra.get("config_hash"))
+    if made and given and made != given:
+        raise ValueError(
+            f"{source} was made under config_hash {made!r}, but --attr config_hash={given}: "
+            "re-extract the IFMs with this configuration or pass the same config_hash"
+        )
+
+
+def check_sweeps_match_ifms(
+    ifms: xr.Dataset, sweeps: Sequence[xr.Dataset], *, layers: Sequence[str], knob: str
+) -> dict[str, xr.Dataset]:
+    """The reference sweep of each layer, after checking every sweep is of these IFMs' image, network and target."""
+    source = text(ifms.encoding.get("source")) or "the IFMs"
+    references: dict[str, xr.Dataset] = {}
+    for sweep in sweeps:
+        name = text(sweep.encoding.get("source")) or "a sweep"
+        if "image" in sweep["probability"].dims:
+            raise ValueError(f"{name} holds several images; expected the sweep of the one image in {source}")
+        for key in ("image_id", "image_sha256", "model", "weights", "config_hash", "target", "target_source"):
+            pick = weights_id if key == "weights" else (lambda attrs, key=key: text(attrs.get(key)))
+            mine, theirs = pick(ifms.attrs), pick(sweep.attrs)
+            if mine != theirs:
+                raise ValueError(f"{name} was made with {key} {_shown(theirs)}, but {source} has {_shown(mine)}")
+        layer, sweep_knob, chain = (text(sweep.attrs.get(k)) for k in ("layer", "knob", "chain"))
+        if sweep_knob != knob or chain:
+            what = f"knob {sweep_knob!r}" + (f" with chain {chain}" if chain else "")
+            raise ValueError(f"{name} is a sweep of {what}; the controller runs knob {knob!r} without a chain")
+        if layer not in layers:
+            raise ValueError(f"{name} is a sweep of layer {layer!r}, which is not in --layers ({', '.join(layers)})")
+        if layer in references:
+            other = text(references[layer].encoding.get("source"))
+            raise ValueError(f"{name} and {other} are both sweeps of layer {layer!r}; give one per layer")
+        references[layer] = sweep
+    return references
+
+
+def varying(curves: Sequence[Any], keys: Sequence[str] = VARIANT_KEYS) -> list[str]:
+    """The keys whose values differ between the curves (tables.Curve or anything with those attributes)."""
+    return [key for key in keys if len({getattr(c, key) for c in curves}) > 1]
+
+
+def after_model(columns: Sequence[str], keys: Sequence[str]) -> list[str]:
+    """Table columns with the differing provenance keys inserted right after `model`."""
+    at = list(columns).index("model") + 1
+    return [*columns[:at], *keys, *columns[at:]]
+
+
+ALLOW_HINT = "pass --allow-mixed to compare them on purpose (the differing keys then become columns)"
+
+
+def check_mixture(curves: Sequence[Any], *, allow_mixed: bool = False, hint: str = ALLOW_HINT) -> tuple[str, ...]:
+    """Refuse curves of different models/weights/config/target source unless allowed; return the keys that differ.
+
+    Within each such group, the curves of one image must share its target and image checksum, always.
+    """
+    differ = varying(curves)
+    if differ and not allow_mixed:
+        key = differ[0]
+        message = differing([(getattr(c, key), c.source) for c in curves], key=key, what="the sweeps")
+        raise ValueError(f"{message}; refusing to put them together: {hint}")
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for curve in curves:
+        groups.setdefault((*(getattr(curve, k) for k in VARIANT_KEYS), curve.image_id), []).append(curve)
+    for group in groups.values():
+        for key in IMAGE_KEYS:
+            values = [(text(getattr(c, key)), c.source) for c in group]
+            present = {value for value, _ in values if value != ""}
+            if len(present) > 1:
+                what = f"the sweeps of image {group[0].image_id!r}"
+                raise ValueError(f"{differing(values, key=key, what=what)}; give each experiment its own image id")
+    return tuple(differ)
