@@ -164,3 +164,39 @@ def test_default_training_reaches_90_percent(tmp_path: Path) -> None:
     print(f"\nheld-out accuracy {metrics['held_out_accuracy']:.4f}, wall {wall:.1f} s, "
           f"{metrics['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
     assert metrics["held_out_accuracy"] >= 0.90
+
+
+@pytest.mark.parametrize("failing", ["examples", "weights"])
+def test_a_failure_while_writing_leaves_no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+    """Fault injection: a full disk while writing the examples or the weights themselves leaves no weights, no
+    checksum and no metrics that describe them, also none from an earlier run."""
+    import contextlib
+    import errno
+
+    import ifmsan.atomic
+    import ifmsan.train
+
+    (tmp_path / "alexnet_mini.pt").write_bytes(b"stale weights of an earlier run")
+    (tmp_path / "alexnet_mini.pt.sha256").write_text("0" * 64 + "  alexnet_mini.pt\n")
+    full = OSError(errno.ENOSPC, "No space left on device")
+    if failing == "examples":
+
+        def no_examples(*args: Any, **kwargs: Any) -> None:
+            raise full
+
+        monkeypatch.setattr(ifmsan.train, "write_examples", no_examples)
+    else:
+        real = ifmsan.atomic.atomic_path
+
+        @contextlib.contextmanager
+        def full_for_weights(path: Any, **kwargs: Any) -> Any:
+            if Path(path).name == "alexnet_mini.pt":
+                raise full
+            with real(path, **kwargs) as tmp:
+                yield tmp
+
+        monkeypatch.setattr(ifmsan.atomic, "atomic_path", full_for_weights)
+    with pytest.raises(OSError, match="No space left"):
+        train_mini(out_dir=tmp_path, n_examples=2, **TINY)
+    assert not {"alexnet_mini.pt", "alexnet_mini.pt.sha256", "metrics.json"} & {p.name for p in tmp_path.iterdir()}
+    assert not list(tmp_path.rglob(".*.part*"))

@@ -176,6 +176,7 @@ def train_mini(
 
     from ifmsan import __version__, models
     from ifmsan.atomic import atomic_path
+    from ifmsan.io import all_or_none
 
     started, cpu_started = time.perf_counter(), time.process_time()
     with _reproducible_torch(seed=seed, threads=threads):
@@ -286,13 +287,20 @@ def train_mini(
             "(train longer: more epochs or more images per class)",
             metrics,
         )
-    with atomic_path(weights_path) as tmp:
-        tmp.write_bytes(weights)
-    with atomic_path(sha_path) as tmp:
-        tmp.write_text(f"{sha256}  {WEIGHTS_FILE}\n")
-    if n_examples:
-        write_examples(out / EXAMPLES_DIR, n=n_examples, seed=seed)
-    metrics["wall_seconds"] = time.perf_counter() - started
-    metrics["cpu_seconds"] = time.process_time() - cpu_started
-    _write_json(out / METRICS_FILE, metrics)
+    # Examples first, weights last, all or none: a run that fails while writing leaves no weights that look finished.
+    for stale in (weights_path, sha_path):
+        stale.unlink(missing_ok=True)
+    with all_or_none(out / EXAMPLES_DIR) as written:
+        if n_examples:
+            write_examples(out / EXAMPLES_DIR, n=n_examples, seed=seed)
+        metrics["wall_seconds"] = time.perf_counter() - started
+        metrics["cpu_seconds"] = time.process_time() - cpu_started
+        for path, data in (
+            (out / METRICS_FILE, (json.dumps(metrics, indent=2) + "\n").encode()),
+            (sha_path, f"{sha256}  {WEIGHTS_FILE}\n".encode()),
+            (weights_path, weights),
+        ):
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+            written.append(path)
     return metrics
