@@ -38,7 +38,11 @@ test: $(STAMP)  ## set up and run the whole test suite
 test-fast: $(STAMP)  ## the test suite without the slow tests
 	$(BIN)/python -m pytest -m 'not slow and not cluster'
 
-lint: $(STAMP)  ## snakemake --lint on the paper and demo configs
+lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (config in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 

@@ -10,11 +10,12 @@ from ifmsan.configcheck import check_schema
 min_version("9.0")
 
 
-# The paper reproduction is the default; a --configfile replaces it whole instead of being merged into it.
-if not config:
+# The paper reproduction is the default config; --config KEY=VALUE adjusts it. A --configfile replaces it whole (as
+# --replace-workflow-config would, which is therefore optional) instead of being merged into it: Snakemake 9 does not
+# forward --replace-workflow-config to the jobs it spawns on a cluster, so a merge there would plan a different run.
+if not workflow.config_settings.configfiles:
 
-    configfile: "config/config.yaml"
-
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 # One line per problem, naming the key, its value and what is allowed; then Snakemake's validate fills in defaults.
@@ -38,6 +39,6 @@ include: "workflow/rules/notebooks.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -51,30 +51,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every measurement (default 3)")
     parser.add_argument("--layers", default="all", help="comma list of IFM layers (default: the 13 of Table 1)")
     parser.add_argument("--windows", default="2:150", help="window sizes START:STOP inclusive (default 2:150)")
-    parser.add_argument("--batch-size", type=int, default=None, help="sanitized IFMs per forward batch (default: the sweep's)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="sanitized IFMs per forward batch (default: the sweep's)"
+    )
     parser.add_argument("--image", default="skimage:chelsea", help="image source as `ifmsan extract` takes it")
     parser.add_argument("--weights", help="bvlc_alexnet .caffemodel (default: seeded random weights)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs")
-    parser.add_argument("--sanitizer", default="auto", choices=("auto", "torch"),
-                        help="auto: the fused numba path where it applies; torch: force the torch path (the pre-issue code)")
-    parser.add_argument("--before", action="store_true",
-                        help="also time the torch sanitizer path (the pre-issue algorithm) on the same batches, side by side")
-    parser.add_argument("--naive-layer", default="pool5", help="IFM for the naive Algorithm 1 comparison (default pool5)")
+    parser.add_argument(
+        "--sanitizer",
+        default="auto",
+        choices=("auto", "torch"),
+        help="auto: the fused numba path where it applies; torch: force the torch path (the pre-issue code)",
+    )
+    parser.add_argument(
+        "--before",
+        action="store_true",
+        help="also time the torch sanitizer path (the pre-issue algorithm) on the same batches, side by side",
+    )
+    parser.add_argument(
+        "--naive-layer", default="pool5", help="IFM for the naive Algorithm 1 comparison (default pool5)"
+    )
     parser.add_argument("--skip-naive", action="store_true", help="skip the naive Algorithm 1 comparison")
-    parser.add_argument("--check", action="store_true",
-                        help="also check the fused sanitizer against the torch path, bit for bit, on every IFM and window")
-    parser.add_argument("--forward-before", action="store_true",
-                        help="also run every sweep with the forward path before the fused layers (nn.LocalResponseNorm, "
-                             "torch max pooling, no gathered head), back to back: time ratio, max |Δp|, eff_san changes")
-    parser.add_argument("--scan", metavar="SIZES",
-                        help="also time the bare forward per layer at these batch sizes (e.g. 16,32,64,149), "
-                             "contiguous and channels_last, to choose the sweep's batch size and memory format")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="also check the fused sanitizer against the torch path, bit for bit, on every IFM and window",
+    )
+    parser.add_argument(
+        "--forward-before",
+        action="store_true",
+        help="also run every sweep with the forward path before the fused layers (nn.LocalResponseNorm, "
+        "torch max pooling, no gathered head), back to back: time ratio, max |Δp|, eff_san changes",
+    )
+    parser.add_argument(
+        "--scan",
+        metavar="SIZES",
+        help="also time the bare forward per layer at these batch sizes (e.g. 16,32,64,149), "
+        "contiguous and channels_last, to choose the sweep's batch size and memory format",
+    )
     parser.add_argument("--dag", action="store_true", help="also time the demo DAG with Snakemake (several minutes)")
     parser.add_argument("--dag-config", type=Path, default=ROOT / "config" / "demo.yaml", help="config for --dag")
-    parser.add_argument("--dag-reduce", action="store_true",
-                        help="--dag on a reduced copy of the config: its first image, alexnet_mini trained for one epoch")
+    parser.add_argument(
+        "--dag-reduce",
+        action="store_true",
+        help="--dag on a reduced copy of the config: its first image, alexnet_mini trained for one epoch",
+    )
     parser.add_argument("--cores", default="2", help="comma list of --cores values for --dag (default 2), e.g. 1,2")
-    parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/bench_<time>_t<threads>.json)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON output (default benchmarks/results/bench_<time>_t<threads>.json)"
+    )
     args = parser.parse_args(argv)
     if args.threads < 1 or args.reps < 1:
         parser.error("--threads and --reps must be >= 1")
@@ -136,7 +161,9 @@ def useful_flops(net: Any, layers: Sequence[str]) -> dict[str, float]:
         else:
             counted.append(2.0 * module.in_features * module.out_features)
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     device = next(net.parameters()).device
     flops = {}
     try:
@@ -220,84 +247,63 @@ class TimedNet:
         return out
 
 
-@contextlib.contextmanager
-def timed_sanitizer(device: str) -> Iterator[dict[str, float]]:
-    """Time every apply_batch the sweep engine makes, by wrapping the knobs `ifmsan.sweep` gets."""
-    import ifmsan.sweep as sweep_module
+class TimedKnob:
+    """A knob whose apply_batch calls are timed; sweep_ifm takes it as its knob."""
 
-    original = sweep_module.get_knob
-    clock = {"sanitize_s": 0.0}
+    def __init__(self, knob: Any, *, device: str) -> None:
+        """Wrap one knob."""
+        self._knob, self._device, self.sanitize_s = knob, device, 0.0
 
-    class TimedKnob:
-        """A knob whose apply_batch is timed."""
+    def __getattr__(self, name: str) -> Any:
+        """Delegate everything but apply_batch."""
+        return getattr(self._knob, name)
 
-        def __init__(self, knob: Any) -> None:
-            """Wrap one knob."""
-            self._knob = knob
-
-        def __getattr__(self, name: str) -> Any:
-            """Delegate everything but apply_batch."""
-            return getattr(self._knob, name)
-
-        def apply_batch(self, *args: Any, **kwargs: Any) -> Any:
-            """The knob's apply_batch, timed."""
-            synchronize(device)
-            start = time.perf_counter()
-            out = self._knob.apply_batch(*args, **kwargs)
-            synchronize(device)
-            clock["sanitize_s"] += time.perf_counter() - start
-            return out
-
-    sweep_module.get_knob = lambda *a, **k: TimedKnob(original(*a, **k))  # type: ignore[assignment]
-    try:
-        yield clock
-    finally:
-        sweep_module.get_knob = original
+    def apply_batch(self, *args: Any, **kwargs: Any) -> Any:
+        """The knob's apply_batch, timed."""
+        synchronize(self._device)
+        start = time.perf_counter()
+        out = self._knob.apply_batch(*args, **kwargs)
+        synchronize(self._device)
+        self.sanitize_s += time.perf_counter() - start
+        return out
 
 
-def sweep_layer(net: Any, ifm: Any, *, layer: str, windows: list[int], target: int, batch_size: int,
-                device: str) -> tuple[dict[str, float], Any]:
+def sweep_layer(
+    net: Any, ifm: Any, *, layer: str, windows: list[int], target: int, batch_size: int, device: str, head: bool = True
+) -> tuple[dict[str, float], Any]:
     """One layer's sweep through ifmsan.sweep.sweep_ifm: its timings, peak RSS, and p(n)."""
+    from ifmsan.knobs import get_knob
     from ifmsan.sweep import sweep_ifm
 
     timed = TimedNet(net, device=device)
+    knob = TimedKnob(get_knob("nonzero_mean"), device=device)
     rss = PeakRss()
-    with timed_sanitizer(device) as clock, rss.watch():
+    with rss.watch():
         start = time.perf_counter()
-        curves = sweep_ifm(timed, ifm, layer=layer, knob="nonzero_mean", values=windows, target=target,
-                           batch_size=batch_size, progress=False)
+        curves = sweep_ifm(
+            timed,
+            ifm,
+            layer=layer,
+            knob=knob,
+            values=windows,
+            target=target,
+            batch_size=batch_size,
+            progress=False,
+            head=head,
+        )
         wall = time.perf_counter() - start
-    figures = {"sanitize_s": clock["sanitize_s"], "forward_s": timed.forward_s, "sweep_s": wall, "peak_rss_mb": rss.peak_mb}
+    figures = {"sanitize_s": knob.sanitize_s, "forward_s": timed.forward_s, "sweep_s": wall, "peak_rss_mb": rss.peak_mb}
     return figures, curves["probability"]
 
 
-@contextlib.contextmanager
-def identity_knob() -> Iterator[None]:
-    """Inside the block the sweep engine's knobs copy the IFM unchanged into each batch (no sanitizing)."""
-    import ifmsan.sweep as sweep_module
+class IdentityKnob:
+    """A knob that holds every sample: the batch is the IFM repeated (the sweep's forwards without sanitizing)."""
 
-    original = sweep_module.get_knob
+    name, parameter = "identity", "window"
 
-    class Identity:
-        """A knob that holds every sample: the batch is the IFM repeated."""
-
-        def __init__(self, knob: Any) -> None:
-            """Wrap one knob."""
-            self._knob = knob
-
-        def __getattr__(self, name: str) -> Any:
-            """Delegate everything but apply_batch."""
-            return getattr(self._knob, name)
-
-        def apply_batch(self, ifm: Any, values: Any, *, out: Any) -> Any:
-            """out[i] = ifm for every value."""
-            return out.copy_(ifm.expand(out.shape))
-
-    sweep_module.get_knob = lambda *a, **k: Identity(original(*a, **k))  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        sweep_module.get_knob = original
+    def apply_batch(self, ifm: Any, values: Any, *, out: Any) -> Any:
+        """out[i] = ifm for every value."""
+        return out.copy_(ifm.expand(out.shape))
 
 
 def bare_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str) -> float:
@@ -305,14 +311,22 @@ def bare_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: i
     from ifmsan.sweep import sweep_ifm
 
     timed = TimedNet(net, device=device)
-    with identity_knob():
-        sweep_ifm(timed, ifm, layer=layer, knob="nonzero_mean", values=list(range(2, 2 + n_values)), target=0,
-                  batch_size=batch_size, progress=False)
+    sweep_ifm(
+        timed,
+        ifm,
+        layer=layer,
+        knob=IdentityKnob(),
+        values=list(range(2, 2 + n_values)),
+        target=0,
+        batch_size=batch_size,
+        progress=False,
+    )
     return timed.forward_s
 
 
-def plain_batches_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str,
-                          channels_last: bool = False) -> float:
+def plain_batches_forward(
+    net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str, channels_last: bool = False
+) -> float:
     """Whole forwards of n_values copies of the unsanitized IFM in batches of batch_size (for --scan)."""
     import torch
 
@@ -336,24 +350,17 @@ def torch_path_sanitize(ifm: Any, windows: list[int], *, batch_size: int, device
     """Seconds of the sweep's sanitizer calls with the fused path switched off (the torch path, pre-issue algorithm)."""
     import torch
 
-    import ifmsan.sanitize as sanitize
-    from ifmsan.knobs import get_knob
+    from ifmsan.sanitize import sample_and_hold_sweep
 
-    knob = get_knob("nonzero_mean")
     buffer = torch.empty((min(batch_size, len(windows)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
-    applies = sanitize._kernel_applies
-    sanitize._kernel_applies = lambda tensor, select: False  # type: ignore[assignment]
-    try:
-        elapsed = 0.0
-        for first in range(0, len(windows), batch_size):
-            chunk = windows[first : first + batch_size]
-            synchronize(device)
-            start = time.perf_counter()
-            knob.apply_batch(ifm, chunk, out=buffer[: len(chunk)])
-            synchronize(device)
-            elapsed += time.perf_counter() - start
-    finally:
-        sanitize._kernel_applies = applies  # type: ignore[assignment]
+    elapsed = 0.0
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first : first + batch_size]
+        synchronize(device)
+        start = time.perf_counter()
+        sample_and_hold_sweep(ifm, chunk, out=buffer[: len(chunk)], kernel=False)
+        synchronize(device)
+        elapsed += time.perf_counter() - start
     return elapsed
 
 
@@ -377,9 +384,7 @@ def naive_comparison(ifm: Any, windows: list[int], *, batch_size: int) -> dict[s
     import torch
 
     from ifmsan.sanitize import sample_and_hold_sweep
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    from naive_reference import naive_algorithm1  # the plain-Python reference the tests check the sanitizer against
+    from ifmsan.testing import naive_algorithm1  # the plain-Python reference the tests check the sanitizer against
 
     cpu = ifm.detach().cpu()
     buffer = torch.zeros((min(batch_size, len(windows)), *cpu.shape), dtype=cpu.dtype)
@@ -402,8 +407,14 @@ def naive_comparison(ifm: Any, windows: list[int], *, batch_size: int) -> dict[s
     same = np.array_equal(fast, torch.stack(by_torch).float().numpy()) and np.array_equal(
         fast, np.array(by_python, dtype=np.float32)
     )
-    return {"naive_s": torch_s, "python_s": python_s, "vectorized_s": fast_s, "naive_speedup": torch_s / fast_s,
-            "python_speedup": python_s / fast_s, "outputs_equal": same}
+    return {
+        "naive_s": torch_s,
+        "python_s": python_s,
+        "vectorized_s": fast_s,
+        "naive_speedup": torch_s / fast_s,
+        "python_speedup": python_s / fast_s,
+        "outputs_equal": same,
+    }
 
 
 def check_paths(ifms: dict[str, Any], windows: list[int], *, batch_size: int) -> dict[str, Any]:
@@ -411,8 +422,9 @@ def check_paths(ifms: dict[str, Any], windows: list[int], *, batch_size: int) ->
     import torch
 
     import ifmsan.sanitize as sanitize
+    from ifmsan.sanitize_kernels import compiled_kernels
 
-    kernels = sanitize._compiled_kernels()
+    kernels = compiled_kernels()
     mismatches = []
     for select in ("nonzero_mean", "first", "random"):
         for layer, ifm in ifms.items():
@@ -420,22 +432,21 @@ def check_paths(ifms: dict[str, Any], windows: list[int], *, batch_size: int) ->
             for first in range(0, len(windows), batch_size):
                 chunk = windows[first : first + batch_size]
                 fused = sanitize.sample_and_hold_sweep(cpu, chunk, select=select, seed=1)
-                flat = torch.empty_like(fused).view(len(chunk), -1)
-                stream = cpu.reshape(-1).to(torch.float64)
-                for row, window in enumerate(chunk):
-                    sanitize._sanitize_stream(stream, window, select=select, seed=1, out=flat[row])
-                if not torch.equal(fused.view(torch.int32), flat.view(fused.shape).view(torch.int32)):
+                plain = sanitize.sample_and_hold_sweep(cpu, chunk, select=select, seed=1, kernel=False)
+                if not torch.equal(fused.view(torch.int32), plain.view(torch.int32)):
                     mismatches.append(f"{select} {layer} windows {chunk[0]}..{chunk[-1]}")
     return {"fused_path_active": kernels is not None, "bit_identical": not mismatches, "mismatches": mismatches}
 
 
 @contextlib.contextmanager
 def forward_before(net: Any) -> Iterator[int]:
-    """Inside the block, the forward path before the fused layers: nn.LocalResponseNorm, torch max pooling, no head."""
+    """Inside the block, the forward path before the fused layers: nn.LocalResponseNorm, torch max pooling.
+
+    The sweeps run inside it also pass head=False (no gathered head), as the forward path was before.
+    """
     import torch
     import torch.nn.functional as F
 
-    import ifmsan.sweep as sweep_module
     from ifmsan.models.fused import CaffeLRN, CaffeMaxPool
 
     lrns = [m for m in net.modules() if isinstance(m, CaffeLRN)]
@@ -447,18 +458,16 @@ def forward_before(net: Any) -> Iterator[int]:
         module.forward = lambda x, m=module, flat=flatten: (
             torch.flatten(torch.nn.MaxPool2d.forward(m, x), 1) if flat else torch.nn.MaxPool2d.forward(m, x)
         )
-    head_max = sweep_module.HEAD_MAX_ELEMENTS
-    sweep_module.HEAD_MAX_ELEMENTS = 0
     try:
         yield len(lrns) + len(pools)
     finally:
-        sweep_module.HEAD_MAX_ELEMENTS = head_max
         for module in lrns + pools:
             del module.forward
 
 
-def scan_batches(net: Any, ifms: dict[str, Any], *, layers: list[str], n_values: int, sizes: list[int],
-                 reps: int, device: str) -> dict[str, Any]:
+def scan_batches(
+    net: Any, ifms: dict[str, Any], *, layers: list[str], n_values: int, sizes: list[int], reps: int, device: str
+) -> dict[str, Any]:
     """Bare forward seconds per layer for each batch size, with contiguous and with channels_last tensors and weights."""
     import torch
 
@@ -469,8 +478,15 @@ def scan_batches(net: Any, ifms: dict[str, Any], *, layers: list[str], n_values:
             for size in sizes:
                 key = f"{size}{'_channels_last' if channels_last else ''}"
                 for layer in layers:
-                    seconds = plain_batches_forward(net, ifms[layer], layer=layer, n_values=n_values, batch_size=size,
-                                                    device=device, channels_last=channels_last)
+                    seconds = plain_batches_forward(
+                        net,
+                        ifms[layer],
+                        layer=layer,
+                        n_values=n_values,
+                        batch_size=size,
+                        device=device,
+                        channels_last=channels_last,
+                    )
                     table[layer].setdefault(key, []).append(seconds)
     net.to(memory_format=torch.contiguous_format)
     result = {layer: {key: spread(values) for key, values in row.items()} for layer, row in table.items()}
@@ -497,8 +513,18 @@ def time_dag(config: Path, *, cores: list[int], reduce: bool) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="ifmsan-dag-") as tmp:
             config_copy = Path(tmp) / "config.yaml"
             config_copy.write_text(yaml.safe_dump(settings, sort_keys=False))
-            command = [snakemake, "--snakefile", str(ROOT / "Snakefile"), "--directory", tmp, "--cores", str(n),
-                       "--configfile", str(config_copy), "--quiet"]
+            command = [
+                snakemake,
+                "--snakefile",
+                str(ROOT / "Snakefile"),
+                "--directory",
+                tmp,
+                "--cores",
+                str(n),
+                "--configfile",
+                str(config_copy),
+                "--quiet",
+            ]
             env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
             start = time.perf_counter()
             done = subprocess.run(command, cwd=tmp, env=env, capture_output=True, text=True)
@@ -525,6 +551,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from ifmsan.extract import extract_ifms, ifms_of
     from ifmsan.images import load_image
     from ifmsan.metrics import eff_san
+    from ifmsan.sanitize_kernels import compiled_kernels
     from ifmsan.sweep import DEFAULT_BATCH_SIZE
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
@@ -541,24 +568,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ifms = {layer: value.to(args.device) for layer, value in ifms_of(extracted).items()}
 
     warm = time.perf_counter()
-    kernels = sanitize._compiled_kernels()
+    kernels = compiled_kernels()
     sanitize.sample_and_hold_sweep(torch.ones(8), [2, 3])
     startup_s = time.perf_counter() - warm
     flops = useful_flops(net, layers)
     meta = {
         "when": datetime.datetime.now().isoformat(timespec="seconds"),
-        "argv": sys.argv[1:], "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-        "device": args.device, "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "load_average_start": os.getloadavg(), "torch": torch.__version__, "ifmsan": ifmsan.__version__,
-        "numba": _version("numba"), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "sanitizer_path": "fused numba kernel" if kernels is not None else "torch",
-        "sanitizer_startup_s": startup_s, "model": "bvlc_alexnet",
-        "weights": args.weights or "seeded random initialisation", "image": args.image, "target": target,
-        "windows": f"{windows[0]}..{windows[-1]} ({len(windows)})", "batch_size": batch_size, "layers": layers,
+        "argv": sys.argv[1:],
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "device": args.device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": os.getloadavg(),
+        "torch": torch.__version__,
+        "ifmsan": ifmsan.__version__,
+        "numba": _version("numba"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "sanitizer_path": "fused numba kernel" if kernels is not None else "torch",
+        "sanitizer_startup_s": startup_s,
+        "model": "bvlc_alexnet",
+        "weights": args.weights or "seeded random initialisation",
+        "image": args.image,
+        "target": target,
+        "windows": f"{windows[0]}..{windows[-1]} ({len(windows)})",
+        "batch_size": batch_size,
+        "layers": layers,
         "useful_flops_per_image": flops,
         "flop_counting": "2 x multiply-accumulates of Conv2d and Linear layers; LRN, pooling, ReLU, softmax not counted",
     }
-    print(f"bvlc_alexnet, {args.image}, {len(layers)} layers x windows {meta['windows']}, batch {batch_size}, "
-          f"{meta['threads']} threads, sanitizer: {meta['sanitizer_path']} (startup {startup_s:.2f} s)", flush=True)
+    print(
+        f"bvlc_alexnet, {args.image}, {len(layers)} layers x windows {meta['windows']}, batch {batch_size}, "
+        f"{meta['threads']} threads, sanitizer: {meta['sanitizer_path']} (startup {startup_s:.2f} s)",
+        flush=True,
+    )
 
     per_layer: dict[str, dict[str, list[float]]] = {layer: {} for layer in layers}
     totals: dict[str, list[float]] = {}
@@ -570,19 +613,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rep_totals["peak_rss_mb"] = 0.0
         peak_work = 0.0
         for layer in layers:
-            figures, probability = sweep_layer(net, ifms[layer], layer=layer, windows=windows, target=target,
-                                               batch_size=batch_size, device=args.device)
+            figures, probability = sweep_layer(
+                net, ifms[layer], layer=layer, windows=windows, target=target, batch_size=batch_size, device=args.device
+            )
             rate_after = mm_flop_rate(args.device)
             rate = (rate_before + rate_after) / 2  # the machine is shared: the mm rate right around this sweep
             rate_before = rate_after
             probabilities[layer] = probability
-            figures["bare_forward_s"] = bare_forward(net, ifms[layer], layer=layer, n_values=len(windows),
-                                                     batch_size=batch_size, device=args.device)
+            figures["bare_forward_s"] = bare_forward(
+                net, ifms[layer], layer=layer, n_values=len(windows), batch_size=batch_size, device=args.device
+            )
             figures["useful_flops"] = flops[layer] * len(windows)
             figures["overhead"] = figures["sanitize_s"] / figures["bare_forward_s"]
             if args.before:
-                figures["sanitize_before_s"] = torch_path_sanitize(ifms[layer], windows, batch_size=batch_size,
-                                                                   device=args.device)
+                figures["sanitize_before_s"] = torch_path_sanitize(
+                    ifms[layer], windows, batch_size=batch_size, device=args.device
+                )
                 figures["overhead_before"] = figures["sanitize_before_s"] / figures["bare_forward_s"]
             figures["mm_gflops"] = rate / 1e9
             figures["flop_efficiency"] = figures["useful_flops"] / (figures["sweep_s"] * rate)
@@ -604,34 +650,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             naive.append(naive_comparison(ifms[args.naive_layer], windows, batch_size=batch_size))
         speedup = f", naive_speedup {naive[-1]['naive_speedup']:.0f}x" if naive else ""
         if args.before:
-            speedup += f", torch-path sanitize {rep_totals['sanitize_before_s']:.2f} s ({rep_totals['overhead_before']:.4f})"
-        print(f"rep {rep + 1}/{args.reps}: sanitize {rep_totals['sanitize_s']:.2f} s, forward {rep_totals['forward_s']:.2f} s, "
-              f"bare forward {rep_totals['bare_forward_s']:.2f} s, overhead {rep_totals['overhead']:.4f}, "
-              f"flop_efficiency {rep_totals['flop_efficiency']:.3f} (mm {rep_totals['mm_gflops']:.1f} GFLOP/s){speedup}", flush=True)
+            speedup += (
+                f", torch-path sanitize {rep_totals['sanitize_before_s']:.2f} s ({rep_totals['overhead_before']:.4f})"
+            )
+        print(
+            f"rep {rep + 1}/{args.reps}: sanitize {rep_totals['sanitize_s']:.2f} s, forward {rep_totals['forward_s']:.2f} s, "
+            f"bare forward {rep_totals['bare_forward_s']:.2f} s, overhead {rep_totals['overhead']:.4f}, "
+            f"flop_efficiency {rep_totals['flop_efficiency']:.3f} (mm {rep_totals['mm_gflops']:.1f} GFLOP/s){speedup}",
+            flush=True,
+        )
 
     result: dict[str, Any] = {
         "meta": meta,
         "total": {key: spread(values) for key, values in totals.items()},
-        "layers": {layer: {key: spread(values) for key, values in figures.items()} for layer, figures in per_layer.items()},
+        "layers": {
+            layer: {key: spread(values) for key, values in figures.items()} for layer, figures in per_layer.items()
+        },
     }
     if naive:
         keys = ("naive_s", "python_s", "vectorized_s", "naive_speedup", "python_speedup")
-        result["naive"] = {"layer": args.naive_layer, "outputs_equal": all(n["outputs_equal"] for n in naive),
-                           "reference": "naive_s: Algorithm 1 window by window with torch ops (float64); "
-                                        "python_s: the same in plain Python (tests/naive_reference.py, the tests' reference)",
-                           **{key: spread([n[key] for n in naive]) for key in keys}}
+        result["naive"] = {
+            "layer": args.naive_layer,
+            "outputs_equal": all(n["outputs_equal"] for n in naive),
+            "reference": "naive_s: Algorithm 1 window by window with torch ops (float64); "
+            "python_s: the same in plain Python (ifmsan.testing, the tests' reference)",
+            **{key: spread([n[key] for n in naive]) for key in keys},
+        }
         result["total"]["naive_speedup"] = result["naive"]["naive_speedup"]
     if args.check:
         result["check"] = check_paths({layer: ifms[layer] for layer in layers}, windows, batch_size=batch_size)
         print(f"fused vs torch sanitizer, bit for bit on every IFM and window: {result['check']['bit_identical']}")
     if args.forward_before:
-        result["forward_before"] = forward_before_experiment(net, ifms, layers=layers, windows=windows, target=target,
-                                                 batch_size=batch_size, device=args.device, baseline=probabilities,
-                                                 eff_san=eff_san, reps=args.reps, rate=statistics.median(totals["mm_gflops"]) * 1e9,
-                                                 flops=flops)
+        result["forward_before"] = forward_before_experiment(
+            net,
+            ifms,
+            layers=layers,
+            windows=windows,
+            target=target,
+            batch_size=batch_size,
+            device=args.device,
+            baseline=probabilities,
+            eff_san=eff_san,
+            reps=args.reps,
+            rate=statistics.median(totals["mm_gflops"]) * 1e9,
+            flops=flops,
+        )
     if args.scan:
-        result["scan"] = scan_batches(net, ifms, layers=layers, n_values=len(windows), reps=args.reps, device=args.device,
-                                      sizes=[int(size) for size in args.scan.split(",")])
+        result["scan"] = scan_batches(
+            net,
+            ifms,
+            layers=layers,
+            n_values=len(windows),
+            reps=args.reps,
+            device=args.device,
+            sizes=[int(size) for size in args.scan.split(",")],
+        )
     if args.dag:
         result["dag"] = time_dag(args.dag_config, cores=[int(c) for c in args.cores.split(",")], reduce=args.dag_reduce)
     result["meta"]["load_average_end"] = os.getloadavg()
@@ -639,24 +712,46 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def forward_before_experiment(net: Any, ifms: dict[str, Any], *, layers: list[str], windows: list[int], target: int,
-                              batch_size: int, device: str, baseline: dict[str, Any], eff_san: Callable[..., float],
-                              reps: int, rate: float, flops: dict[str, float]) -> dict[str, Any]:
+def forward_before_experiment(
+    net: Any,
+    ifms: dict[str, Any],
+    *,
+    layers: list[str],
+    windows: list[int],
+    target: int,
+    batch_size: int,
+    device: str,
+    baseline: dict[str, Any],
+    eff_san: Callable[..., float],
+    reps: int,
+    rate: float,
+    flops: dict[str, float],
+) -> dict[str, Any]:
     """Per layer, the sweep now and with the earlier forward path back to back: sweep times, max |Δp|, eff_san changes."""
     import numpy as np
 
     now: list[float] = []
     before: list[float] = []
-    max_delta, changes, swapped = 0.0, {}, 0
+    max_delta, changes, modules = 0.0, {}, 0
     for _ in range(reps):
         rep_now = rep_before = 0.0
         for layer in layers:
-            figures, _ = sweep_layer(net, ifms[layer], layer=layer, windows=windows, target=target,
-                                     batch_size=batch_size, device=device)
+            figures, _ = sweep_layer(
+                net, ifms[layer], layer=layer, windows=windows, target=target, batch_size=batch_size, device=device
+            )
             rep_now += figures["sweep_s"]
             with forward_before(net) as swapped:
-                figures, probability = sweep_layer(net, ifms[layer], layer=layer, windows=windows, target=target,
-                                                   batch_size=batch_size, device=device)
+                modules = swapped
+                figures, probability = sweep_layer(
+                    net,
+                    ifms[layer],
+                    layer=layer,
+                    windows=windows,
+                    target=target,
+                    batch_size=batch_size,
+                    device=device,
+                    head=False,
+                )
             rep_before += figures["sweep_s"]
             max_delta = max(max_delta, float(np.max(np.abs(probability - baseline[layer]))))
             old, new = eff_san(probability), eff_san(baseline[layer])
@@ -664,12 +759,22 @@ def forward_before_experiment(net: Any, ifms: dict[str, Any], *, layers: list[st
                 changes[layer] = {"before": old, "now": new}
         now.append(rep_now)
         before.append(rep_before)
-    ratios = [n / b for n, b in zip(now, before)]
-    print(f"forward path ({swapped} modules swapped back): sweep {statistics.median(now):.2f} s now against "
-          f"{statistics.median(before):.2f} s before, back to back; max |Δp| {max_delta:.3g}, "
-          f"eff_san changes: {changes or 'none'}", flush=True)
-    return {"modules": swapped, "sweep_s": spread(now), "before_sweep_s": spread(before), "sweep_ratio": spread(ratios),
-            "max_abs_delta_p": max_delta, "eff_san_changes": changes, "eff_san_decimals": 4}
+    ratios = [n / b for n, b in zip(now, before, strict=False)]
+    print(
+        f"forward path ({modules} modules swapped back): sweep {statistics.median(now):.2f} s now against "
+        f"{statistics.median(before):.2f} s before, back to back; max |Δp| {max_delta:.3g}, "
+        f"eff_san changes: {changes or 'none'}",
+        flush=True,
+    )
+    return {
+        "modules": modules,
+        "sweep_s": spread(now),
+        "before_sweep_s": spread(before),
+        "sweep_ratio": spread(ratios),
+        "max_abs_delta_p": max_delta,
+        "eff_san_changes": changes,
+        "eff_san_decimals": 4,
+    }
 
 
 def _version(package: str) -> str | None:
@@ -699,8 +804,10 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print, write the JSON atomically."""
     args = parse_args(argv)
-    sys.path.insert(0, str(ROOT / "src"))
     from ifmsan.atomic import atomic_path
+    from ifmsan.cli import use_openmp_advice
+
+    use_openmp_advice()  # OMP_WAIT_POLICY=PASSIVE unless the user chose, before run() imports torch
 
     result = run(args)
     print_table(result)

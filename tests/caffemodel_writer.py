@@ -57,8 +57,13 @@ BVLC_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "fc7": ((4096, 4096), (4096,)),
     "fc8": ((1000, 4096), (1000,)),
 }
-_CONV_GEOMETRY = {"conv1": (11, 4, 0, 1), "conv2": (5, 1, 2, 2), "conv3": (3, 1, 1, 1), "conv4": (3, 1, 1, 2),
-                  "conv5": (3, 1, 1, 2)}  # kernel, stride, pad, group
+_CONV_GEOMETRY = {
+    "conv1": (11, 4, 0, 1),
+    "conv2": (5, 1, 2, 2),
+    "conv3": (3, 1, 1, 1),
+    "conv4": (3, 1, 1, 2),
+    "conv5": (3, 1, 1, 2),
+}  # kernel, stride, pad, group
 
 
 Chunks = list[bytes | memoryview]  # an encoded message as pieces, so 200 MB payloads are never copied
@@ -118,8 +123,14 @@ def _repeated_fixed(field: int, values: np.ndarray, *, double: bool, packed: boo
     return [memoryview(records).cast("B")]
 
 
-def encode_blob(array: np.ndarray, *, shape: Sequence[int] | None = None, old_dims: bool = True,
-                packed: bool = True, double: bool = False) -> Chunks:
+def encode_blob(
+    array: np.ndarray,
+    *,
+    shape: Sequence[int] | None = None,
+    old_dims: bool = True,
+    packed: bool = True,
+    double: bool = False,
+) -> Chunks:
     """BlobProto; `shape` overrides the declared shape (to write a blob whose data does not match it)."""
     dims = tuple(int(d) for d in (np.shape(array) if shape is None else shape))
     out: Chunks = []
@@ -139,8 +150,15 @@ def encode_blob(array: np.ndarray, *, shape: Sequence[int] | None = None, old_di
     return out
 
 
-def encode_v1_layer(name: str, type_id: int, *, bottoms: Sequence[str] = (), tops: Sequence[str] = (),
-                    blobs: Sequence[Chunks] = (), extra: Chunks = ()) -> Chunks:
+def encode_v1_layer(
+    name: str,
+    type_id: int,
+    *,
+    bottoms: Sequence[str] = (),
+    tops: Sequence[str] = (),
+    blobs: Sequence[Chunks] = (),
+    extra: Chunks = (),
+) -> Chunks:
     """V1LayerParameter (bottom 2, top 3, name 4, type 5, blobs 6, then `extra` fields)."""
     out: Chunks = [c for b in bottoms for c in length_field(2, b.encode())]
     out += [c for t in tops for c in length_field(3, t.encode())]
@@ -149,8 +167,15 @@ def encode_v1_layer(name: str, type_id: int, *, bottoms: Sequence[str] = (), top
     return out + list(extra)
 
 
-def encode_v2_layer(name: str, type_name: str, *, bottoms: Sequence[str] = (), tops: Sequence[str] = (),
-                    blobs: Sequence[Chunks] = (), extra: Chunks = ()) -> Chunks:
+def encode_v2_layer(
+    name: str,
+    type_name: str,
+    *,
+    bottoms: Sequence[str] = (),
+    tops: Sequence[str] = (),
+    blobs: Sequence[Chunks] = (),
+    extra: Chunks = (),
+) -> Chunks:
     """LayerParameter (name 1, type 2, bottom 3, top 4, blobs 7, then `extra` fields)."""
     out: Chunks = length_field(1, name.encode()) + length_field(2, type_name.encode())
     out += [c for b in bottoms for c in length_field(3, b.encode())]
@@ -179,8 +204,9 @@ def _extras(name: str, type_name: str, *, form: str, blob_count: int, num_output
     out: Chunks = []
     if type_name == "Data":
         out += length_field(32 if v1 else 8, varint_field(1, 0))  # include { phase: TRAIN }
-        out += length_field(11 if v1 else 107, length_field(1, b"examples/imagenet/ilsvrc12_train_lmdb")
-                            + varint_field(4, 256))
+        out += length_field(
+            11 if v1 else 107, length_field(1, b"examples/imagenet/ilsvrc12_train_lmdb") + varint_field(4, 256)
+        )
     if blob_count:
         if v1:
             out += [c for lr in (1.0, 2.0)[:blob_count] for c in float_field(7, lr)]  # blobs_lr
@@ -204,8 +230,15 @@ def _extras(name: str, type_name: str, *, form: str, blob_count: int, num_output
     return out
 
 
-def write_caffemodel(path: str | os.PathLike[str], blobs: Mapping[str, Sequence[np.ndarray]], *, form: str = "v1",
-                     old_dims: bool = True, packed: bool = True, double: bool = False) -> Path:
+def write_caffemodel(
+    path: str | os.PathLike[str],
+    blobs: Mapping[str, Sequence[np.ndarray]],
+    *,
+    form: str = "v1",
+    old_dims: bool = True,
+    packed: bool = True,
+    double: bool = False,
+) -> Path:
     """Write `{layer: [weight, bias]}` as a caffemodel; BVLC's full layer list when all names are BVLC's.
 
     Other names give a plain chain: 4-D weights as Convolution, others as InnerProduct layers.
@@ -224,8 +257,9 @@ def write_caffemodel(path: str | os.PathLike[str], blobs: Mapping[str, Sequence[
     for name, type_id, type_name, bottoms, tops in table:
         arrays = [np.asarray(a) for a in blobs.get(name, ())]
         blob_chunks = [encode_blob(a, old_dims=old_dims, packed=packed, double=double) for a in arrays]
-        extra = _extras(name, type_name, form=form, blob_count=len(arrays),
-                        num_output=int(arrays[0].shape[0]) if arrays else None)
+        extra = _extras(
+            name, type_name, form=form, blob_count=len(arrays), num_output=int(arrays[0].shape[0]) if arrays else None
+        )
         if form == "v1":
             encoded.append(encode_v1_layer(name, type_id, bottoms=bottoms, tops=tops, blobs=blob_chunks, extra=extra))
         else:

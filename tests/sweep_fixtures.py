@@ -1,4 +1,4 @@
-"""Build synthetic sweep Datasets exactly in the format INTERFACES.md documents for `ifmsan sweep` output."""
+"""Build synthetic sweep Datasets exactly in the format docs/netcdf.md documents for `ifmsan sweep` output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 PER_IMAGE_ATTRS = ("p0", "target", "zero_ratio", "n_zeros", "chain_p")
-"""Attributes that become per-image variables when sweeps are concatenated along `image` (INTERFACES.md names
+"""Attributes that become per-image variables when sweeps are concatenated along `image` (docs/netcdf.md names
 p0, target, zero_ratio; the sweep engine also writes n_zeros and chain_p, which are per image too)."""
 
 
@@ -31,7 +31,7 @@ def make_sweep(
     target: int = 3,
 ) -> xr.Dataset:
     """One sweep: `probability`, `top1`, `top1_probability` over `window` (int64) or `scale` (float64), with the
-    attrs of INTERFACES.md plus the extras src/ifmsan/sweep.py writes (n_zeros, chain_p, seed, trained)."""
+    attrs of docs/netcdf.md plus the extras src/ifmsan/sweep.py writes (n_zeros, chain_p, seed, trained)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if values is None:
         values = range(2, 2 + probs.size) if parameter == "window" else np.linspace(0.0, 1.0, probs.size)

@@ -40,7 +40,11 @@ def test_every_test_named_in_the_table_is_collected() -> None:
     files = sorted({test.split("::", 1)[0] for *_, test in rows})
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     ids = {line.strip() for line in collected.stdout.splitlines() if "::" in line}
     assert ids, collected.stdout[-2000:] + collected.stderr[-2000:]

@@ -61,7 +61,7 @@ def assert_same_blobs(got: dict[str, list[np.ndarray]], expected: dict[str, list
 def test_bvlc_shape_constant_matches_deploy_prototxt() -> None:
     assert BVLC_ALEXNET_BLOB_SHAPES == PAPER_SHAPES
     params = sum(int(np.prod(s)) for layer in PAPER_SHAPES.values() for s in layer)
-    assert params == 60_965_224  # the parameter count DESIGN.md states for bvlc_alexnet
+    assert params == 60_965_224  # the parameter count of BVLC AlexNet (deploy.prototxt)
 
 
 def test_full_size_bvlc_alexnet_v1_file_round_trips_exactly(tmp_path: Path) -> None:
@@ -90,8 +90,9 @@ def test_random_blobs_are_seeded_and_small() -> None:
 @pytest.mark.parametrize("double", [False, True], ids=["float", "double"])
 def test_every_form_round_trips(tmp_path: Path, form: str, old_dims: bool, packed: bool, double: bool) -> None:
     blobs = small_bvlc_named_blobs()
-    path = write_caffemodel(tmp_path / "net.caffemodel", blobs, form=form, old_dims=old_dims, packed=packed,
-                            double=double)
+    path = write_caffemodel(
+        tmp_path / "net.caffemodel", blobs, form=form, old_dims=old_dims, packed=packed, double=double
+    )
     assert_same_blobs(read_caffemodel(path), blobs)
 
 
@@ -142,8 +143,10 @@ def test_writer_layer_list_is_bvlcs_full_train_net() -> None:
 def test_legacy_blobs_of_other_layer_types_stay_4d(tmp_path: Path) -> None:
     """Caffe keeps old-dims blobs 4-D; only Convolution/InnerProduct blobs are brought to PyTorch's shapes."""
     scale = np.arange(5, dtype=np.float32)
-    layers = [encode_v2_layer("sc", "Scale", blobs=[encode_blob(scale)]),
-              encode_v2_layer("ip", "InnerProduct", blobs=[encode_blob(np.ones((2, 3), np.float32))])]
+    layers = [
+        encode_v2_layer("sc", "Scale", blobs=[encode_blob(scale)]),
+        encode_v2_layer("ip", "InnerProduct", blobs=[encode_blob(np.ones((2, 3), np.float32))]),
+    ]
     got = read_caffemodel(write_chunks(tmp_path / "m.caffemodel", encode_net(layers, form="v2")))
     assert got["sc"][0].shape == (1, 1, 1, 5) and np.array_equal(got["sc"][0].ravel(), scale)
     assert got["ip"][0].shape == (2, 3)
@@ -216,8 +219,10 @@ def test_corrupt_or_foreign_files(tmp_path: Path, content: bytes) -> None:
 
 def test_blob_whose_data_does_not_match_its_shape(tmp_path: Path) -> None:
     bad = encode_blob(np.zeros(8, np.float32), shape=(3, 3), old_dims=False)
-    layers = [encode_v1_layer("conv1", 4, blobs=[encode_blob(np.zeros((1, 1, 1, 1), np.float32))]),
-              encode_v1_layer("fc_bad", 14, blobs=[bad])]
+    layers = [
+        encode_v1_layer("conv1", 4, blobs=[encode_blob(np.zeros((1, 1, 1, 1), np.float32))]),
+        encode_v1_layer("fc_bad", 14, blobs=[bad]),
+    ]
     path = write_chunks(tmp_path / "wrong.caffemodel", encode_net(layers))
     pattern = r"wrong\.caffemodel: layer 'fc_bad' .*\(3, 3\) needs 9 values but data holds 8"
     with pytest.raises(ValueError, match=pattern):
@@ -254,8 +259,11 @@ def test_validate_names_layer_expected_and_found_shapes() -> None:
     fake = {name: [np.empty(s, np.float32) for s in layer] for name, layer in shapes.items() if name != "fc6"}
     fake["fc6"] = [np.empty((4096, 10), np.float32), np.empty((4096,), np.float32)]
     validate_kwargs = {"path": "x.caffemodel"}
-    with pytest.raises(ValueError, match=r"x\.caffemodel: layer 'fc6' has blob shapes \[\(4096, 10\), \(4096,\)\], "
-                                         r"expected \[\(4096, 9216\), \(4096,\)\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"x\.caffemodel: layer 'fc6' has blob shapes \[\(4096, 10\), \(4096,\)\], "
+        r"expected \[\(4096, 9216\), \(4096,\)\]",
+    ):
         validate_bvlc_alexnet({n: fake[n] for n in PAPER_SHAPES}, **validate_kwargs)
     ungrouped = dict(fake, fc6=[np.empty(s, np.float32) for s in PAPER_SHAPES["fc6"]])
     ungrouped["conv2"] = [np.empty((256, 96, 5, 5), np.float32), np.empty((256,), np.float32)]

@@ -23,7 +23,7 @@ def test_help_lists_the_verbs_and_sanitize_help_reads_well() -> None:
     assert top.returncode == 0 and "sanitize" in top.stdout and "sample-and-hold" in top.stdout
     sub = run_cli("sanitize", "--help")
     assert sub.returncode == 0
-    for option in ("--window", "--select", "--scale", "--seed", "nonzero_mean"):
+    for option in ("--window", "--knob", "--scale", "--seed", "nonzero_mean"):
         assert option in sub.stdout
 
 
@@ -34,7 +34,10 @@ def test_sanitize_npy_round_trip_equals_library(tmp_path: Path) -> None:
     got = np.load(tmp_path / "out.npy")
     expected = ifmsan.sample_and_hold(torch.from_numpy(ifm), 7).numpy()
     assert got.dtype == np.float32 and np.array_equal(got, expected)
-    assert main(["sanitize", "--select", "gaussian", "--scale", "0.5", str(tmp_path / "in.npy"), str(tmp_path / "g.npy")]) == 0
+    assert (
+        main(["sanitize", "--knob", "gaussian", "--scale", "0.5", str(tmp_path / "in.npy"), str(tmp_path / "g.npy")])
+        == 0
+    )
     assert np.load(tmp_path / "g.npy").shape == ifm.shape
 
 
@@ -42,11 +45,13 @@ def test_sanitize_npy_round_trip_equals_library(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["--window", "0"], "window must be an integer >= 1"),
-        (["--window", "3", "--select", "laplace"], "noise knob: give --scale"),
+        (["--window", "3", "--knob", "laplace"], "noise knob: give --scale"),
         (["--scale", "1.0"], "sample-and-hold knob: give --window"),
     ],
 )
-def test_sanitize_bad_options_fail_cleanly_without_output(tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sanitize_bad_options_fail_cleanly_without_output(
+    tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     np.save(tmp_path / "in.npy", np.ones((4, 4), dtype=np.float32))
     out = tmp_path / "out.npy"
     assert main(["sanitize", *args, str(tmp_path / "in.npy"), str(out)]) == 2

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import http.server
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -264,11 +264,18 @@ def test_verify_file_records_once_and_skips_rehashing(tmp_path: Path, monkeypatc
     assert record["mtime_ns"] == path.stat().st_mtime_ns
     calls: list[str] = []
     real = ifmsan.fetch.file_checksum
-    monkeypatch.setattr(ifmsan.fetch, "file_checksum", lambda p, algorithm="sha256": calls.append(algorithm) or real(p, algorithm=algorithm))
+    monkeypatch.setattr(
+        ifmsan.fetch,
+        "file_checksum",
+        lambda p, algorithm="sha256": calls.append(algorithm) or real(p, algorithm=algorithm),
+    )
     verify_file(path, sha256=SHA256.upper())
     assert calls == []  # the sidecar vouches for this content
     verify_file(path, sha1=SHA1)  # a new algorithm is hashed once and added
-    assert calls == ["sha1"] and json.loads((tmp_path / "model.bin.verified").read_text())["digests"] == {"sha256": SHA256, "sha1": SHA1}
+    assert calls == ["sha1"] and json.loads((tmp_path / "model.bin.verified").read_text())["digests"] == {
+        "sha256": SHA256,
+        "sha1": SHA1,
+    }
     verify_file(path, sha256=SHA256, sha1=SHA1)
     assert calls == ["sha1"]
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: hashed again
@@ -292,7 +299,9 @@ def test_verify_file_changed_content_invalidates_the_record(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    "sidecar", ["not json", '{"size": 1, "mtime_ns": 2, "ino": 3, "digests": {}}', "[]"], ids=["garbage", "stale", "list"]
+    "sidecar",
+    ["not json", '{"size": 1, "mtime_ns": 2, "ino": 3, "digests": {}}', "[]"],
+    ids=["garbage", "stale", "list"],
 )
 def test_verify_file_ignores_a_bad_sidecar(tmp_path: Path, sidecar: str) -> None:
     path = tmp_path / "model.bin"

@@ -39,11 +39,18 @@ from ifmsan.caffe import _message_classes, read_caffemodel
 from ifmsan.images import load_image
 from ifmsan.io import netcdf_memory_limit, read_ifms, read_netcdf, read_sweep, write_netcdf
 
-FUZZ = settings(max_examples=300, deadline=3000, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300,
+    deadline=3000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 """Seeded (derandomized) runs of a few seconds each; a file that hangs a reader fails the 3 s deadline."""
-TINY_BLOBS = {"conv1": [np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.ones(2, np.float32)],
-              "fc": [np.full((3, 4), 0.5, np.float32), np.arange(3, dtype=np.float32)]}
+TINY_BLOBS = {
+    "conv1": [np.arange(8, dtype=np.float32).reshape(2, 1, 2, 2), np.ones(2, np.float32)],
+    "fc": [np.full((3, 4), 0.5, np.float32), np.arange(3, dtype=np.float32)],
+}
 
 
 def _seed_caffemodels(folder: Path) -> list[bytes]:
@@ -52,8 +59,14 @@ def _seed_caffemodels(folder: Path) -> list[bytes]:
     for form in ("v1", "v2"):
         for old_dims in (True, False):
             for packed in (True, False):
-                path = write_caffemodel(folder / "seed.caffemodel", TINY_BLOBS, form=form, old_dims=old_dims,
-                                        packed=packed, double=not packed and old_dims)
+                path = write_caffemodel(
+                    folder / "seed.caffemodel",
+                    TINY_BLOBS,
+                    form=form,
+                    old_dims=old_dims,
+                    packed=packed,
+                    double=not packed and old_dims,
+                )
                 seeds.append(path.read_bytes())
     return seeds
 
@@ -95,7 +108,7 @@ def mutate(data: bytes, mutations: list[tuple[str, float, bytes]]) -> bytes:
         elif kind == "wire_type":
             out[at] = (out[at] & ~0x07) | (payload[0] % 8)
         else:
-            out[at:at + len(payload)] = payload
+            out[at : at + len(payload)] = payload
     return bytes(out)
 
 
@@ -120,21 +133,28 @@ def assert_caffe_result_or_clear_error(path: Path) -> None:
 
 @settings(FUZZ, max_examples=1000)
 @given(seed=st.integers(min_value=0, max_value=7), mutations=st.lists(MUTATION, min_size=1, max_size=4))
-def test_fuzz_caffemodel_reader(folder: Path, caffe_seeds: list[bytes], seed: int,
-                                mutations: list[tuple[str, float, bytes]]) -> None:
+def test_fuzz_caffemodel_reader(
+    folder: Path, caffe_seeds: list[bytes], seed: int, mutations: list[tuple[str, float, bytes]]
+) -> None:
     path = folder / "fuzzed.caffemodel"
     path.write_bytes(mutate(caffe_seeds[seed], mutations))
     assert_caffe_result_or_clear_error(path)
 
 
 @FUZZ
-@given(dims=st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=0, max_size=40),
-       values=st.integers(min_value=0, max_value=64), form=st.sampled_from(["v1", "v2"]))
-def test_fuzz_caffemodel_declared_shapes(folder: Path, caffe_seeds: list[bytes], dims: list[int], values: int,
-                                         form: str) -> None:
+@given(
+    dims=st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), min_size=0, max_size=40),
+    values=st.integers(min_value=0, max_value=64),
+    form=st.sampled_from(["v1", "v2"]),
+)
+def test_fuzz_caffemodel_declared_shapes(
+    folder: Path, caffe_seeds: list[bytes], dims: list[int], values: int, form: str
+) -> None:
     """Any BlobShape (negative, huge, 0-d, too many axes) over any number of values: a match or a clear error."""
     blob = encode_blob(np.ones(values, np.float32), shape=dims, old_dims=False)
-    layer = encode_v1_layer("ip", 14, blobs=[blob]) if form == "v1" else encode_v2_layer("ip", "InnerProduct", blobs=[blob])
+    layer = (
+        encode_v1_layer("ip", 14, blobs=[blob]) if form == "v1" else encode_v2_layer("ip", "InnerProduct", blobs=[blob])
+    )
     path = write_chunks(folder / "shapes.caffemodel", encode_net([layer], form=form))
     try:
         blobs = read_caffemodel(path)
@@ -152,32 +172,52 @@ _ONE = encode_blob(np.ones(2, np.float32))
 STRUCTURAL = {
     "length_field_2**40": ([b"\x0a" + varint(2**40) + b"CaffeNet"], "is truncated or corrupt"),
     "layer_longer_than_file": ([key(2, 2) + varint(5000) + b"\x22\x02fc"], "is truncated or corrupt"),
-    "packed_floats_longer_than_file": (_net(encode_v1_layer("fc", 14, blobs=[[key(5, 2) + varint(2**31)]])),
-                                       "is truncated or corrupt"),
+    "packed_floats_longer_than_file": (
+        _net(encode_v1_layer("fc", 14, blobs=[[key(5, 2) + varint(2**31)]])),
+        "is truncated or corrupt",
+    ),
     "layers_as_varint": ([key(2, 0) + varint(7)], "holds no layers with parameters"),
-    "data_as_varint": (_net(encode_v1_layer("fc", 14, blobs=[[key(5, 0) + varint(3)] + length_field(7, length_field(1, varint(1)))])),
-                       "needs 1 values but data holds 0"),
+    "data_as_varint": (
+        _net(encode_v1_layer("fc", 14, blobs=[[key(5, 0) + varint(3)] + length_field(7, length_field(1, varint(1)))])),
+        "needs 1 values but data holds 0",
+    ),
     "group_wire_type": ([key(2, 3) + b"\x00"], "is truncated or corrupt"),
-    "shape_product_mismatch": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(8, np.float32), shape=(3, 3),
-                                                                                  old_dims=False)])),
-                               r"shape \(3, 3\) needs 9 values but data holds 8"),
-    "negative_dim": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(2, np.float32), shape=(-1, -2),
-                                                                        old_dims=False)])), "negative dimension"),
-    "negative_legacy_dim": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(2, np.float32), shape=(1, 1, -1, 2))])),
-                            "negative dimension"),
-    "huge_dims": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(4, np.float32), shape=(2**40, 2**40),
-                                                                     old_dims=False)])), "needs 1208925819614629174706176"),
-    "33_axes": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(1, np.float32), shape=(1,) * 33,
-                                                                   old_dims=False)])), "33 axes, Caffe allows at most 32"),
-    "invalid_utf8_name": (length_field(100, length_field(1, b"fc\xff\xfe") + length_field(2, b"InnerProduct")
-                                       + length_field(7, _ONE)), "not valid UTF-8"),
+    "shape_product_mismatch": (
+        _net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(8, np.float32), shape=(3, 3), old_dims=False)])),
+        r"shape \(3, 3\) needs 9 values but data holds 8",
+    ),
+    "negative_dim": (
+        _net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(2, np.float32), shape=(-1, -2), old_dims=False)])),
+        "negative dimension",
+    ),
+    "negative_legacy_dim": (
+        _net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(2, np.float32), shape=(1, 1, -1, 2))])),
+        "negative dimension",
+    ),
+    "huge_dims": (
+        _net(
+            encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(4, np.float32), shape=(2**40, 2**40), old_dims=False)])
+        ),
+        "needs 1208925819614629174706176",
+    ),
+    "33_axes": (
+        _net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(1, np.float32), shape=(1,) * 33, old_dims=False)])),
+        "33 axes, Caffe allows at most 32",
+    ),
+    "invalid_utf8_name": (
+        length_field(100, length_field(1, b"fc\xff\xfe") + length_field(2, b"InnerProduct") + length_field(7, _ONE)),
+        "not valid UTF-8",
+    ),
     "nameless_layer": (_net(encode_v1_layer("", 14, blobs=[_ONE])), "layer with parameters has no name"),
-    "double_data_mismatch": (_net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(3), shape=(1, 1, 1, 2),
-                                                                                double=True)])),
-                             "needs 2 values but double_data holds 3"),
+    "double_data_mismatch": (
+        _net(encode_v1_layer("fc", 14, blobs=[encode_blob(np.ones(3), shape=(1, 1, 1, 2), double=True)])),
+        "needs 2 values but double_data holds 3",
+    ),
     "groups_nested_1000_deep": ([key(9, 3) * 1000 + key(9, 4) * 1000], "is truncated or corrupt"),
-    "100k_empty_layers": (encode_net([encode_v1_layer("relu", 18) for _ in range(100_000)]),
-                          "holds no layers with parameters"),
+    "100k_empty_layers": (
+        encode_net([encode_v1_layer("relu", 18) for _ in range(100_000)]),
+        "holds no layers with parameters",
+    ),
 }
 
 
@@ -221,12 +261,16 @@ FOREIGN = {
     "pytorch_pt": (_torch_checkpoint, "a PyTorch checkpoint"),
     "legacy_pickle": (lambda: pickle.dumps({"w": [1.0, 2.0]}, protocol=2), "a Python pickle"),
     "npy": (_npy, r"a NumPy \.npy array"),
-    "html_error_page": (lambda: b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n",
-                        "an HTML/XML page"),
+    "html_error_page": (
+        lambda: b"<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head></html>\n",
+        "an HTML/XML page",
+    ),
     "html_after_blank_lines": (lambda: b"\n\n  <html><body>Access denied</body></html>", "an HTML/XML page"),
     "empty": (lambda: b"", r"empty \(0 bytes; download it again\)"),
-    "prototxt": (lambda: b'name: "CaffeNet"\nlayers {\n  name: "conv1"\n  type: CONVOLUTION\n}\n' * 3,
-                 r"a text file starting 'name: \"CaffeNet\""),
+    "prototxt": (
+        lambda: b'name: "CaffeNet"\nlayers {\n  name: "conv1"\n  type: CONVOLUTION\n}\n' * 3,
+        r"a text file starting 'name: \"CaffeNet\"",
+    ),
     "json": (lambda: b'{"conv1": [1, 2, 3]}\n', "a JSON/text file"),
     "zip_archive": (_zip, "a zip archive"),
     "gzip": (lambda: zlib.compress(b"x") and b"\x1f\x8b\x08\x00" + bytes(20), "a gzip-compressed file"),
@@ -256,16 +300,24 @@ def _image_bytes(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
 @pytest.fixture(scope="module")
 def image_seeds() -> list[bytes]:
     rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8))
-    return [_image_bytes(rgb, "PNG"), _image_bytes(rgb, "JPEG"), _image_bytes(rgb.convert("P"), "GIF"),
-            _image_bytes(rgb.convert("RGBA"), "PNG"), _image_bytes(rgb, "TIFF"), _image_bytes(rgb, "BMP"),
-            _image_bytes(rgb.convert("CMYK"), "JPEG"), _image_bytes(rgb, "WEBP")]
+    return [
+        _image_bytes(rgb, "PNG"),
+        _image_bytes(rgb, "JPEG"),
+        _image_bytes(rgb.convert("P"), "GIF"),
+        _image_bytes(rgb.convert("RGBA"), "PNG"),
+        _image_bytes(rgb, "TIFF"),
+        _image_bytes(rgb, "BMP"),
+        _image_bytes(rgb.convert("CMYK"), "JPEG"),
+        _image_bytes(rgb, "WEBP"),
+    ]
 
 
 @settings(FUZZ, max_examples=600)
 @pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about corrupt TIFF tags it skips
 @given(seed=st.integers(min_value=0, max_value=7), mutations=st.lists(MUTATION, min_size=1, max_size=3))
-def test_fuzz_image_loader(folder: Path, image_seeds: list[bytes], seed: int,
-                           mutations: list[tuple[str, float, bytes]]) -> None:
+def test_fuzz_image_loader(
+    folder: Path, image_seeds: list[bytes], seed: int, mutations: list[tuple[str, float, bytes]]
+) -> None:
     path = folder / "fuzzed.img"
     path.write_bytes(mutate(image_seeds[seed], mutations))
     try:
@@ -293,12 +345,18 @@ BAD_IMAGES = {
     "html_page": (lambda seeds: b"<html><body>404</body></html>", "not a readable image"),
     "npy_file": (lambda seeds: _npy(), "not a readable image"),
     "empty_file": (lambda seeds: b"", "not a readable image"),
-    "float_tiff": (lambda seeds: _image_bytes(Image.fromarray(np.ones((4, 4), np.float32)), "TIFF"),
-                   "pixel mode F has no unambiguous 8-bit RGB form"),
-    "int32_tiff": (lambda seeds: _image_bytes(Image.fromarray(np.ones((4, 4), np.int32)), "TIFF"),
-                   "pixel mode I has no unambiguous 8-bit RGB form"),
-    "lab_tiff": (lambda seeds: _image_bytes(Image.new("LAB", (4, 4), (50, 10, 10)), "TIFF"),
-                 "pixel mode LAB has no unambiguous 8-bit RGB form"),
+    "float_tiff": (
+        lambda seeds: _image_bytes(Image.fromarray(np.ones((4, 4), np.float32)), "TIFF"),
+        "pixel mode F has no unambiguous 8-bit RGB form",
+    ),
+    "int32_tiff": (
+        lambda seeds: _image_bytes(Image.fromarray(np.ones((4, 4), np.int32)), "TIFF"),
+        "pixel mode I has no unambiguous 8-bit RGB form",
+    ),
+    "lab_tiff": (
+        lambda seeds: _image_bytes(Image.new("LAB", (4, 4), (50, 10, 10)), "TIFF"),
+        "pixel mode LAB has no unambiguous 8-bit RGB form",
+    ),
 }
 
 
@@ -322,12 +380,23 @@ def test_decompression_bomb_warning_range_is_an_error(folder: Path, monkeypatch:
 
 GREY16 = np.array([[0, 256, 257, 32767], [32768, 65000, 65534, 65535]], dtype=np.uint16)
 MODES = {
-    "grey16_png": (lambda: _image_bytes(Image.fromarray(GREY16), "PNG"), np.rint(GREY16 / 257.0)[..., None].repeat(3, 2)),
-    "grey16_tiff": (lambda: _image_bytes(Image.fromarray(GREY16), "TIFF"), np.rint(GREY16 / 257.0)[..., None].repeat(3, 2)),
-    "cmyk_tiff": (lambda: _image_bytes(Image.new("CMYK", (2, 2), (10, 20, 30, 40)), "TIFF"),
-                  np.array([255 - 10, 255 - 20, 255 - 30]) * (255 - 40) / 255),
+    "grey16_png": (
+        lambda: _image_bytes(Image.fromarray(GREY16), "PNG"),
+        np.rint(GREY16 / 257.0)[..., None].repeat(3, 2),
+    ),
+    "grey16_tiff": (
+        lambda: _image_bytes(Image.fromarray(GREY16), "TIFF"),
+        np.rint(GREY16 / 257.0)[..., None].repeat(3, 2),
+    ),
+    "cmyk_tiff": (
+        lambda: _image_bytes(Image.new("CMYK", (2, 2), (10, 20, 30, 40)), "TIFF"),
+        np.array([255 - 10, 255 - 20, 255 - 30]) * (255 - 40) / 255,
+    ),
     "palette_png": (lambda: _image_bytes(_palette(), "PNG"), np.array([[[255, 0, 0], [0, 0, 255]]])),
-    "palette_transparent": (lambda: _image_bytes(_palette(), "PNG", transparency=0), np.array([[[255, 0, 0], [0, 0, 255]]])),
+    "palette_transparent": (
+        lambda: _image_bytes(_palette(), "PNG", transparency=0),
+        np.array([[[255, 0, 0], [0, 0, 255]]]),
+    ),
     "rgba_png": (lambda: _image_bytes(Image.new("RGBA", (2, 2), (10, 20, 30, 0)), "PNG"), np.array([10, 20, 30])),
     "grey_alpha_png": (lambda: _image_bytes(Image.new("LA", (2, 2), (77, 128)), "PNG"), np.array([77, 77, 77])),
     "bilevel_png": (lambda: _image_bytes(Image.new("1", (2, 2), 1), "PNG"), np.array([255, 255, 255])),
@@ -357,8 +426,11 @@ def test_image_modes_convert_to_the_right_rgb(folder: Path, case: str) -> None:
 
 @pytest.fixture(scope="module")
 def sweep_file(folder: Path) -> Path:
-    dataset = xr.Dataset({"probability": ("window", np.linspace(0.1, 0.9, 6))}, coords={"window": np.arange(2, 8)},
-                         attrs={"layer": "pool5", "knob": "first", "p0": 0.5, "target": 3})
+    dataset = xr.Dataset(
+        {"probability": ("window", np.linspace(0.1, 0.9, 6))},
+        coords={"window": np.arange(2, 8)},
+        attrs={"layer": "pool5", "knob": "first", "p0": 0.5, "target": 3},
+    )
     return write_netcdf(dataset, folder / "sweep.nc")
 
 
@@ -383,7 +455,9 @@ def _declared_only(path: Path, *, dims: dict[str, int], coordinate: bool) -> Pat
             nc.createDimension(name, size)
             if coordinate:
                 nc.createVariable(name, "f8", (name,), zlib=True, chunksizes=(min(size, 1 << 20),))
-        nc.createVariable("probability", "f4", tuple(dims), zlib=True, chunksizes=tuple(min(s, 256) for s in dims.values()))
+        nc.createVariable(
+            "probability", "f4", tuple(dims), zlib=True, chunksizes=tuple(min(s, 256) for s in dims.values())
+        )
     return path
 
 
@@ -392,8 +466,11 @@ def test_netcdf_with_huge_declared_shapes_is_refused_before_loading(folder: Path
     assert path.stat().st_size < 100_000
     tracemalloc.start()
     try:
-        with pytest.raises(ValueError, match=r"huge\.nc: its variables would need 10000000000 bytes in memory, more "
-                                             r"than the 67108864 allowed .*probability \(50000, 50000\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"huge\.nc: its variables would need 10000000000 bytes in memory, more "
+            r"than the 67108864 allowed .*probability \(50000, 50000\)",
+        ):
             read_netcdf(path)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
@@ -429,8 +506,10 @@ def _netcdf3(folder: Path) -> bytes:
 
 BAD_NETCDF = {
     "netcdf3_classic": (_netcdf3, "is a NetCDF-3 \\(classic\\) file; expected a NetCDF-4 file"),
-    "hdf5_garbage": (lambda folder: b"\x89HDF\r\n\x1a\n" + np.random.default_rng(1).bytes(2000),
-                     "is not a readable NetCDF file"),
+    "hdf5_garbage": (
+        lambda folder: b"\x89HDF\r\n\x1a\n" + np.random.default_rng(1).bytes(2000),
+        "is not a readable NetCDF file",
+    ),
     "truncated_netcdf4": (lambda folder: (folder / "sweep.nc").read_bytes()[:3000], "is not a readable NetCDF file"),
     "empty": (lambda folder: b"", r"is not a NetCDF file \(it starts with b''\)"),
     "text": (lambda folder: b"window,probability\n2,0.5\n", "is not a NetCDF file"),

@@ -25,11 +25,16 @@ def x() -> torch.Tensor:
 
 def naive_curve(net: models.LayeredNet, ifm: torch.Tensor, layer: str, windows: range, target: int) -> list[float]:
     with torch.inference_mode():
-        return [float(torch.softmax(net.forward_from(layer, ifmsan.sample_and_hold(ifm, n)[None]).double(), 1)[0, target]) for n in windows]
+        return [
+            float(torch.softmax(net.forward_from(layer, ifmsan.sample_and_hold(ifm, n)[None]).double(), 1)[0, target])
+            for n in windows
+        ]
 
 
 @pytest.mark.parametrize("layer", ["pool5", "norm2", "fc6"])
-def test_controller_window_is_the_first_that_meets_the_bound(net: models.LayeredNet, x: torch.Tensor, layer: str) -> None:
+def test_controller_window_is_the_first_that_meets_the_bound(
+    net: models.LayeredNet, x: torch.Tensor, layer: str
+) -> None:
     with torch.inference_mode():
         ifm = net.ifms(x[None])[layer][0]
         original = torch.softmax(net(x[None]).double(), 1)[0]
@@ -41,10 +46,12 @@ def test_controller_window_is_the_first_that_meets_the_bound(net: models.Layered
     assert reachable > 0.001, "the test needs a curve that falls below p0"
     for gamma in (reachable * 0.1, reachable * 0.5, reachable * 0.95):
         result = GammaSanitizer(net, layer, gamma, windows=windows, batch_size=7)(x)
-        expected = next(n for n, p in zip(windows, curve) if p <= p0 / 2**gamma)
+        expected = next(n for n, p in zip(windows, curve, strict=True) if p <= p0 / 2**gamma)
         assert result.window == expected and result.target == target
         assert result.probability <= result.bound == pytest.approx(p0 / 2**gamma)
-        assert result.epsilon == pytest.approx(math.log(p0 / result.probability)) and result.epsilon >= gamma * math.log(2)
+        assert result.epsilon == pytest.approx(
+            math.log(p0 / result.probability)
+        ) and result.epsilon >= gamma * math.log(2)
         assert result.prediction == int(result.probabilities.argmax())
         # it evaluates whole batches only up to the one holding n*
         position = expected - windows[0]
@@ -110,3 +117,36 @@ def test_bad_arguments(net: models.LayeredNet, kwargs: dict, message: str) -> No
 def test_one_image_at_a_time(net: models.LayeredNet, x: torch.Tensor) -> None:
     with pytest.raises(ValueError, match="one image"):
         GammaSanitizer(net, "pool5", 1.0)(torch.stack([x, x]))
+
+
+def test_controller_table_rows_against_a_sweep_and_a_disagreeing_one(net: models.LayeredNet, x: torch.Tensor) -> None:
+    import xarray as xr
+
+    from ifmsan.gamma import controller_table
+
+    layer, windows = "pool5", range(2, 40)
+    with torch.inference_mode():
+        ifm = net.ifms(x[None])[layer][0]
+        original = torch.softmax(net(x[None]).double(), 1)[0]
+    target = int(original.argmax())
+    p0 = float(original[target])
+    curve = naive_curve(net, ifm, layer, windows, target)
+    reachable = math.log2(p0 / min(curve))
+    gammas = [reachable / 2, reachable * 1.05 + 0.01]
+    expected = next(n for n, p in zip(windows, curve, strict=True) if p <= p0 / 2 ** gammas[0])
+    sweep = xr.Dataset(
+        {"probability": (("window",), np.array(curve))}, coords={"window": list(windows)}, attrs={"p0": p0}
+    )
+    frame = controller_table(net, {layer: ifm}, layers=[layer], gammas=gammas, windows=list(windows), target=target,
+                             references={layer: sweep}, image_id="img")  # fmt: skip
+    assert list(frame["status"]) == ["met", "not reached"]
+    assert frame["window"][0] == expected and frame["sweep_n_star"][0] == expected and frame["window"].isna()[1]
+    assert list(frame["matches_sweep"]) == [True, True] and set(frame["image_id"]) == {"img"}
+    wrong = sweep.copy(data={"probability": np.roll(sweep["probability"].values, 3)})
+    with pytest.raises(ValueError, match="disagrees with the sweep"):
+        controller_table(net, {layer: ifm}, layers=[layer], gammas=gammas[:1], windows=list(windows), target=target,
+                         references={layer: wrong})  # fmt: skip
+    with pytest.raises(ValueError, match="no layer 'fc6'"):
+        controller_table(
+            net, {layer: ifm}, layers=[layer, "fc6"], gammas=gammas[:1], windows=list(windows), target=target
+        )

@@ -151,8 +151,9 @@ def test_corrupt_download_names_the_url(tmp_path: Path) -> None:
         ("no/such/file.png", {}, FileNotFoundError, "image not found: no/such/file.png"),
     ],
 )
-def test_unsafe_or_odd_sources(tmp_path: Path, source: str, kwargs: dict[str, str], error: type[Exception],
-                               pattern: str) -> None:
+def test_unsafe_or_odd_sources(
+    tmp_path: Path, source: str, kwargs: dict[str, str], error: type[Exception], pattern: str
+) -> None:
     with pytest.raises(error, match=pattern.replace("[", r"\[").replace("?", r"\?")):
         load_image(source, cache_dir=tmp_path / "cache", **kwargs)
     assert not (tmp_path / "cache").exists()

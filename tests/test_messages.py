@@ -73,9 +73,11 @@ def _write_bad_npy(path: Path, kind: str) -> None:
         ("nan", "contains 1 NaN or infinite value(s)"),
         ("folder", "is a directory; expected a .npy file"),
     ],
-    ids=['text', 'empty', 'truncated', 'header-only', 'objects', 'integers', 'complex', 'nan', 'folder'],
+    ids=["text", "empty", "truncated", "header-only", "objects", "integers", "complex", "nan", "folder"],
 )
-def test_sanitize_names_a_bad_input_file(tmp_path: Path, kind: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sanitize_names_a_bad_input_file(
+    tmp_path: Path, kind: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = tmp_path / "x.npy"
     _write_bad_npy(source, kind)
     code, err = run_cli(["sanitize", "--window", "2", str(source), str(tmp_path / "o.npy")], capsys)
@@ -88,9 +90,11 @@ def test_sanitize_names_a_bad_input_file(tmp_path: Path, kind: str, message: str
 
 def test_atomic_path_refuses_a_directory_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "out.csv").mkdir()
-    with pytest.raises(ValueError, match="is a directory; expected the path of a file"):
-        with atomic_path(tmp_path / "out.csv") as tmp:
-            tmp.write_text("x")
+    with (
+        pytest.raises(ValueError, match="is a directory; expected the path of a file"),
+        atomic_path(tmp_path / "out.csv") as tmp,
+    ):
+        tmp.write_text("x")
     assert files_in(tmp_path) == ["out.csv"] and files_in(tmp_path / "out.csv") == []
 
 
@@ -125,7 +129,9 @@ def test_an_output_file_that_is_a_directory_is_refused_first(
     assert files_in(ifm_npy.parent) == sorted(["in.npy", name]) and files_in(out) == []
 
 
-@pytest.mark.parametrize(("verb", "name"), [("sanitize", "o.npy"), ("sweep", "s.nc"), ("gamma", "g.csv"), ("fetch", "w.bin")])
+@pytest.mark.parametrize(
+    ("verb", "name"), [("sanitize", "o.npy"), ("sweep", "s.nc"), ("gamma", "g.csv"), ("fetch", "w.bin")]
+)
 def test_an_output_file_below_a_file_is_refused_first(
     verb: str, name: str, ifm_npy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -157,14 +163,18 @@ def _disk_full(*args: object, **kwargs: object) -> None:
 
 def test_atomic_path_turns_a_full_disk_into_one_line_naming_the_output(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
-    with pytest.raises(OSError, match=f"cannot write {target}: No space left on device") as caught:
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"partial")
-            _disk_full()
+    with (
+        pytest.raises(OSError, match=f"cannot write {target}: No space left on device") as caught,
+        atomic_path(target) as tmp,
+    ):
+        tmp.write_bytes(b"partial")
+        _disk_full()
     assert caught.value.errno == errno.ENOSPC and files_in(tmp_path) == []
 
 
-def test_cli_sanitize_on_a_full_disk(ifm_npy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_sanitize_on_a_full_disk(
+    ifm_npy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def save_half(path: object, array: object, **kwargs: object) -> None:
         Path(str(path)).write_bytes(b"\x93NUMPY half")
         _disk_full()
@@ -193,18 +203,23 @@ def test_write_netcdf_on_a_full_disk_leaves_no_temp_file(tmp_path: Path, monkeyp
     [
         (OSError(errno.ENOSPC, "No space left on device", "out.nc"), "No space left on device: out.nc"),
         (PermissionError(errno.EACCES, "Permission denied", "/root/x"), "Permission denied: /root/x"),
-        (OSError(errno.ENOSPC, "cannot write out.nc: No space left on device"), "cannot write out.nc: No space left on device"),
+        (
+            OSError(errno.ENOSPC, "cannot write out.nc: No space left on device"),
+            "cannot write out.nc: No space left on device",
+        ),
         (FileNotFoundError("--weights file not found: w.pt"), "--weights file not found: w.pt"),
         (KeyError("no variable 'layer'"), "no variable 'layer'"),
         (ValueError("plain"), "plain"),
     ],
-    ids=['enospc', 'eacces', 'enospc-no-filename', 'file-not-found', 'key-error', 'value-error'],
+    ids=["enospc", "eacces", "enospc-no-filename", "file-not-found", "key-error", "value-error"],
 )
 def test_error_message_is_one_clean_line(exc: BaseException, expected: str) -> None:
     assert error_message(exc) == expected
 
 
-def test_cli_turns_any_os_error_into_exit_2(ifm_npy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_turns_any_os_error_into_exit_2(
+    ifm_npy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ifmsan.commands import sanitize as command
 
     def denied(path: object, **kwargs: object) -> None:
@@ -221,6 +236,7 @@ def test_cli_turns_any_os_error_into_exit_2(ifm_npy: Path, monkeypatch: pytest.M
 @pytest.fixture()
 def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty torch hub folder and a download that fails as without network (independent of the real network)."""
+
     def no_network(url: str, dst: str, *args: object, **kwargs: object) -> None:
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
@@ -245,7 +261,9 @@ def test_torchvision_bad_cached_weights_say_delete_it(offline_hub: Path) -> None
         models.load("torchvision:resnet18", weights="DEFAULT")
 
 
-def test_cli_extract_with_torchvision_weights_offline(offline_hub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_extract_with_torchvision_weights_offline(
+    offline_hub: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["extract", "--model", "torchvision:resnet18", "--weights", "IMAGENET1K_V1", "--image", "minidata:test:0",
             "--image-id", "x", "--out", str(tmp_path / "x.nc")]  # fmt: skip
     code, err = run_cli(argv, capsys)
@@ -265,9 +283,11 @@ def test_cli_extract_with_torchvision_weights_offline(offline_hub: Path, tmp_pat
         ("--timeout", "nan", "--timeout must be a finite number > 0, got nan"),
         ("--timeout", "inf", "--timeout must be a finite number > 0, got inf"),
     ],
-    ids=['retries--1', 'timeout-0', 'timeout--5', 'timeout-nan', 'timeout-inf'],
+    ids=["retries--1", "timeout-0", "timeout--5", "timeout-nan", "timeout-inf"],
 )
-def test_cli_fetch_bad_numbers(option: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fetch_bad_numbers(
+    option: str, value: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["fetch", "file:///nonexistent/x.bin", str(tmp_path / "x.bin"), "--sha256", "0" * 64, f"{option}={value}"]
     code, err = run_cli(argv, capsys)
     assert code == 2 and message in err and files_in(tmp_path) == []
@@ -285,7 +305,9 @@ def test_cli_fetch_bad_numbers(option: str, value: str, message: str, tmp_path: 
     ],
     ids=['extract-threads-0', 'gamma-batch-size-0', 'gamma-values-repeat', 'gamma-values-0:4'],
 )  # fmt: skip
-def test_cli_other_bad_numbers(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_other_bad_numbers(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / ("g.csv" if argv[0] == "gamma" else "x.nc")
     argv = [str(tmp_path / "missing.nc") if a == "IFMS" else a for a in argv]
     code, err = run_cli([*argv, "--out", str(out)], capsys)

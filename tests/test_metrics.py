@@ -76,11 +76,11 @@ def test_privacy_loss_is_ln_ratio_and_inf_at_zero() -> None:
     ("gamma", "expected"),
     [(0.25, 3), (1.0, 4), (2.0, 6), (3.0, 8), (4.0, None)],
 )
-def test_knob_for_gamma_on_the_hand_curve(gamma: float, expected: int | None) -> None:
+def test_n_star_for_gamma_on_the_hand_curve(gamma: float, expected: int | None) -> None:
     # bounds 0.75 / 2^γ: 0.75, 0.6307, 0.375 (met with equality at n=4), 0.1875, 0.09375, 0.046875 (below min p)
-    assert metrics.knob_for_gamma(VALUES, PROBS, p0=P0, gamma=gamma) == expected
+    assert metrics.n_star_for_gamma(VALUES, PROBS, p0=P0, gamma=gamma) == expected
     shuffled = np.random.default_rng(1).permutation(VALUES.size)
-    assert metrics.knob_for_gamma(VALUES[shuffled], PROBS[shuffled], p0=P0, gamma=gamma) == expected
+    assert metrics.n_star_for_gamma(VALUES[shuffled], PROBS[shuffled], p0=P0, gamma=gamma) == expected
 
 
 def test_trend_inversions_on_the_hand_curve() -> None:
@@ -131,12 +131,12 @@ def test_gamma_check_verdicts() -> None:
         (lambda: metrics.eff_san([0.5], decimals=-1), "decimals"),
         (lambda: metrics.eff_san([0.5], decimals=True), "decimals"),
         (lambda: metrics.eff_san([0.5], decimals=2.0), "decimals"),
-        (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=-1), "gamma"),
-        (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=0.0), "gamma must be a finite number > 0"),
+        (lambda: metrics.n_star_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=-1), "gamma"),
+        (lambda: metrics.n_star_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=0.0), "gamma must be a finite number > 0"),
         (lambda: metrics.eff_san([0.5], decimals=13), "decimals must be an integer in 0..12"),
-        (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=math.inf), "gamma"),
-        (lambda: metrics.knob_for_gamma([2, 3], [0.5, 0.4], p0=0.0, gamma=1), "p0"),
-        (lambda: metrics.knob_for_gamma([2, 3, 4], [0.5, 0.4], p0=0.5, gamma=1), "as long as"),
+        (lambda: metrics.n_star_for_gamma([2, 3], [0.5, 0.4], p0=0.5, gamma=math.inf), "gamma"),
+        (lambda: metrics.n_star_for_gamma([2, 3], [0.5, 0.4], p0=0.0, gamma=1), "p0"),
+        (lambda: metrics.n_star_for_gamma([2, 3, 4], [0.5, 0.4], p0=0.5, gamma=1), "as long as"),
         (lambda: metrics.trend_inversions([2, 2], [0.5, 0.4]), "repeat"),
         (lambda: metrics.table1_row([0.5], zero_ratio=1.5), "zero_ratio"),
     ],
@@ -146,17 +146,17 @@ def test_bad_input_is_a_clear_value_error(call, message: str) -> None:
         call()
 
 
-# Naive references: straight loops over the definitions in DESIGN.md.
+# Naive references: straight loops over the definitions in docs/definitions.md.
 def naive_n_star(values, probs, p0, gamma):
-    for n, p in sorted(zip(values, probs)):
+    for n, p in sorted(zip(values, probs, strict=False)):
         if p <= p0 / 2**gamma:
             return n
     return None
 
 
 def naive_inversions(values, probs):
-    pairs = sorted(zip(values, probs))
-    rises = [b[1] - a[1] for a, b in zip(pairs, pairs[1:]) if b[1] > a[1]]
+    pairs = sorted(zip(values, probs, strict=False))
+    rises = [b[1] - a[1] for a, b in zip(pairs, pairs[1:], strict=False) if b[1] > a[1]]
     return len(rises), sum(rises)
 
 
@@ -164,7 +164,7 @@ def naive_unsafe(values, probs, p0, gamma):
     star = naive_n_star(values, probs, p0, gamma)
     if star is None:
         return ()
-    return tuple(n for n, p in sorted(zip(values, probs)) if n > star and p > p0 / 2**gamma)
+    return tuple(n for n, p in sorted(zip(values, probs, strict=False)) if n > star and p > p0 / 2**gamma)
 
 
 curves = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40)
@@ -174,7 +174,7 @@ curves = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40)
 @given(probs=curves, p0=st.floats(0.01, 1.0), gamma=st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.0, 4.0]))
 def test_metrics_agree_with_naive_loops(probs: list[float], p0: float, gamma: float) -> None:
     values = list(range(2, 2 + len(probs)))[::-1]  # reversed: the metrics must sort by window
-    star = metrics.knob_for_gamma(values, probs, p0=p0, gamma=gamma)
+    star = metrics.n_star_for_gamma(values, probs, p0=p0, gamma=gamma)
     assert star == naive_n_star(values, probs, p0, gamma)
     inversions = metrics.trend_inversions(values, probs)
     count, rise = naive_inversions(values, probs)

@@ -203,4 +203,6 @@ def test_write_examples_pngs_and_manifest(tmp_path: Path) -> None:
         assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
         expected, _ = render_sample(index, seed=0, split="test")  # held-out images, losslessly stored
         assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), np.asarray(expected))
-    assert sorted(p.name for p in (tmp_path / "ex").iterdir()) == sorted([r.split("\t")[0] for r in rows[1:]] + ["manifest.tsv"])
+    assert sorted(p.name for p in (tmp_path / "ex").iterdir()) == sorted(
+        [r.split("\t")[0] for r in rows[1:]] + ["manifest.tsv"]
+    )

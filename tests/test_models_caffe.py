@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from caffemodel_writer import bvlc_random_blobs, write_caffemodel  # tests/ is on sys.path: pytest's rootdir conftest
 from PIL import Image
 
 import ifmsan.models as models
 from ifmsan.models.fused import CaffeLRN, CaffeMaxPool, lrn_reference
 
-sys.path.insert(0, str(Path(__file__).parent))
-from caffemodel_writer import bvlc_random_blobs, write_caffemodel  # noqa: E402
-
-# DESIGN.md "Definitions": the IFM sizes of the paper's Table 1.
+# The IFM sizes of the paper's Table 1.
 BVLC_IFM_SHAPES = {
     "conv1": (3, 227, 227), "norm1": (96, 55, 55), "pool1": (96, 55, 55), "conv2": (96, 27, 27),
     "norm2": (256, 27, 27), "pool2": (256, 27, 27), "conv3": (256, 13, 13), "conv4": (384, 13, 13),
@@ -38,7 +35,9 @@ def naive_caffe_lrn(x: torch.Tensor, *, size: int = 5, alpha: float = 1e-4, beta
     return out
 
 
-def reference_forward(blobs: dict[str, list[np.ndarray]], x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def reference_forward(
+    blobs: dict[str, list[np.ndarray]], x: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """BVLC deploy.prototxt written out with torch.nn.functional from the raw Caffe blobs: (IFMs, logits)."""
     w = {name: [torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in arrays] for name, arrays in blobs.items()}
     ifms = {"conv1": x}
@@ -84,7 +83,9 @@ def mini() -> models.LayeredNet:
 
 def test_torch_lrn_equals_caffe_lrn() -> None:
     x = torch.randn(2, 11, 4, 3, dtype=torch.float64) * 150  # large, so the scale term is far from k
-    torch.testing.assert_close(torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), naive_caffe_lrn(x), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        torch.nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x), naive_caffe_lrn(x), rtol=1e-12, atol=0
+    )
     assert not torch.allclose(naive_caffe_lrn(x), x, rtol=1e-2)
     # the model's formulation (sqrt instead of pow) is the same function: float64 agrees to rounding
     torch.testing.assert_close(lrn_reference(x, size=5, alpha=1e-4, k=1.0), naive_caffe_lrn(x), rtol=1e-12, atol=0)
@@ -113,7 +114,9 @@ def test_small_calls_do_not_load_numba_until_a_large_one_does() -> None:
     import sys as _sys
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "IFMSAN_NO_NUMBA"}
-    lines = subprocess.run([_sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    lines = subprocess.run(
+        [_sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     assert lines[0] == "False"
     pytest.importorskip("numba")
     assert lines[1] == "True"
@@ -129,7 +132,13 @@ def activation_like(shape: tuple[int, ...], *, scale: float, seed: int) -> torch
 
 @pytest.mark.parametrize(
     ("shape", "scale"),
-    [((3, 96, 55, 55), 50.0), ((2, 256, 27, 27), 1.0), ((4, 7, 5, 4), 1e4), ((2, 3, 2, 2), 1e-20), ((5, 1, 3, 3), 300.0)],
+    [
+        ((3, 96, 55, 55), 50.0),
+        ((2, 256, 27, 27), 1.0),
+        ((4, 7, 5, 4), 1e4),
+        ((2, 3, 2, 2), 1e-20),
+        ((5, 1, 3, 3), 300.0),
+    ],
 )
 def test_model_lrn_is_bit_identical_to_its_reference_and_close_to_torch(
     shape: tuple[int, ...], scale: float, fused_kernels: bool
@@ -212,7 +221,9 @@ def test_default_init_is_seeded_kaiming_and_ignores_global_rng() -> None:
     torch.manual_seed(999)
     b = models.load("alexnet_mini")
     c = models.load("alexnet_mini", seed=1)
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (name, pa), pb, pc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=False
+    ):
         assert torch.equal(pa, pb), name
         if name.endswith("weight"):
             assert not torch.equal(pa, pc), name
@@ -374,7 +385,9 @@ def test_alexnet_mini_rejects_mismatched_state_dicts(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("ceil_mode", [True, False])
 @pytest.mark.parametrize(("kernel", "stride"), [(3, 2), (2, 2), (3, 1), (3, 3), (1, 1)])
-def test_model_max_pool_equals_torch_bit_for_bit(kernel: int, stride: int, ceil_mode: bool, fused_kernels: bool) -> None:
+def test_model_max_pool_equals_torch_bit_for_bit(
+    kernel: int, stride: int, ceil_mode: bool, fused_kernels: bool
+) -> None:
     pool = CaffeMaxPool(kernel_size=kernel, stride=stride, ceil_mode=ceil_mode)
     generator = torch.Generator().manual_seed(kernel * 10 + stride)
     for shape in [(2, 5, 55, 55), (3, 4, 13, 13), (1, 2, 6, 7), (2, 3, 3, 4), (1, 1, kernel, kernel + 5)]:

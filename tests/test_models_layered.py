@@ -61,7 +61,9 @@ def test_sanitized_ifm_batches_run_independently(mini: models.LayeredNet, batch)
     with torch.no_grad():
         together = mini.forward_from("norm2", stacked)
         for i in range(3):
-            torch.testing.assert_close(together[i], mini.forward_from("norm2", stacked[i : i + 1])[0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                together[i], mini.forward_from("norm2", stacked[i : i + 1])[0], rtol=1e-5, atol=1e-5
+            )
 
 
 def test_inputs_are_not_modified(mini: models.LayeredNet, batch) -> None:

@@ -23,7 +23,9 @@ def original(arch: str, seed: int = 0) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None).eval()
 
 
-def module_inputs(model: nn.Module, paths: dict[str, str], x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def module_inputs(
+    model: nn.Module, paths: dict[str, str], x: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """What each named module of an untouched model receives (cloned before any in-place op), and its logits."""
     seen: dict[str, torch.Tensor] = {}
 
@@ -43,7 +45,9 @@ def module_inputs(model: nn.Module, paths: dict[str, str], x: torch.Tensor) -> t
     return seen, logits
 
 
-def check_cuts(net: models.LayeredNet, x: torch.Tensor, *, all_pairs: bool | tuple[str, ...]) -> dict[str, torch.Tensor]:
+def check_cuts(
+    net: models.LayeredNet, x: torch.Tensor, *, all_pairs: bool | tuple[str, ...]
+) -> dict[str, torch.Tensor]:
     """forward_from(L, ifms[L]) == forward(x) for every L, ifms_from(L) for every (or the named) L; returns the IFMs."""
     with torch.no_grad():
         ifms = net.ifms(x)
@@ -124,7 +128,9 @@ def test_vgg11_caffe_style_names_and_cuts() -> None:
     assert net.ifm_shape("fc6") == (512 * 7 * 7,)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     ifms = check_cuts(net, x, all_pairs=False)
-    expected, _ = module_inputs(original("vgg11"), {"conv3_2": "features.8", "pool4": "features.15", "fc7": "classifier.3"}, x)
+    expected, _ = module_inputs(
+        original("vgg11"), {"conv3_2": "features.8", "pool4": "features.15", "fc7": "classifier.3"}, x
+    )
     for name, value in expected.items():
         assert torch.equal(ifms[name], value), name
 
@@ -171,7 +177,12 @@ def test_in_place_operations_never_touch_ifms() -> None:
     reference.load_state_dict(toy.state_dict())
     net = TorchvisionNet(name="toy", model=toy, class_names=tuple("abcde"), weights_info={}, input_shape=(3, 8, 8),
                          preprocess=lambda image: torch.zeros(3, 8, 8), rename=None)  # fmt: skip
-    assert net.ifm_layers == ("stem", "act", "block", "head")  # the residual hides block.1; relu/hardtanh are functional
+    assert net.ifm_layers == (
+        "stem",
+        "act",
+        "block",
+        "head",
+    )  # the residual hides block.1; relu/hardtanh are functional
     x = torch.randn(2, 3, 8, 8)
     ifms = check_cuts(net, x, all_pairs=True)
     expected, logits = module_inputs(reference, {"act": "act", "block": "block", "head": "head"}, x.clone())
@@ -252,7 +263,9 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone() -> None:
 def test_inception_v3_uses_299_input(monkeypatch: pytest.MonkeyPatch) -> None:
     build = torchvision.models.get_model
     # squeezenet (adaptive pooling, cheap) stands in for the slow-to-build Inception network itself
-    monkeypatch.setattr(torchvision.models, "get_model", lambda arch, *, weights=None: build("squeezenet1_1", weights=None))
+    monkeypatch.setattr(
+        torchvision.models, "get_model", lambda arch, *, weights=None: build("squeezenet1_1", weights=None)
+    )
     net = models.load("torchvision:inception_v3")
     assert net.input_shape == (3, 299, 299) and net.ifm_shape(net.ifm_layers[0]) == (3, 299, 299)
     assert tuple(net.preprocess(Image.new("RGB", (400, 350), (10, 20, 30))).shape) == (3, 299, 299)

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 import ifmsan
-from ifmsan import models, sanitize, tables
+from ifmsan import gamma_report, models, sanitize, sanitize_kernels
 from ifmsan.cli import main
 from ifmsan.commands.sweep import parse_values
 from ifmsan.extract import extract_ifms
@@ -95,9 +95,9 @@ def test_a_window_past_the_stream_is_one_window_and_allocates_nothing_window_siz
     x = np.random.default_rng(2).standard_normal(288).astype(np.float32)
     x[::3] = 0.0
     if path == "fused":
-        if sanitize._compiled_kernels() is None:
+        if sanitize_kernels.compiled_kernels() is None:
             pytest.skip("numba is not installed")
-        monkeypatch.setattr(sanitize, "_kernel_pays", lambda work: True)
+        monkeypatch.setattr(sanitize_kernels, "kernel_pays", lambda work: True)
     expected = {select: sanitize.sample_and_hold(x, x.size, select=select) for select in SELECTORS}
     sanitize.sample_and_hold(x, 2, select="random")  # compile/load everything before the limit
     request.getfixturevalue("at_most_256_mb_more")
@@ -129,9 +129,7 @@ def test_library_windows_are_integers_only(window: object) -> None:
 
 
 @pytest.mark.parametrize(("text", "expected"), [("1e23", 10**23), ("3e8", 3 * 10**8), ("7.0", 7), ("288", 288)])
-def test_cli_window_accepts_integral_numbers_exactly(
-    text: str, expected: int, ifm_npy: Path, tmp_path: Path
-) -> None:
+def test_cli_window_accepts_integral_numbers_exactly(text: str, expected: int, ifm_npy: Path, tmp_path: Path) -> None:
     assert main(["sanitize", "--window", text, str(ifm_npy), str(tmp_path / "out.npy")]) == 0
     ifm = np.load(ifm_npy)
     assert np.array_equal(np.load(tmp_path / "out.npy"), sanitize.sample_and_hold(ifm, min(expected, 10**30)))
@@ -147,7 +145,9 @@ def test_cli_bad_window_names_the_flag(text: str, ifm_npy: Path, capsys: pytest.
 @pytest.mark.parametrize("text", ["nan", "inf", "-inf", "-1", "-0.5"])
 @pytest.mark.parametrize("knob", ["laplace", "gaussian"])
 def test_cli_bad_scale_names_the_flag(text: str, knob: str, ifm_npy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_cli(["sanitize", "--select", knob, f"--scale={text}", str(ifm_npy), str(ifm_npy.with_name("o.npy"))], capsys)
+    code, err = run_cli(
+        ["sanitize", "--knob", knob, f"--scale={text}", str(ifm_npy), str(ifm_npy.with_name("o.npy"))], capsys
+    )
     assert code == 2 and "--scale must be a finite number >= 0" in err
     assert files_in(ifm_npy.parent) == ["in.npy"]
 
@@ -219,7 +219,24 @@ def test_sanitize_refuses_to_overwrite_its_input(how: str, ifm_npy: Path, capsys
         ("1:2:3:4", "START:STOP"),
         ("1:10000000000", "more than 1000000"),
     ],
-    ids=['2,2,3', '2:5,3', '0:5', '0', '-1,2', '2.5', 'nan', 'inf', 'empty', '2,,3', 'abc', '5:2', '2:10:0', '2:10:-1', '1:2:3:4', '1:10000000000'],
+    ids=[
+        "2,2,3",
+        "2:5,3",
+        "0:5",
+        "0",
+        "-1,2",
+        "2.5",
+        "nan",
+        "inf",
+        "empty",
+        "2,,3",
+        "abc",
+        "5:2",
+        "2:10:0",
+        "2:10:-1",
+        "1:2:3:4",
+        "1:10000000000",
+    ],
 )
 def test_bad_window_lists_are_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -257,7 +274,17 @@ def test_good_value_lists() -> None:
         ("gaussian", [-0.1], "finite number >= 0"),
         ("gaussian", [math.inf], "finite number >= 0"),
     ],
-    ids=['window-repeat', 'window-empty', 'window-2.5', 'window-0', 'window-2**64', 'laplace-repeat', 'laplace-nan', 'gaussian-negative', 'gaussian-inf'],
+    ids=[
+        "window-repeat",
+        "window-empty",
+        "window-2.5",
+        "window-0",
+        "window-2**64",
+        "laplace-repeat",
+        "laplace-nan",
+        "gaussian-negative",
+        "gaussian-inf",
+    ],
 )
 def test_sweep_dataset_refuses_bad_values(net, extracted, knob: str, values: list, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -276,7 +303,16 @@ def test_sweep_dataset_refuses_bad_values(net, extracted, knob: str, values: lis
         ("--threads", "0", "--threads must be >= 1"),
         ("--scales", "0,-1", "-1.0 is not allowed"),
     ],
-    ids=['values-repeat', 'values-0:3', 'seed--1', 'batch-size-0', 'batch-size--3', 'init-seed--2', 'threads-0', 'scales-negative'],
+    ids=[
+        "values-repeat",
+        "values-0:3",
+        "seed--1",
+        "batch-size-0",
+        "batch-size--3",
+        "init-seed--2",
+        "threads-0",
+        "scales-negative",
+    ],
 )
 def test_cli_sweep_bad_numbers(
     option: str, value: str, message: str, ifms_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -303,7 +339,9 @@ def test_library_refuses_negative_seeds(knob: str) -> None:
 @pytest.mark.parametrize("knob", ["nonzero_mean", "random", "laplace"])
 def test_cli_sanitize_refuses_negative_seeds(knob: str, ifm_npy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     value = ["--scale", "1"] if knob == "laplace" else ["--window", "2"]
-    code, err = run_cli(["sanitize", "--select", knob, *value, "--seed", "-1", str(ifm_npy), str(ifm_npy.with_name("o.npy"))], capsys)
+    code, err = run_cli(
+        ["sanitize", "--knob", knob, *value, "--seed", "-1", str(ifm_npy), str(ifm_npy.with_name("o.npy"))], capsys
+    )
     assert code == 2 and "--seed must be an integer >= 0, got -1" in err
     assert files_in(ifm_npy.parent) == ["in.npy"]
 
@@ -323,11 +361,11 @@ def test_gamma_must_be_finite_and_positive_everywhere(net, gamma: object) -> Non
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         check_gamma(gamma)
     with pytest.raises(ValueError, match="gammas value must be a finite number > 0"):
-        tables.check_gammas([1.0, gamma])  # type: ignore[list-item]
+        gamma_report.check_gammas([1.0, gamma])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         GammaSanitizer(net, "fc7", gamma)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
-        ifmsan.metrics.knob_for_gamma([2, 3], [0.5, 0.2], p0=0.5, gamma=gamma)  # type: ignore[arg-type]
+        ifmsan.metrics.n_star_for_gamma([2, 3], [0.5, 0.2], p0=0.5, gamma=gamma)  # type: ignore[arg-type]
 
 
 def test_the_config_schema_states_the_same_gamma_and_decimals_rules() -> None:
@@ -378,7 +416,9 @@ def bad_mini_weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 
 
 def test_non_finite_weights_are_refused_on_load(bad_mini_weights: Path) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"weights {bad_mini_weights} of alexnet_mini: tensor 'fc7.weight' holds 1 NaN")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"weights {bad_mini_weights} of alexnet_mini: tensor 'fc7.weight' holds 1 NaN")
+    ):
         models.load("alexnet_mini", weights=bad_mini_weights)
 
 
@@ -388,7 +428,16 @@ def test_cli_refuses_non_finite_weights(
 ) -> None:
     common = ["--model", "alexnet_mini", "--weights", str(bad_mini_weights)]
     argv = {
-        "extract": ["extract", *common, "--image", "minidata:test:0", "--image-id", "x", "--out", str(tmp_path / "x.nc")],
+        "extract": [
+            "extract",
+            *common,
+            "--image",
+            "minidata:test:0",
+            "--image-id",
+            "x",
+            "--out",
+            str(tmp_path / "x.nc"),
+        ],
         "sweep": ["sweep", *common, "--ifms", str(ifms_file), "--layer", "fc7", "--out", str(tmp_path / "s.nc")],
     }[verb]
     code, err = run_cli(argv, capsys)
@@ -455,7 +504,10 @@ def test_sweep_refuses_non_finite_probabilities(overflowing_net: models.LayeredN
 @pytest.mark.parametrize("model", ["net", "squeezenet"])
 def test_tiny_images_are_refused(model: str, size: tuple[int, int], request: pytest.FixtureRequest) -> None:
     network = request.getfixturevalue(model)
-    with pytest.raises(ValueError, match=re.escape(f"image tiny.png is {size[0]}x{size[1]} px; its shorter side must be at least 32 px")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(f"image tiny.png is {size[0]}x{size[1]} px; its shorter side must be at least 32 px"),
+    ):
         network.preprocess(Image.new("RGB", size), source="tiny.png")
 
 
@@ -474,7 +526,9 @@ def test_cli_extract_refuses_a_1x1_image(tmp_path: Path, capsys: pytest.CaptureF
     assert files_in(tmp_path) == ["dot.png"]
 
 
-@pytest.mark.parametrize("array", [np.array(["a", "b"]), np.array([1, None], dtype=object), np.arange(3)], ids=["str", "object", "int64"])
+@pytest.mark.parametrize(
+    "array", [np.array(["a", "b"]), np.array([1, None], dtype=object), np.arange(3)], ids=["str", "object", "int64"]
+)
 @pytest.mark.parametrize("knob", ["nonzero_mean", "laplace"])
 def test_non_float_numpy_ifms_are_a_clear_error(array: np.ndarray, knob: str) -> None:
     with pytest.raises(ValueError, match=f"ifm must have a floating-point dtype, got {array.dtype}"):

@@ -6,6 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +16,7 @@ CONDA_NAMES = {"torch": "pytorch"}  # pip name -> conda-forge name where they di
 def pip_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
-    for extra, items in project["optional-dependencies"].items():
+    for items in project["optional-dependencies"].values():
         requirements += [r for r in items if not r.startswith("ifmsan[")]
     parsed = {}
     for requirement in requirements:
@@ -43,19 +44,81 @@ def test_environment_yml_agrees_with_pyproject() -> None:
     assert conda["python"] == python
 
 
-def test_environment_yml_installs_the_package_itself() -> None:
+def test_environment_yml_has_no_pip_entry_that_breaks_in_snakemakes_copy() -> None:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_sections = [item["pip"] for item in env["dependencies"] if isinstance(item, dict)]
-    assert pip_sections == [["-e ."]]
+    assert "pip" in env["dependencies"]  # for the post-deploy script and by-hand installs
+    assert [item for item in env["dependencies"] if not isinstance(item, str)] == []
 
 
-def test_import_makes_idle_openmp_threads_sleep_unless_the_user_chose() -> None:
+def test_post_deploy_script_installs_the_checkout_it_is_given(tmp_path: Path) -> None:
+    """Snakemake runs it with the new environment's python first on PATH; a stand-in python records the call."""
+    import os
+    import subprocess
+
+    (tmp_path / "python").write_text('#!/bin/sh\necho "$@" > "$(dirname "$0")/called"\n')
+    (tmp_path / "python").chmod(0o755)
+    script = ROOT / "environment.post-deploy.sh"
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "IFMSAN_CHECKOUT": "/some/checkout dir"}
+    subprocess.run(["bash", str(script)], env=env, check=True)
+    assert (tmp_path / "called").read_text().strip() == "-m pip install --no-deps -e /some/checkout dir"
+    del env["IFMSAN_CHECKOUT"]
+    (tmp_path / "called").unlink()
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "IFMSAN_CHECKOUT" in result.stderr and not (tmp_path / "called").exists()
+
+
+RULE_ENVS = """
+import json, os, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+from snakemake.sourcecache import infer_source_file
+envs = {}
+for configfile in sys.argv[1:]:
+    with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
+        settings = ConfigSettings(configfiles=[Path(configfile)])
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1), config_settings=settings, snakefile=Path("Snakefile"))
+        envs.update({rule.name: rule.conda_env for rule in workflow._workflow.rules})
+post_deploy = {env and str(infer_source_file(env).replace_suffix([".yaml", ".yml"], ".post-deploy.sh")) for env in envs.values()}
+print(json.dumps({"envs": envs, "post_deploy": sorted(map(str, post_deploy)), "checkout": os.environ["IFMSAN_CHECKOUT"]}))
+"""
+
+
+@pytest.mark.slow
+def test_every_rule_uses_environment_yml_and_its_post_deploy_script_gets_this_checkout() -> None:
+    """--sdm conda builds environment.yml, then the post-deploy script Snakemake finds next to it installs ifmsan."""
+    import json
+    import subprocess
+    import sys
+
+    configs = ["config/config.yaml", "config/demo.yaml"]  # together they hold every rule (fetch_*, train_mini)
+    result = subprocess.run(
+        [sys.executable, "-c", RULE_ENVS, *configs], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    envs = found["envs"]
+    assert {"fetch_weights", "fetch_mean_file", "fetch_image", "train_mini", "sweep", "tables", "notebook"} <= set(envs)
+    assert envs.pop("all") is None
+    assert set(envs.values()) == {str(ROOT / "environment.yml")}
+    assert found["post_deploy"] == sorted(["None", str(ROOT / "environment.post-deploy.sh")])
+    assert found["checkout"] == str(ROOT)
+
+
+def test_import_has_no_side_effects_and_the_cli_sets_openmp_advice_unless_the_user_chose() -> None:
     import os
     import subprocess
     import sys
 
-    code = "import os, ifmsan; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "PASSIVE"
-    env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip() == "ACTIVE"
+    def run(code: str, **extra: str) -> str:
+        env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"} | extra
+        return subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    imported = "import os, sys, ifmsan; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    assert run(imported) == "None False"  # import ifmsan changes nothing and loads no torch
+    assert run(imported, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE False"
+    # the CLI entry point sets it before any verb loads torch (--version exits after parsing: torch is loaded by then)
+    cli = "import os, ifmsan.cli as c\ntry: c.main(['--version'])\nexcept SystemExit: pass\nprint(os.environ.get('OMP_WAIT_POLICY'))"
+    assert run(cli).splitlines()[-1] == "PASSIVE"
+    assert run(cli, OMP_WAIT_POLICY="ACTIVE").splitlines()[-1] == "ACTIVE"

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import xarray as xr
 from PIL import Image
+from sweep_fixtures import concat_images, make_sweep, write_sweep
 
 from ifmsan import io, models
 from ifmsan.cli import main
 from ifmsan.extract import extract_ifms
 from ifmsan.sweep import parse_chain, sweep_dataset
-from sweep_fixtures import concat_images, make_sweep, write_sweep
 
 MODEL = ["--model", "alexnet_mini"]
 
@@ -39,7 +39,9 @@ def files_in(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
-def variant(source: Path, out: Path, *, drop_attrs: tuple[str, ...] = (), drop_vars: tuple[str, ...] = (), **attrs) -> Path:
+def variant(
+    source: Path, out: Path, *, drop_attrs: tuple[str, ...] = (), drop_vars: tuple[str, ...] = (), **attrs
+) -> Path:
     """A copy of a NetCDF file with some attributes changed or removed and some variables dropped."""
     dataset = io.read_netcdf(source).drop_vars(list(drop_vars))
     for key in drop_attrs:
@@ -68,8 +70,30 @@ def verb_args(verb: str, made: dict[str, Path], out: Path) -> list[str]:
     if verb == "extract":
         return ["extract", *MODEL, "--image", str(made["image"]), "--image-id", "img", "--out", str(out / "x.nc")]
     if verb == "sweep":
-        return ["sweep", *MODEL, "--ifms", str(made["ifms"]), "--layer", "pool5", "--values", "2:3", "--out", str(out / "x.nc")]
-    return ["gamma", *MODEL, "--ifms", str(made["ifms"]), "--layers", "pool5", "--values", "2:3", "--out", str(out / "x.csv")]
+        return [
+            "sweep",
+            *MODEL,
+            "--ifms",
+            str(made["ifms"]),
+            "--layer",
+            "pool5",
+            "--values",
+            "2:3",
+            "--out",
+            str(out / "x.nc"),
+        ]
+    return [
+        "gamma",
+        *MODEL,
+        "--ifms",
+        str(made["ifms"]),
+        "--layers",
+        "pool5",
+        "--values",
+        "2:3",
+        "--out",
+        str(out / "x.csv"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,8 +120,17 @@ def test_attr_computed_key_is_refused(made, tmp_path: Path, capsys, verb: str, k
         (["note2=\udcff"], "not valid UTF-8"),
         (["run=a", "--attr", "run=b"], "given twice"),
     ],
-    ids=["underscore-fillvalue", "underscore-ncproperties", "key-65-chars", "digit-first", "no-equals", "dash",
-         "empty-key", "surrogate-value", "conflicting-repeat"],  # fmt: skip
+    ids=[
+        "underscore-fillvalue",
+        "underscore-ncproperties",
+        "key-65-chars",
+        "digit-first",
+        "no-equals",
+        "dash",
+        "empty-key",
+        "surrogate-value",
+        "conflicting-repeat",
+    ],  # fmt: skip
 )
 def test_attr_malformed_is_refused(made, tmp_path: Path, capsys, attr: list[str], message: str) -> None:
     code, err = run_cli([*verb_args("sweep", made, tmp_path / "out"), "--attr", *attr], capsys)
@@ -110,7 +143,9 @@ def test_user_attrs_are_written_next_to_computed_ones(made, tmp_path: Path) -> N
     assert main([*verb_args("sweep", made, tmp_path)[:-2], "--out", str(out), *args]) == 0
     attrs = io.read_sweep(out).attrs
     assert (attrs["config_hash"], attrs["run"], attrs["operator"]) == ("abc", "r1", "me=you")
-    assert attrs["p0"] == pytest.approx(float(io.read_ifms(made["ifms"]).attrs["p0"])) and attrs["ifmsan_kind"] == "sweep"
+    assert (
+        attrs["p0"] == pytest.approx(float(io.read_ifms(made["ifms"]).attrs["p0"])) and attrs["ifmsan_kind"] == "sweep"
+    )
 
 
 def test_reserved_list_is_exactly_what_extract_and_sweep_compute(made, tmp_path: Path) -> None:
@@ -285,7 +320,9 @@ def _wrong(name: str, made: dict[str, Path], tmp_path: Path) -> Path:
     }[name]()
 
 
-@pytest.mark.parametrize(("verb", "option", "name", "message"), [c[1:] for c in WRONG_KIND], ids=[c[0] for c in WRONG_KIND])
+@pytest.mark.parametrize(
+    ("verb", "option", "name", "message"), [c[1:] for c in WRONG_KIND], ids=[c[0] for c in WRONG_KIND]
+)
 def test_a_file_of_the_wrong_kind_is_named(made, tmp_path: Path, capsys, verb, option, name, message) -> None:
     bad = _wrong(name, made, tmp_path)
     out = tmp_path / "out"
@@ -296,7 +333,11 @@ def test_a_file_of_the_wrong_kind_is_named(made, tmp_path: Path, capsys, verb, o
         if option == "--out":
             args = [*args[:-2], "--out", str(bad)]
         else:
-            args = [*args[: args.index(option) + 1], str(bad), *args[args.index(option) + 2 :]] if option in args else [*args, option, str(bad)]
+            args = (
+                [*args[: args.index(option) + 1], str(bad), *args[args.index(option) + 2 :]]
+                if option in args
+                else [*args, option, str(bad)]
+            )
     before = files_in(tmp_path)
     code, err = run_cli(args, capsys)
     assert code == 2 and message in err and "Traceback" not in err
@@ -309,7 +350,23 @@ def test_files_without_a_kind_attribute_are_read_by_their_structure(made, tmp_pa
     old_ifms = variant(made["ifms"], tmp_path / "old_ifms.nc", drop_attrs=("ifmsan_kind",))
     old_sweep = variant(made["sweep"], tmp_path / "old_sweep.nc", drop_attrs=("ifmsan_kind",))
     assert io.file_kind(io.read_netcdf(old_ifms)) == "ifms" and io.file_kind(io.read_netcdf(old_sweep)) == "sweep"
-    assert main(["sweep", *MODEL, "--ifms", str(old_ifms), "--layer", "fc6", "--values", "2", "--out", str(tmp_path / "s.nc")]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                *MODEL,
+                "--ifms",
+                str(old_ifms),
+                "--layer",
+                "fc6",
+                "--values",
+                "2",
+                "--out",
+                str(tmp_path / "s.nc"),
+            ]
+        )
+        == 0
+    )
     assert main(["report", "--sweeps", str(old_sweep), "--out-dir", str(tmp_path / "rep")]) == 0
     with pytest.raises(ValueError, match="is a sweep file"):
         io.read_ifms(old_sweep)
@@ -335,8 +392,12 @@ GAMMA_MIXES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("which", "attrs", "extra", "message"), [c[1:] for c in GAMMA_MIXES], ids=[c[0] for c in GAMMA_MIXES])
-def test_gamma_refuses_inputs_that_do_not_belong_together(made, tmp_path: Path, capsys, which, attrs, extra, message) -> None:
+@pytest.mark.parametrize(
+    ("which", "attrs", "extra", "message"), [c[1:] for c in GAMMA_MIXES], ids=[c[0] for c in GAMMA_MIXES]
+)
+def test_gamma_refuses_inputs_that_do_not_belong_together(
+    made, tmp_path: Path, capsys, which, attrs, extra, message
+) -> None:
     ifms, sweeps = made["ifms"], [made["sweep"]]
     if which == "ifms":  # the IFMs against the network: no sweeps, which would be refused first
         ifms = variant(made["ifms"], tmp_path / "ifms.nc", **attrs) if attrs else ifms
@@ -354,8 +415,21 @@ def test_gamma_refuses_inputs_that_do_not_belong_together(made, tmp_path: Path, 
 
 def test_gamma_refuses_two_sweeps_of_a_layer_and_a_sweep_of_many_images(made, tmp_path: Path, capsys) -> None:
     twin = variant(made["sweep"], tmp_path / "twin.nc")
-    many = io.write_netcdf(concat_images([io.read_sweep(made["sweep"]), variant_ds(made["sweep"], image_id="b")]), tmp_path / "many.nc")
-    base = ["gamma", *MODEL, "--ifms", str(made["ifms"]), "--layers", "pool5", "--values", "2:3", "--out", str(tmp_path / "g.csv")]
+    many = io.write_netcdf(
+        concat_images([io.read_sweep(made["sweep"]), variant_ds(made["sweep"], image_id="b")]), tmp_path / "many.nc"
+    )
+    base = [
+        "gamma",
+        *MODEL,
+        "--ifms",
+        str(made["ifms"]),
+        "--layers",
+        "pool5",
+        "--values",
+        "2:3",
+        "--out",
+        str(tmp_path / "g.csv"),
+    ]
     code, err = run_cli([*base, "--sweeps", str(made["sweep"]), str(twin)], capsys)
     assert code == 2 and "are both sweeps of layer 'pool5'; give one per layer" in err
     code, err = run_cli([*base, "--sweeps", str(many)], capsys)
@@ -374,7 +448,9 @@ def variant_ds(source: Path, **attrs) -> xr.Dataset:
 
 def test_sweep_names_the_ifm_file_made_with_other_weights(made, tmp_path: Path, capsys) -> None:
     other = variant(made["ifms"], tmp_path / "ifms.nc", weights_sha="d" * 64)
-    code, err = run_cli(["sweep", *MODEL, "--ifms", str(other), "--layer", "pool5", "--out", str(tmp_path / "o" / "s.nc")], capsys)
+    code, err = run_cli(
+        ["sweep", *MODEL, "--ifms", str(other), "--layer", "pool5", "--out", str(tmp_path / "o" / "s.nc")], capsys
+    )
     assert code == 2 and f"{other}: the IFMs were extracted with weights '{'d' * 64}'" in err
     assert not (tmp_path / "o").exists()
 
@@ -403,12 +479,19 @@ def test_report_refuses_a_mixture_unless_allowed(tmp_path: Path, capsys, attrs: 
     [({"target": 5}, "mix target values"), ({"image_sha256": "2" * 64}, "mix image_sha256 values")],
     ids=["same-image-other-target", "same-image-other-bytes"],
 )
-def test_report_refuses_one_image_with_two_targets_even_when_mixing_is_allowed(tmp_path: Path, capsys, attrs, message) -> None:
+def test_report_refuses_one_image_with_two_targets_even_when_mixing_is_allowed(
+    tmp_path: Path, capsys, attrs, message
+) -> None:
     a = write_sweep(make_sweep([0.9, 0.5, 0.2]), tmp_path / "a.nc")
-    b = write_sweep(make_sweep([0.9, 0.8, 0.1], layer="fc6", **({"target": attrs["target"]} if "target" in attrs else {})), tmp_path / "b.nc")
+    b = write_sweep(
+        make_sweep([0.9, 0.8, 0.1], layer="fc6", **({"target": attrs["target"]} if "target" in attrs else {})),
+        tmp_path / "b.nc",
+    )
     if "image_sha256" in attrs:
         b = variant(b, tmp_path / "b2.nc", **attrs)
-    code, err = run_cli(["report", "--sweeps", str(a), str(b), "--out-dir", str(tmp_path / "out"), "--allow-mixed"], capsys)
+    code, err = run_cli(
+        ["report", "--sweeps", str(a), str(b), "--out-dir", str(tmp_path / "out"), "--allow-mixed"], capsys
+    )
     assert code == 2 and f"the sweeps of image 'img0' {message}" in err and str(a) in err and str(b) in err
     assert not (tmp_path / "out").exists()
 
@@ -428,7 +511,10 @@ def test_report_allow_mixed_keeps_the_weights_apart(tmp_path: Path) -> None:
 
 
 def test_report_of_many_images_of_one_network_needs_no_flag(tmp_path: Path) -> None:
-    files = [str(write_sweep(make_sweep([0.9, 0.5, 0.1 * i], image_id=f"im{i}", target=i), tmp_path / f"{i}.nc")) for i in range(3)]
+    files = [
+        str(write_sweep(make_sweep([0.9, 0.5, 0.1 * i], image_id=f"im{i}", target=i), tmp_path / f"{i}.nc"))
+        for i in range(3)
+    ]
     assert main(["report", "--sweeps", *files, "--out-dir", str(tmp_path / "out")]) == 0
     assert pd.read_csv(tmp_path / "out" / "table1.csv")["n_images"].tolist() == [3]
     assert "weights" not in pd.read_csv(tmp_path / "out" / "table1.csv")

@@ -76,7 +76,11 @@ def test_job_stops_when_its_parent_is_killed_and_leaves_no_output(tmp_path: Path
     env = {key: value for key, value in os.environ.items() if key != ENV_VAR}
     reaper = subprocess.Popen(
         [sys.executable, "-c", REAPER, PARENT, CHILD, str(out), reap],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     started: list[int] = []
     try:
@@ -106,8 +110,9 @@ def test_job_started_after_its_parent_died_does_not_start(tmp_path: Path) -> Non
     gone.wait()
     out = tmp_path / "result.nc"
     env = {**os.environ, ENV_VAR: str(gone.pid)}
-    result = subprocess.run([sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(out)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == PARENT_GONE_EXIT, result.stderr
     assert f"error: the workflow process {gone.pid} ({ENV_VAR}) that started this job is gone" in result.stderr
     assert "writing" not in result.stdout and list(tmp_path.iterdir()) == []
@@ -133,8 +138,9 @@ def test_a_malformed_variable_is_refused(value: str) -> None:
 
 def test_the_cli_names_a_malformed_variable(tmp_path: Path) -> None:
     env = {**os.environ, ENV_VAR: "snakemake"}
-    result = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "x.nc")], env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "x.nc")], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert f"ifmsan slow: error: {ENV_VAR} must be a positive process id" in result.stderr
     assert list(tmp_path.iterdir()) == []

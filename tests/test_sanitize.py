@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import ifmsan
 from ifmsan.knobs import get_knob
-from naive_reference import naive_algorithm1, naive_baseline
+from ifmsan.testing import naive_algorithm1, naive_baseline
 
 
 def c_order_stream(array: np.ndarray) -> list[float]:
@@ -165,7 +165,14 @@ def test_noise_knobs_scale_with_the_ifm_std(noise: str) -> None:
     assert kurtosis == pytest.approx(3.0 if noise == "laplace" else 0.0, abs=0.4)
 
 
-BAD_WINDOWS = [(0, "window must be an integer >= 1"), (-3, ">= 1"), (2.5, "integer"), (2.0, "integer"), (True, "integer"), ("4", "integer")]
+BAD_WINDOWS = [
+    (0, "window must be an integer >= 1"),
+    (-3, ">= 1"),
+    (2.5, "integer"),
+    (2.0, "integer"),
+    (True, "integer"),
+    ("4", "integer"),
+]
 
 
 @pytest.mark.parametrize(("window", "message"), BAD_WINDOWS)

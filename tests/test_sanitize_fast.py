@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import ifmsan
 import ifmsan.sanitize as sanitize
-from naive_reference import naive_algorithm1
+import ifmsan.sanitize_kernels as sanitize_kernels
+from ifmsan.testing import naive_algorithm1
 
 pytest.importorskip("numba")
 if os.environ.get("IFMSAN_NO_NUMBA"):
@@ -38,8 +39,15 @@ def torch_path(array: np.ndarray, windows: list[int], *, select: str = "nonzero_
 
 def fused(array: np.ndarray, windows: list[int], *, select: str = "nonzero_mean", seed: int = 0) -> np.ndarray:
     """The public sweep on a float32 CPU tensor, which takes the fused path; rows of the stream."""
-    assert sanitize._kernel_applies(torch.from_numpy(array), select) and sanitize._compiled_kernels() is not None
-    return ifmsan.sample_and_hold_sweep(torch.from_numpy(array), windows, select=select, seed=seed).reshape(len(windows), -1).numpy()
+    assert (
+        sanitize_kernels.kernel_applies(torch.from_numpy(array), select)
+        and sanitize_kernels.compiled_kernels() is not None
+    )
+    return (
+        ifmsan.sample_and_hold_sweep(torch.from_numpy(array), windows, select=select, seed=seed)
+        .reshape(len(windows), -1)
+        .numpy()
+    )
 
 
 def assert_bitwise_equal(got: np.ndarray, expected: np.ndarray) -> None:
@@ -49,7 +57,9 @@ def assert_bitwise_equal(got: np.ndarray, expected: np.ndarray) -> None:
 
 # Any finite float32: subnormals, both zeros, magnitudes from 1e-45 to 3e38, so window sums are often inexact in float64.
 any_float32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
-sparse_float32 = st.one_of(st.just(0.0), st.just(-0.0), st.just(0.0), any_float32, st.integers(-8, 8).map(lambda k: k / 4))
+sparse_float32 = st.one_of(
+    st.just(0.0), st.just(-0.0), st.just(0.0), any_float32, st.integers(-8, 8).map(lambda k: k / 4)
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -95,7 +105,9 @@ def test_fused_path_equals_torch_path_on_activation_like_ifms(select: str, shape
     if shape[0] != 3:
         array = np.maximum(array, 0)  # ReLU outputs: mostly zeros and positives, as in the sweeps
     windows = [1, 2, 3, 7, 32, 64, 149, 150, 256, 1000]
-    assert_bitwise_equal(fused(array, windows, select=select, seed=5), torch_path(array, windows, select=select, seed=5))
+    assert_bitwise_equal(
+        fused(array, windows, select=select, seed=5), torch_path(array, windows, select=select, seed=5)
+    )
 
 
 def test_first_selector_matches_its_definition() -> None:
@@ -108,7 +120,7 @@ def test_thread_count_does_not_change_results() -> None:
     rng = np.random.default_rng(1)
     array = np.maximum(rng.standard_normal((96, 27, 27)), 0).astype(np.float32)  # enough samples to use threads
     windows = list(range(2, 40))
-    assert array.size >= sanitize._PARALLEL_MIN_SAMPLES
+    assert array.size >= sanitize_kernels.PARALLEL_MIN_SAMPLES
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -131,15 +143,19 @@ def test_fused_path_writes_into_out_and_keeps_signed_zeros() -> None:
     result = ifmsan.sample_and_hold_sweep(ifm, [3, 2], out=out)
     assert result.data_ptr() == out.data_ptr()
     assert_bitwise_equal(out[0].reshape(-1).numpy(), np.array([-0.0, 0.0, -0.0, 5.0, 5.0, 5.0], dtype=np.float32))
-    assert_bitwise_equal(out[1].reshape(-1).numpy(), np.array([-0.0, 0.0, -0.0, 0.0, 5.0, 5.0], dtype=np.float32))  # 5, 1 tie: 5
+    assert_bitwise_equal(
+        out[1].reshape(-1).numpy(), np.array([-0.0, 0.0, -0.0, 0.0, 5.0, 5.0], dtype=np.float32)
+    )  # 5, 1 tie: 5
 
 
 def test_only_float32_cpu_and_the_sample_selectors_take_the_fused_path() -> None:
     x = torch.ones(4)
-    assert sanitize._kernel_applies(x, "nonzero_mean") and sanitize._kernel_applies(x, "random")
-    assert not sanitize._kernel_applies(x, "mean")  # a computed mean, whose rounding follows torch's summation order
-    assert not sanitize._kernel_applies(x.double(), "nonzero_mean")
-    assert not sanitize._kernel_applies(x.half(), "first")
+    assert sanitize_kernels.kernel_applies(x, "nonzero_mean") and sanitize_kernels.kernel_applies(x, "random")
+    assert not sanitize_kernels.kernel_applies(
+        x, "mean"
+    )  # a computed mean, whose rounding follows torch's summation order
+    assert not sanitize_kernels.kernel_applies(x.double(), "nonzero_mean")
+    assert not sanitize_kernels.kernel_applies(x.half(), "first")
 
 
 def test_stream_tables_are_reused_only_for_the_same_bits() -> None:
@@ -156,3 +172,19 @@ def test_stream_tables_are_reused_only_for_the_same_bits() -> None:
     b[40] = -0.0  # a sign bit alone changes the stream's bits
     a[40] = 0.0
     assert_bitwise_equal(fused(b, windows), naive_rows(b, windows))
+
+
+def test_kernel_false_always_takes_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The public switch the benchmark uses: kernel=False never enters the fused path, and gives the same bits."""
+    array = np.random.default_rng(3).standard_normal(4096).astype(np.float32)
+    array[::4] = 0.0
+    fast = fused(array, [2, 7, 50])
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the fused path ran")
+
+    monkeypatch.setattr(sanitize_kernels, "sweep_with_kernels", refuse)
+    plain = ifmsan.sample_and_hold_sweep(torch.from_numpy(array), [2, 7, 50], kernel=False).reshape(3, -1).numpy()
+    assert_bitwise_equal(plain, fast)
+    with pytest.raises(AssertionError, match="fused path ran"):
+        ifmsan.sample_and_hold_sweep(torch.from_numpy(array), [2, 7, 50])

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import ifmsan
+import ifmsan.sweep as sweep_module
 from ifmsan import models
 from ifmsan.extract import extract_ifms, ifms_of
 from ifmsan.io import read_netcdf, write_netcdf
-import ifmsan.sweep as sweep_module
 from ifmsan.sweep import ChainStep, apply_chain, even_chunks, head_layer, parse_chain, sweep_dataset, sweep_ifm
 
 
@@ -33,11 +33,20 @@ def extracted(net: models.LayeredNet, image: Image.Image):
     return extract_ifms(net, net.preprocess(image), attrs={"image_id": "noise", "image_sha256": "0" * 64})
 
 
-def one_at_a_time(net: models.LayeredNet, ifm: torch.Tensor, layer: str, windows: list[int], target: int, select: str = "nonzero_mean") -> np.ndarray:
+def one_at_a_time(
+    net: models.LayeredNet, ifm: torch.Tensor, layer: str, windows: list[int], target: int, select: str = "nonzero_mean"
+) -> np.ndarray:
     """The naive sweep: one sanitization and one forward per window."""
     with torch.inference_mode():
         return np.array(
-            [float(torch.softmax(net.forward_from(layer, ifmsan.sample_and_hold(ifm, n, select=select)[None]).double(), 1)[0, target]) for n in windows]
+            [
+                float(
+                    torch.softmax(
+                        net.forward_from(layer, ifmsan.sample_and_hold(ifm, n, select=select)[None]).double(), 1
+                    )[0, target]
+                )
+                for n in windows
+            ]
         )
 
 
@@ -73,13 +82,17 @@ def test_extract_ground_truth_target_and_bad_target(net: models.LayeredNet, imag
         extract_ifms(net, net.preprocess(image), target=len(net.class_names))
 
 
-@pytest.mark.parametrize(("layer", "select"), [("pool5", "nonzero_mean"), ("norm2", "first"), ("fc7", "mean"), ("conv1", "random")])
+@pytest.mark.parametrize(
+    ("layer", "select"), [("pool5", "nonzero_mean"), ("norm2", "first"), ("fc7", "mean"), ("conv1", "random")]
+)
 def test_sweep_equals_one_forward_per_window(net: models.LayeredNet, extracted, layer: str, select: str) -> None:
     ifm = ifms_of(extracted)[layer]
     windows = [2, 3, 4, 7, 10, 31, 64]
     target = int(extracted.attrs["target"])
     got = sweep_ifm(net, ifm, layer=layer, knob=select, values=windows, target=target, batch_size=3)
-    np.testing.assert_allclose(got["probability"], one_at_a_time(net, ifm, layer, windows, target, select), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        got["probability"], one_at_a_time(net, ifm, layer, windows, target, select), rtol=1e-5, atol=1e-7
+    )
     # batching is only a memory knob: any batch size gives the same curve up to float rounding
     other = sweep_ifm(net, ifm, layer=layer, knob=select, values=windows, target=target, batch_size=64)
     np.testing.assert_allclose(got["probability"], other["probability"], rtol=1e-5, atol=1e-7)
@@ -89,12 +102,20 @@ def test_sweep_equals_one_forward_per_window(net: models.LayeredNet, extracted, 
 def test_head_layer_is_the_first_small_ifm() -> None:
     bvlc = models.load("bvlc_alexnet")
     # BVLC: pool5's IFM has 43 264 values, fc6's 9 216 (paper Table 1); the head starts at the first small one
-    assert [head_layer(bvlc, layer) for layer in ("conv1", "conv5", "pool5", "fc6", "fc8")] == ["fc6", "fc6", "fc6", "fc6", "fc8"]
+    assert [head_layer(bvlc, layer) for layer in ("conv1", "conv5", "pool5", "fc6", "fc8")] == [
+        "fc6",
+        "fc6",
+        "fc6",
+        "fc6",
+        "fc8",
+    ]
     mini = models.load("alexnet_mini")
     assert head_layer(mini, "conv1") == "conv3"  # conv2: 24 x 27 x 27 = 17 496 > 16 384; conv3: 64 x 13 x 13 = 10 816
 
 
-@pytest.mark.parametrize(("count", "batch_size"), [(149, 32), (7, 3), (5, 5), (1, 32), (64, 32), (300, 7), (2, 1), (10, 4)])
+@pytest.mark.parametrize(
+    ("count", "batch_size"), [(149, 32), (7, 3), (5, 5), (1, 32), (64, 32), (300, 7), (2, 1), (10, 4)]
+)
 def test_even_chunks_cover_every_value_once_in_balanced_batches(count: int, batch_size: int) -> None:
     chunks = even_chunks(count, batch_size)
     covered = [i for first, stop in chunks for i in range(first, stop)]
@@ -113,15 +134,18 @@ def test_sweep_over_several_head_groups_and_without_a_head(net: models.LayeredNe
     monkeypatch.setattr(sweep_module, "HEAD_BATCH_SIZE", 8)  # 21 windows: head groups of 8, 8, 5
     grouped = sweep_ifm(net, ifm, layer="conv5", knob="nonzero_mean", values=windows, target=target, batch_size=3)
     np.testing.assert_allclose(grouped["probability"], reference, rtol=1e-5, atol=1e-7)
-    monkeypatch.setattr(sweep_module, "HEAD_MAX_ELEMENTS", 0)  # no head: every batch runs to the logits
-    assert head_layer(net, "conv5") is None
-    plain = sweep_ifm(net, ifm, layer="conv5", knob="nonzero_mean", values=windows, target=target, batch_size=4)
+    assert head_layer(net, "conv5") is not None
+    plain = sweep_ifm(
+        net, ifm, layer="conv5", knob="nonzero_mean", values=windows, target=target, batch_size=4, head=False
+    )
     np.testing.assert_allclose(plain["probability"], reference, rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(plain["top1"], grouped["top1"])
 
 
 def test_sweep_dataset_layout_and_provenance(net: models.LayeredNet, extracted) -> None:
-    sweep = sweep_dataset(net, extracted, layer="pool5", knob="nonzero_mean", values=range(2, 12), attrs={"config_hash": "abc"})
+    sweep = sweep_dataset(
+        net, extracted, layer="pool5", knob="nonzero_mean", values=range(2, 12), attrs={"config_hash": "abc"}
+    )
     assert sweep["probability"].dims == ("window",) and sweep["window"].values.tolist() == list(range(2, 12))
     assert sweep["top1"].dtype == np.int64
     attrs = sweep.attrs
@@ -144,7 +168,9 @@ def test_chain_equals_manual_pre_sanitization(net: models.LayeredNet, extracted)
         step1 = net.ifms_from("norm1", ifmsan.sample_and_hold(ifms["norm1"], 2)[None])
         step2 = net.ifms_from("norm2", ifmsan.sample_and_hold(step1["norm2"][0], 3)[None])["pool5"][0]
         assert torch.equal(two, step2)
-    sweep = sweep_dataset(net, extracted, layer="pool5", knob="nonzero_mean", values=[2, 5], chain=parse_chain("norm2@3"))
+    sweep = sweep_dataset(
+        net, extracted, layer="pool5", knob="nonzero_mean", values=[2, 5], chain=parse_chain("norm2@3")
+    )
     expected = one_at_a_time(net, manual, "pool5", [2, 5], int(extracted.attrs["target"]))
     np.testing.assert_allclose(sweep["probability"].values, expected, rtol=1e-5, atol=1e-7)
     assert sweep.attrs["chain"] == "norm2@3"
@@ -152,7 +178,13 @@ def test_chain_equals_manual_pre_sanitization(net: models.LayeredNet, extracted)
 
 @pytest.mark.parametrize(
     ("chain", "message"),
-    [("pool5@3", "network order"), ("norm2@3+norm1@2", "network order"), ("nope@2", "not an IFM layer"), ("norm2", "LAYER@WINDOW"), ("norm2@0", "LAYER@WINDOW")],
+    [
+        ("pool5@3", "network order"),
+        ("norm2@3+norm1@2", "network order"),
+        ("nope@2", "not an IFM layer"),
+        ("norm2", "LAYER@WINDOW"),
+        ("norm2@0", "LAYER@WINDOW"),
+    ],
 )
 def test_bad_chains(net: models.LayeredNet, extracted, chain: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -166,3 +198,20 @@ def test_sweep_rejects_mismatched_model_and_layer(net: models.LayeredNet, extrac
     with pytest.raises(ValueError, match="extracted with model 'alexnet_mini'"):
         sweep_dataset(other, extracted, layer="pool5", knob="nonzero_mean", values=[2])
     assert parse_chain("") == () and parse_chain("a@2") == (ChainStep("a", 2),)
+
+
+def test_sweep_takes_a_knob_object(net: models.LayeredNet, extracted) -> None:
+    """A knob object in place of a name (as the benchmark passes a timed one): an identity knob leaves p at p0."""
+
+    class Identity:
+        name, parameter = "identity", "window"
+
+        def apply_batch(self, ifm: torch.Tensor, values, *, out: torch.Tensor) -> torch.Tensor:
+            return out.copy_(ifm.expand(out.shape))
+
+    ifm = ifms_of(extracted)["pool5"]
+    target = int(extracted.attrs["target"])
+    curves = sweep_ifm(net, ifm, layer="pool5", knob=Identity(), values=[2, 3, 4], target=target, head=False)
+    with torch.inference_mode():
+        p0 = float(torch.softmax(net.forward_from("pool5", ifm[None]).double(), 1)[0, target])
+    np.testing.assert_allclose(curves["probability"], p0, rtol=1e-6)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sweep_fixtures import concat_images, make_sweep, write_sweep
 
-from ifmsan import tables
+from ifmsan import curves, gamma_report, tables
 from ifmsan.cli import main
 
 HAND_PROBS = [0.75, 0.5, 0.375, 0.5, 0.125, 0.25, 0.0625]  # windows 2..8, p0 = 0.75 (see test_metrics)
@@ -113,10 +113,37 @@ def test_many_images_concatenated_or_separate_aggregate_the_same() -> None:
     assert row["n_images"] == 2 and row["eff_san"] == pytest.approx(0.5)
     assert row["eff_san_std"] == pytest.approx(math.sqrt(0.02))  # sample std of 0.6 and 0.4
     assert row["n_distinct"] == 2.5 and row["zero_ratio"] == pytest.approx(0.6)
-    cells = markdown_rows(tables.table1_markdown(together))[1]
-    assert cells[1] == "0.50 ± 0.14 (mean of 2 images)" and cells[2:5] == ["0.5", "1", "1"]  # a: 1/1/1, b: 0/1/1
+    text = tables.table1_markdown(together)
+    cells = markdown_rows(text)[1]
+    assert cells[1] == "0.50 ± 0.14" and cells[2:5] == ["0.5", "1", "1"]  # a: 1/1/1, b: 0/1/1
+    assert cells[5] == "0.60 ± 0.14"  # zero ratios 0.5 and 0.7
+    assert text.count("mean ± sd over 2 images") == 1 and "mean of" not in text  # said once, in the heading
     per_image = tables.table1_per_image([concat_images([a, b])])
     assert per_image["image_id"].tolist() == ["a", "b"] and per_image["eff_san"].tolist() == [0.6, 0.4]
+
+
+def test_tables_of_several_images_say_mean_and_sd_once_per_table() -> None:
+    a = make_sweep([0.9, 0.9, 0.5, 0.5, 0.1], image_id="a", p0=0.9)  # 3 distinct / 5
+    b = make_sweep([0.8, 0.8, 0.8, 0.4, 0.4], image_id="b", p0=0.8)  # 2 distinct / 5
+    c = make_sweep([0.8, 0.7, 0.6, 0.5, 0.4], image_id="c", p0=0.8)  # 5 distinct / 5
+    chained = [make_sweep(s["probability"].values, image_id=s.attrs["image_id"], chain="norm2@3") for s in (a, b, c)]
+    frame = tables.table2([a, b, c, *chained])
+    text = tables.table2_markdown(frame)
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## alexnet_mini, knob nonzero_mean, swept layer pool5: mean ± sd over 3 images"
+    ]
+    rows = markdown_rows(text)
+    assert "images" not in rows[0] and [row[1] for row in rows[1:]] == ["0.67 ± 0.31"] * 2  # 0.6, 0.4, 1.0
+    assert frame["eff_san"].tolist() == pytest.approx([2 / 3] * 2) and frame["n_images"].tolist() == [3, 3]
+    assert frame["eff_san_std"].tolist() == pytest.approx([float(np.std([0.6, 0.4, 1.0], ddof=1))] * 2)
+    uneven = tables.table1_markdown(tables.table1([a, b, c, make_sweep([0.5, 0.4], layer="fc6", image_id="a")]))
+    heading = next(line for line in uneven.splitlines() if line.startswith("## "))
+    assert heading.endswith(": mean ± sd over the number of images in column `images`")
+    rows = markdown_rows(uneven)
+    assert rows[0][:3] == ["IFM", "images", "eff_san"]
+    assert rows[1][:3] == ["pool5", "3", "0.67 ± 0.31"] and rows[2][:3] == ["fc6", "1", "1.00 (2/2)"]
+    one = tables.table1_markdown(tables.table1([a]))
+    assert "mean ± sd over" not in one and "0.60 (3/5)" in one
 
 
 def test_zero_count_comes_from_the_n_zeros_attr_when_there_is_one() -> None:
@@ -160,22 +187,22 @@ def test_table2_rows_labels_and_order() -> None:
     assert tables.table2([make_sweep([0.5, 0.4])]).empty
 
 
-def test_parse_chain_and_two_step_labels() -> None:
-    assert tables.parse_chain("") == ()
-    assert tables.parse_chain("norm2@3+pool2@4") == (("norm2", 3), ("pool2", 4))
+def test_chain_steps_and_two_step_labels() -> None:
+    assert curves.chain_steps("") == ()
+    assert curves.chain_steps("norm2@3+pool2@4") == (("norm2", 3), ("pool2", 4))
     for bad in ("norm2", "norm2@0", "norm2@3+", "@3", "norm2@x"):
         with pytest.raises(ValueError, match="chain"):
-            tables.parse_chain(bad)
-    assert tables.chain_label("pool5", "norm2@3+pool2@4") == (
+            curves.chain_steps(bad)
+    assert curves.chained_curve_label("pool5", "norm2@3+pool2@4") == (
         "pool5 IFM after norm2 IFM approximated with the length-3 window, then pool2 IFM approximated with the "
         "length-4 window"
     )
-    both = tables.chain_label("pool5", "", original=["norm2", "pool2"])
+    both = curves.chained_curve_label("pool5", "", original=["norm2", "pool2"])
     assert both == "pool5 IFM after original norm2 and pool2 IFMs"
 
 
 def test_gamma_report_rows_on_the_hand_curve() -> None:
-    report = tables.gamma_report([make_sweep(HAND_PROBS, p0=0.75, layer="conv3")], gammas=[1, 4])
+    report = gamma_report.gamma_report([make_sweep(HAND_PROBS, p0=0.75, layer="conv3")], gammas=[1, 4])
     assert list(report.columns) == [
         "model", "image_id", "layer", "chain", "knob", "parameter", "gamma", "p0", "bound", "epsilon_bound", "n_star",
         "reachable", "p_at_n_star", "epsilon_at_n_star", "gamma_max", "range_min", "range_max", "n_range", "inversions",
@@ -190,7 +217,7 @@ def test_gamma_report_rows_on_the_hand_curve() -> None:
     assert missed["n_star"] is None and not missed["reachable"] and missed["n_unsafe"] == 0
     assert missed["verdict"].startswith("not reachable in range 2..8")
     assert missed["gamma_max"] == pytest.approx(math.log2(12))
-    text = tables.gamma_report_markdown(report)
+    text = gamma_report.gamma_report_markdown(report)
     assert "Figure 3" in text and "fixes one window size" in text
     cells = markdown_rows(text)
     assert cells[1][cells[0].index("n*")] == "4" and cells[2][cells[0].index("n*")] == "—"
@@ -203,10 +230,10 @@ def test_gamma_summary_over_images() -> None:
         make_sweep([0.75, 0.7, 0.6, 0.2, 0.1, 0.1, 0.1], p0=0.75, image_id="b"),  # γ=1: n*=5, none unsafe
         make_sweep([0.75, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7], p0=0.75, image_id="c"),  # γ=1: not reachable
     ]
-    report = tables.gamma_report([concat_images(images)], gammas=[1.0])
+    report = gamma_report.gamma_report([concat_images(images)], gammas=[1.0])
     assert report["image_id"].tolist() == ["a", "b", "c"]
     assert report["n_star"].tolist() == [4, 5, None]
-    summary = tables.gamma_summary(report)
+    summary = gamma_report.gamma_summary(report)
     row = summary.iloc[0]
     assert (row["n_images"], row["n_reachable"]) == (3, 2)
     assert row["reachable_fraction"] == pytest.approx(2 / 3)
@@ -215,12 +242,12 @@ def test_gamma_summary_over_images() -> None:
     assert row["images_with_unsafe"] == 1 and row["n_unsafe_total"] == 1
     assert row["inversions_total"] == 2  # only image a has inversions
     assert row["verdict"] == "met in 2/3 image(s); n* mean 4.5 (min 4, max 5); UNSAFE values past n* in 1/3 image(s)"
-    assert "2/3 (0.67)" in tables.gamma_summary_markdown(summary)
+    assert "2/3 (0.67)" in gamma_report.gamma_summary_markdown(summary)
 
 
 def test_gamma_report_on_a_noise_knob() -> None:
     sweep = make_sweep([0.8, 0.3, 0.5], p0=0.8, knob="laplace", parameter="scale", values=[0.0, 0.5, 1.0])
-    row = tables.gamma_report([sweep], gammas=[1.0]).iloc[0]
+    row = gamma_report.gamma_report([sweep], gammas=[1.0]).iloc[0]
     assert row["parameter"] == "scale" and row["n_star"] == 0.5 and row["unsafe"] == "1.0"
     assert row["verdict"].startswith("met at scale*=0.5")
 
@@ -232,13 +259,13 @@ def test_malformed_sweeps_are_named_errors() -> None:
     with pytest.raises(ValueError, match="p0"):
         no_p0 = good.copy()
         del no_p0.attrs["p0"]
-        tables.gamma_report([no_p0])
+        gamma_report.gamma_report([no_p0])
     bad = good.copy()
     bad["probability"] = bad["probability"] * 3
     with pytest.raises(ValueError, match=r"sweeps\[0\].*probabilities"):
         tables.table1([bad])
     with pytest.raises(ValueError, match="gamma"):
-        tables.gamma_report([good], gammas=[-1])
+        gamma_report.gamma_report([good], gammas=[-1])
 
 
 def write_all(tmp_path: Path, sweeps: list) -> list[str]:

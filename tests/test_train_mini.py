@@ -69,7 +69,9 @@ def test_weights_load_and_reproduce_the_reported_accuracy(tiny_run: tuple[Path, 
         naive[truth, guess] += 1
     assert naive.tolist() == metrics["confusion_matrix"]
     untrained = models.load("alexnet_mini", seed=TINY["seed"])
-    assert any(not torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), net.state_dict().values(), strict=True))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(untrained.state_dict().values(), net.state_dict().values(), strict=True)
+    )
 
 
 def test_same_seed_gives_bit_identical_weights_also_through_the_cli(
@@ -102,7 +104,9 @@ def test_training_leaves_global_torch_state_alone(tmp_path: Path) -> None:
     assert metrics["held_out_accuracy"] == failure.value.metrics["held_out_accuracy"] < 1.0
 
 
-def test_cli_min_accuracy_failure_exits_1_and_removes_stale_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_min_accuracy_failure_exits_1_and_removes_stale_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "alexnet_mini.pt").write_bytes(b"stale")
     (tmp_path / "alexnet_mini.pt.sha256").write_text("stale\n")
     code = main(["train-mini", "--out", str(tmp_path), "--epochs", "1", "--train-per-class", "1", "--test-per-class", "1",
@@ -167,7 +171,9 @@ def test_default_training_reaches_90_percent(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("failing", ["examples", "weights"])
-def test_a_failure_while_writing_leaves_no_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
+def test_a_failure_while_writing_leaves_no_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
     """Fault injection: a full disk while writing the examples or the weights themselves leaves no weights, no
     checksum and no metrics that describe them, also none from an earlier run."""
     import contextlib

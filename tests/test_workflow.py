@@ -61,7 +61,9 @@ def test_tiny_dag_tables_agree_with_the_sweeps(tiny_run: Path) -> None:
     out = tiny_run / "results" / "tiny"
     table1 = pd.read_csv(out / "tables" / "table1.csv")
     sweeps = {(p.parent.name, p.stem): read_netcdf(p) for p in (out / "sweeps" / "mini_test_1").glob("*/*.nc")}
-    assert set(sweeps) == {(layer, knob) for layer in ("norm2", "pool5") for knob in ("nonzero_mean", "first", "gaussian")}
+    assert set(sweeps) == {
+        (layer, knob) for layer in ("norm2", "pool5") for knob in ("nonzero_mean", "first", "gaussian")
+    }
     for (layer, knob), sweep in sweeps.items():
         row = table1[(table1["layer"] == layer) & (table1["knob"] == knob)]
         assert len(row) == 1, (layer, knob)
@@ -73,12 +75,21 @@ def test_tiny_dag_tables_agree_with_the_sweeps(tiny_run: Path) -> None:
     table2 = pd.read_csv(out / "tables" / "table2.csv")
     chained = read_netcdf(out / "chains" / "mini_test_1" / "pool5" / "norm2@3.nc")
     assert chained.attrs["chain"] == "norm2@3"
-    assert len(table2) == 2 and table2["eff_san"].iloc[1] == pytest.approx(metrics.eff_san(chained["probability"].values))
+    assert len(table2) == 2 and table2["eff_san"].iloc[1] == pytest.approx(
+        metrics.eff_san(chained["probability"].values)
+    )
     report = pd.read_csv(out / "tables" / "gamma_report.csv")
     base = sweeps[("pool5", "nonzero_mean")]
     for gamma in (0.01, 0.5):
-        row = report[(report["layer"] == "pool5") & (report["knob"] == "nonzero_mean") & (report["chain"].fillna("") == "") & (report["gamma"] == gamma)]
-        expected = metrics.knob_for_gamma(base["window"].values, base["probability"].values, p0=base.attrs["p0"], gamma=gamma)
+        row = report[
+            (report["layer"] == "pool5")
+            & (report["knob"] == "nonzero_mean")
+            & (report["chain"].fillna("") == "")
+            & (report["gamma"] == gamma)
+        ]
+        expected = metrics.n_star_for_gamma(
+            base["window"].values, base["probability"].values, p0=base.attrs["p0"], gamma=gamma
+        )
         got = row["n_star"].iloc[0]
         assert (pd.isna(got) and expected is None) or got == expected
     with open(out / "gamma" / "controller" / "mini_test_1.csv") as handle:
@@ -131,8 +142,20 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
     """SIGKILL Snakemake alone while a job runs: the job stops by itself without outputs, and after --unlock
     and --rerun-incomplete every output (tables, figures, notebooks, model, sweeps) equals a clean run's bytes."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--cores", "1", "--configfile", str(TINY)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    command = [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "1",
+        "--configfile",
+        str(TINY),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
     try:
         deadline, job = time.monotonic() + 300, None
         while time.monotonic() < deadline and job is None and process.poll() is None:
@@ -151,7 +174,7 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
     log = (tmp_path / re.search(r"> '?(logs/[^' ]+\.log)'? 2>&1", job)[1]).read_text()  # a sweep or chain_sweep
     assert "IFMSAN_PARENT_PID) that started this job is gone" in log, log
     out = tmp_path / re.search(r" --out(?:-dir)? '?([^' ]+)'?", job)[1]
-    assert not (out.glob("*.nc") if out.is_dir() else out.exists()), f"the stopped job left {out}"
+    assert not (any(out.glob("*.nc")) if out.is_dir() else out.exists()), f"the stopped job left {out}"
     assert not (tmp_path / "results" / "tiny" / "tables" / "table1.csv").exists()
     locked = snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # a killed run leaves its lock
@@ -173,9 +196,49 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
 @pytest.mark.parametrize(
     ("config", "expected"),
     [
-        ("config/config.yaml", {"fetch_weights": 1, "fetch_mean_file": 1, "fetch_image": 1, "extract": 1, "sweep": 13, "chain_sweep": 2, "tables": 1, "figures": 1, "gamma_controller": 1, "notebook": 2}),
-        ("config/imagenet16.yaml", {"fetch_weights": 1, "fetch_mean_file": 1, "fetch_image": 16, "extract": 16, "sweep": 208, "chain_sweep": 32, "tables": 1, "figures": 16, "gamma_controller": 16, "notebook": 2}),
-        ("config/demo.yaml", {"train_mini": 1, "extract": 3, "sweep": 39, "chain_sweep": 6, "tables": 1, "figures": 3, "gamma_controller": 3, "notebook": 2}),
+        (
+            "config/config.yaml",
+            {
+                "fetch_weights": 1,
+                "fetch_mean_file": 1,
+                "fetch_image": 1,
+                "extract": 1,
+                "sweep": 13,
+                "chain_sweep": 2,
+                "tables": 1,
+                "figures": 1,
+                "gamma_controller": 1,
+                "notebook": 2,
+            },
+        ),
+        (
+            "config/imagenet16.yaml",
+            {
+                "fetch_weights": 1,
+                "fetch_mean_file": 1,
+                "fetch_image": 16,
+                "extract": 16,
+                "sweep": 208,
+                "chain_sweep": 32,
+                "tables": 1,
+                "figures": 16,
+                "gamma_controller": 16,
+                "notebook": 2,
+            },
+        ),
+        (
+            "config/demo.yaml",
+            {
+                "train_mini": 1,
+                "extract": 3,
+                "sweep": 39,
+                "chain_sweep": 6,
+                "tables": 1,
+                "figures": 3,
+                "gamma_controller": 3,
+                "notebook": 2,
+            },
+        ),
     ],
 )
 def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: dict[str, int]) -> None:
@@ -189,7 +252,9 @@ def test_offline_paper_run_stops_at_the_first_download_with_instructions(tmp_pat
     text = (REPO / "config" / "config.yaml").read_text()
     offline = re.sub(r"url: \S+", "url: http://127.0.0.1:9/unreachable", text)
     (tmp_path / "offline.yaml").write_text(offline)
-    result = snakemake(tmp_path, "--cores", "1", "--configfile", str(tmp_path / "offline.yaml"), check=False, timeout=300)
+    result = snakemake(
+        tmp_path, "--cores", "1", "--configfile", str(tmp_path / "offline.yaml"), check=False, timeout=300
+    )
     assert result.returncode != 0
     logs = "\n".join(p.read_text() for p in (tmp_path / "logs").rglob("*.log"))
     assert "place it by hand at data/" in logs and "make demo" in logs
@@ -209,3 +274,64 @@ def test_lint_is_clean() -> None:
         result = snakemake(REPO, "--lint", *extra, check=False)
         assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
     assert shutil.which("ifmsan", path=str(BIN))
+
+
+def shell_commands(text: str, verb: str) -> list[list[str]]:
+    """The planned `ifmsan <verb>` commands of a dry run with -p, each split like a shell would."""
+    import shlex
+
+    lines = [line.removeprefix("Shell command: ") for line in text.splitlines()]
+    return [shlex.split(line.split(" > ", 1)[0])[1:] for line in lines if line.startswith(f"ifmsan {verb} ")]
+
+
+def option(args: list[str], name: str) -> list[str]:
+    """The values after --name, up to the next option."""
+    start = args.index(name) + 1
+    end = next((i for i in range(start, len(args)) if args[i].startswith("--")), len(args))
+    return args[start:end]
+
+
+@pytest.fixture(scope="module")
+def own_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny without a chains key, run `mine`, and image ids equal to layer names: merged into the paper config it
+    would gain the paper's chains and images; its figures jobs must each get only their own image's sweeps."""
+    import yaml
+
+    config = yaml.safe_load(TINY.read_text())
+    del config["chains"]
+    config["run"] = "mine"
+    config["images"] = [{"id": "pool5", "source": "minidata:test:1"}, {"id": "norm2", "source": "minidata:test:2"}]
+    path = tmp_path_factory.mktemp("config") / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_alone_adjusts_the_paper_config(tmp_path: Path) -> None:
+    text = snakemake(tmp_path, "-n", "-p", "--config", "threads=2").stdout
+    sweeps = shell_commands(text, "sweep")
+    assert len(sweeps) == 13 + 2  # the paper's 13 layers and 2 chains
+    assert all(option(args, "--threads") == ["2"] and "run=paper" in args for args in sweeps)
+
+
+def test_configfile_replaces_the_paper_config(tmp_path: Path, own_config: Path) -> None:
+    text = snakemake(tmp_path, "-n", "-p", "--configfile", str(own_config)).stdout
+    sweeps = shell_commands(text, "sweep")
+    assert len(sweeps) == 2 * 2 and not any("--chain" in args for args in sweeps)  # 2 images x 2 layers, no chains
+    assert all(option(args, "--threads") == ["1"] and "run=mine" in args for args in sweeps)
+
+
+def test_configfile_and_config_together_and_figures_get_only_their_images_sweeps(
+    tmp_path: Path, own_config: Path
+) -> None:
+    text = snakemake(tmp_path, "-n", "-p", "--configfile", str(own_config), "--config", "threads=3", "run=both").stdout
+    sweeps = shell_commands(text, "sweep")
+    assert len(sweeps) == 4 and all(option(args, "--threads") == ["3"] and "run=both" in args for args in sweeps)
+    figures = {option(args, "--image")[0]: option(args, "--sweeps") for args in shell_commands(text, "figures")}
+    assert set(figures) == {"pool5", "norm2"}
+    for image, paths in figures.items():
+        expected = {
+            f"results/both/sweeps/{image}/{layer}/{knob}.nc"
+            for layer in ("norm2", "pool5")
+            for knob in ("nonzero_mean", "first", "gaussian")
+        }
+        assert set(paths) == expected

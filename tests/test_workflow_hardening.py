@@ -56,9 +56,24 @@ BVLC_RANDOM = {**copy.deepcopy(PAPER), "model": {"name": "bvlc_alexnet", "weight
 
 SEMANTIC = {
     "unknown_layer": (DEMO, "layers.1", "bogus", ["layers[1]", "'bogus'", "allowed: conv1, norm1"]),
-    "stop_below_start": (DEMO, "windows", {"start": 10, "stop": 5, "step": 1}, ["windows.stop", "5", "start 10", ">= start"]),
-    "chain_out_of_order": (DEMO, "chains.0", {"steps": "pool2@3+norm2@3", "layer": "pool5"}, ["chains[0].steps", "'pool2@3+norm2@3'", "network order"]),
-    "chain_after_swept_layer": (DEMO, "chains.0", {"steps": "fc6@3", "layer": "pool5"}, ["chains[0].steps", "'fc6@3'", "before the swept layer 'pool5'"]),
+    "stop_below_start": (
+        DEMO,
+        "windows",
+        {"start": 10, "stop": 5, "step": 1},
+        ["windows.stop", "5", "start 10", ">= start"],
+    ),
+    "chain_out_of_order": (
+        DEMO,
+        "chains.0",
+        {"steps": "pool2@3+norm2@3", "layer": "pool5"},
+        ["chains[0].steps", "'pool2@3+norm2@3'", "network order"],
+    ),
+    "chain_after_swept_layer": (
+        DEMO,
+        "chains.0",
+        {"steps": "fc6@3", "layer": "pool5"},
+        ["chains[0].steps", "'fc6@3'", "before the swept layer 'pool5'"],
+    ),
     "chain_unknown_step": (DEMO, "chains.0.steps", "bogus@3", ["chains[0].steps", "'bogus'", "allowed: conv1"]),
     "chain_unknown_layer": (DEMO, "chains.0.layer", "bogus", ["chains[0].layer", "'bogus'", "allowed: conv1"]),
     "chain_window_zero": (DEMO, "chains.0.steps", "norm2@0", ["chains[0].steps", "window 0", ">= 1"]),
@@ -68,23 +83,94 @@ SEMANTIC = {
     "duplicate_knobs": (DEMO, "knobs", ["first", "nonzero_mean", "first"], ["knobs", "'first' listed twice", "once"]),
     "duplicate_layers": (DEMO, "layers", ["pool5", "norm2", "pool5"], ["layers", "'pool5' listed twice"]),
     "duplicate_gammas": (DEMO, "gammas", [0.5, 1, 0.5], ["gammas", "0.5 listed twice"]),
+    "chains_without_nonzero_mean": (
+        DEMO,
+        "knobs",
+        ["first", "mean"],
+        ["knobs: ['first', 'mean'] lacks nonzero_mean", "chains need"],
+    ),
     "duplicate_noise_scales": (DEMO, "noise_scales", [0.0, 1.0, 1.0], ["noise_scales", "1.0 listed twice"]),
     "infinite_gamma": (DEMO, "gammas", [0.5, float("inf")], ["gammas[1]", "inf", "finite"]),
     "nan_noise_scale": (DEMO, "noise_scales", [0.0, float("nan")], ["noise_scales[1]", "nan", "finite"]),
     "duplicate_image_ids": (DEMO, "images.2.id", "mini_test_0", ["images", "'mini_test_0' used twice", "unique"]),
-    "duplicate_chains": (DEMO, "chains.1", {"steps": "norm2@3", "layer": "pool5"}, ["chains", "norm2@3 -> pool5 listed twice"]),
-    "url_image_without_sha256": (DEMO, "images.0", {"id": "web", "source": "https://example.org/a.jpg"}, ["images[0].sha256", "'https://example.org/a.jpg'", "must name its sha256"]),
-    "minidata_injection": (DEMO, "images.1.source", "minidata:test:3'$(touch X)'", ["images[1].source", "\"minidata:test:3'$(touch X)'\"", "minidata:test:<index>"]),
-    "minidata_bad_split": (DEMO, "images.1.source", "minidata:valid:3", ["images[1].source", "'minidata:valid:3'", "minidata:test:<index>"]),
-    "skimage_unknown": (DEMO, "images.0.source", "skimage:nope", ["images[0].source", "'skimage:nope'", "skimage:astronaut"]),
-    "local_image_missing": (DEMO, "images.0.source", "pictures/absent.png", ["images[0].source", "'pictures/absent.png'", "does not exist"]),
-    "ftp_image": (DEMO, "images.0", {"id": "f", "source": "ftp://example.org/a.png", "sha256": SHA_A}, ["images[0].source", "ftp://", "unsupported scheme"]),
-    "train_for_bvlc": (BVLC_RANDOM, "model.weights", "train", ["model.weights", "'train'", "alexnet_mini only", "'bvlc_alexnet'"]),
-    "tv_weights_for_mini": (DEMO, "model.weights", "IMAGENET1K_V1", ["model.weights", "'IMAGENET1K_V1'", "torchvision weights name", "'alexnet_mini'"]),
-    "mean_file_for_mini": (DEMO, "model.mean_file", {"url": "file:///m.npy", "sha256": SHA_A, "file": "m.npy"}, ["model.mean_file", "bvlc_alexnet only", "'alexnet_mini'"]),
-    "tv_unknown_arch": (DEMO, "model", {"name": "torchvision:resnet999", "weights": None, "mean_file": None}, ["model.name", "'torchvision:resnet999'", "torchvision:resnet"]),
-    "braces_in_local_image": (DEMO, "images.0.source", "pics/{image}.png", ["images[0].source", "'pics/{image}.png'", "brace", "wildcard"]),
-    "local_weights_missing": (DEMO, "model.weights", {"path": "models/mine.pt", "sha256": SHA_A}, ["model.weights.path", "'models/mine.pt'", "does not exist"]),
+    "duplicate_chains": (
+        DEMO,
+        "chains.1",
+        {"steps": "norm2@3", "layer": "pool5"},
+        ["chains", "norm2@3 -> pool5 listed twice"],
+    ),
+    "url_image_without_sha256": (
+        DEMO,
+        "images.0",
+        {"id": "web", "source": "https://example.org/a.jpg"},
+        ["images[0].sha256", "'https://example.org/a.jpg'", "must name its sha256"],
+    ),
+    "minidata_injection": (
+        DEMO,
+        "images.1.source",
+        "minidata:test:3'$(touch X)'",
+        ["images[1].source", "\"minidata:test:3'$(touch X)'\"", "minidata:test:<index>"],
+    ),
+    "minidata_bad_split": (
+        DEMO,
+        "images.1.source",
+        "minidata:valid:3",
+        ["images[1].source", "'minidata:valid:3'", "minidata:test:<index>"],
+    ),
+    "skimage_unknown": (
+        DEMO,
+        "images.0.source",
+        "skimage:nope",
+        ["images[0].source", "'skimage:nope'", "skimage:astronaut"],
+    ),
+    "local_image_missing": (
+        DEMO,
+        "images.0.source",
+        "pictures/absent.png",
+        ["images[0].source", "'pictures/absent.png'", "does not exist"],
+    ),
+    "ftp_image": (
+        DEMO,
+        "images.0",
+        {"id": "f", "source": "ftp://example.org/a.png", "sha256": SHA_A},
+        ["images[0].source", "ftp://", "unsupported scheme"],
+    ),
+    "train_for_bvlc": (
+        BVLC_RANDOM,
+        "model.weights",
+        "train",
+        ["model.weights", "'train'", "alexnet_mini only", "'bvlc_alexnet'"],
+    ),
+    "tv_weights_for_mini": (
+        DEMO,
+        "model.weights",
+        "IMAGENET1K_V1",
+        ["model.weights", "'IMAGENET1K_V1'", "torchvision weights name", "'alexnet_mini'"],
+    ),
+    "mean_file_for_mini": (
+        DEMO,
+        "model.mean_file",
+        {"url": "file:///m.npy", "sha256": SHA_A, "file": "m.npy"},
+        ["model.mean_file", "bvlc_alexnet only", "'alexnet_mini'"],
+    ),
+    "tv_unknown_arch": (
+        DEMO,
+        "model",
+        {"name": "torchvision:resnet999", "weights": None, "mean_file": None},
+        ["model.name", "'torchvision:resnet999'", "torchvision:resnet"],
+    ),
+    "braces_in_local_image": (
+        DEMO,
+        "images.0.source",
+        "pics/{image}.png",
+        ["images[0].source", "'pics/{image}.png'", "brace", "wildcard"],
+    ),
+    "local_weights_missing": (
+        DEMO,
+        "model.weights",
+        {"path": "models/mine.pt", "sha256": SHA_A},
+        ["model.weights.path", "'models/mine.pt'", "does not exist"],
+    ),
 }
 
 
@@ -125,7 +211,14 @@ def test_torchvision_model_is_built_once_and_checked(weights: str | None, fragme
     with pytest.raises(ValueError) as info:
         check_config(config)
     message = str(info.value)
-    for fragment in [*fragments, "images[0].target", "allowed: 0..999", "layers[0]", "'bogus'", "is not an IFM layer of torchvision:resnet18"]:
+    for fragment in [
+        *fragments,
+        "images[0].target",
+        "allowed: 0..999",
+        "layers[0]",
+        "'bogus'",
+        "is not an IFM layer of torchvision:resnet18",
+    ]:
         assert fragment in message, (fragment, message)
     assert configcheck.model_info.cache_info().currsize >= 1
     hits = configcheck.model_info.cache_info().hits
@@ -136,29 +229,89 @@ def test_torchvision_model_is_built_once_and_checked(weights: str | None, fragme
 # --- the schema, with messages that name the key ----------------------------------------------------------------
 
 SCHEMA_CASES = {
-    "misspelled_top_key": ("decimal", 4, ["config: unknown key 'decimal' (did you mean 'decimals'?)", "allowed keys: run, model"]),
-    "misspelled_model_key": ("model.weight", "train", ["model: unknown key 'weight' (did you mean 'weights'?)", "allowed keys: name, weights, mean_file"]),
+    "misspelled_top_key": (
+        "decimal",
+        4,
+        ["config: unknown key 'decimal' (did you mean 'decimals'?)", "allowed keys: run, model"],
+    ),
+    "misspelled_model_key": (
+        "model.weight",
+        "train",
+        ["model: unknown key 'weight' (did you mean 'weights'?)", "allowed keys: name, weights, mean_file"],
+    ),
     "misspelled_image_key": ("images.0.sorce", "x.png", ["images[0]: unknown key 'sorce' (did you mean 'source'?)"]),
-    "local_weights_string": ("model.weights", "data/mine.caffemodel", ["model.weights: 'data/mine.caffemodel' is not allowed", "{path: data/mine.caffemodel, sha256: <its sha256>}"]),
-    "mean_file_string": ("model.mean_file", "mean.npy", ["model.mean_file: 'mean.npy' is not allowed", "{path: mean.npy, sha256: <its sha256>}"]),
-    "weights_url_and_path": ("model.weights", {"url": "file:///w", "path": "w", "sha256": SHA_A, "file": "w"}, ["model.weights", "url for a download or path for a local file, not both"]),
-    "url_image_without_sha256": ("images.0", {"id": "web", "source": "https://example.org/a.jpg"}, ["images[0].sha256: missing for the URL 'https://example.org/a.jpg'"]),
+    "local_weights_string": (
+        "model.weights",
+        "data/mine.caffemodel",
+        ["model.weights: 'data/mine.caffemodel' is not allowed", "{path: data/mine.caffemodel, sha256: <its sha256>}"],
+    ),
+    "mean_file_string": (
+        "model.mean_file",
+        "mean.npy",
+        ["model.mean_file: 'mean.npy' is not allowed", "{path: mean.npy, sha256: <its sha256>}"],
+    ),
+    "weights_url_and_path": (
+        "model.weights",
+        {"url": "file:///w", "path": "w", "sha256": SHA_A, "file": "w"},
+        ["model.weights", "url for a download or path for a local file, not both"],
+    ),
+    "url_image_without_sha256": (
+        "images.0",
+        {"id": "web", "source": "https://example.org/a.jpg"},
+        ["images[0].sha256: missing for the URL 'https://example.org/a.jpg'"],
+    ),
     "duplicate_knobs": ("knobs", ["first", "first"], ["knobs: ['first', 'first'] lists a value twice"]),
     "duplicate_layers": ("layers", ["pool5", "pool5"], ["layers: ['pool5', 'pool5'] lists a value twice"]),
     "newline_in_source": ("images.0.source", "a.png\n$(touch X)", ["images[0].source", "contains a control character"]),
-    "newline_in_url": ("model.weights", {"url": "file:///w\n.pt", "sha256": SHA_A, "file": "w.pt"}, ["model.weights.url", "control character"]),
+    "newline_in_url": (
+        "model.weights",
+        {"url": "file:///w\n.pt", "sha256": SHA_A, "file": "w.pt"},
+        ["model.weights.url", "control character"],
+    ),
     "tab_in_layer": ("layers", ["pool5\t"], ["layers[0]", "control character"]),
-    "space_in_url": ("model.weights", {"url": "file:///a b.pt", "sha256": SHA_A, "file": "w.pt"}, ["model.weights.url: 'file:///a b.pt'", "without spaces"]),
+    "space_in_url": (
+        "model.weights",
+        {"url": "file:///a b.pt", "sha256": SHA_A, "file": "w.pt"},
+        ["model.weights.url: 'file:///a b.pt'", "without spaces"],
+    ),
     "command_in_layer": ("layers", ["pool5$(touch X)"], ["layers[0]: 'pool5$(touch X)' does not match"]),
-    "backticks_in_chain": ("chains.0.steps", "norm2@3`touch X`", ["chains[0].steps: 'norm2@3`touch X`' does not match", "e.g. norm2@3"]),
-    "semicolon_in_chain_layer": ("chains.0.layer", "pool5;touch X", ["chains[0].layer: 'pool5;touch X' does not match"]),
-    "quote_in_run": ("run", "demo'x", ["run: \"demo'x\" does not match", "an id that becomes part of file paths"]),
-    "space_in_image_id": ("images.0.id", "a b", ["images[0].id: 'a b' does not match", "an id that becomes part of file paths"]),
-    "double_quote_in_file": ("model.weights", {"url": "file:///w.pt", "sha256": SHA_A, "file": 'w".pt'}, ["model.weights.file: 'w\".pt' does not match", "file name under data/"]),
-    "braces_in_local_weights": ("model.weights", {"path": "w{x}.pt", "sha256": SHA_A}, ["model.weights.path: 'w{x}.pt'", "braces"]),
-    "missing_checksum_local": ("model.weights", {"path": "w.pt"}, ["model.weights: not a valid local file", "required"]),
+    "backticks_in_chain": (
+        "chains.0.steps",
+        "norm2@3`touch X`",
+        ["chains[0].steps: 'norm2@3`touch X`' does not match", "e.g. norm2@3"],
+    ),
+    "semicolon_in_chain_layer": (
+        "chains.0.layer",
+        "pool5;touch X",
+        ["chains[0].layer: 'pool5;touch X' does not match"],
+    ),
+    "quote_in_run": ("run", "demo'x", ['run: "demo\'x" does not match', "an id that becomes part of file paths"]),
+    "space_in_image_id": (
+        "images.0.id",
+        "a b",
+        ["images[0].id: 'a b' does not match", "an id that becomes part of file paths"],
+    ),
+    "double_quote_in_file": (
+        "model.weights",
+        {"url": "file:///w.pt", "sha256": SHA_A, "file": 'w".pt'},
+        ["model.weights.file: 'w\".pt' does not match", "file name under data/"],
+    ),
+    "braces_in_local_weights": (
+        "model.weights",
+        {"path": "w{x}.pt", "sha256": SHA_A},
+        ["model.weights.path: 'w{x}.pt'", "braces"],
+    ),
+    "missing_checksum_local": (
+        "model.weights",
+        {"path": "w.pt"},
+        ["model.weights: not a valid local file", "required"],
+    ),
     "uppercase_sha256": ("images.0.sha256", SHA_A.upper(), ["images[0].sha256", "does not match"]),
-    "model_name_injection": ("model.name", "alexnet_mini;touch X", ["model.name: 'alexnet_mini;touch X' does not match"]),
+    "model_name_injection": (
+        "model.name",
+        "alexnet_mini;touch X",
+        ["model.name: 'alexnet_mini;touch X' does not match"],
+    ),
     "knob_unknown": ("knobs", ["nonzero_mean", "median"], ["knobs[1]: 'median' is not one of"]),
     "device_unknown": ("device", "tpu", ["device: 'tpu' is not one of ['cpu', 'cuda']"]),
     "window_zero": ("windows.start", 0, ["windows.start: 0 is less than the minimum of 1"]),
@@ -191,11 +344,16 @@ def local_bvlc(tmp_path: Path, content: bytes) -> dict[str, Any]:
         (tmp_path / f"src_{name}").write_bytes(content)
     entry = {name: {"url": (tmp_path / f"src_{name}").as_uri(), "sha256": hashlib.sha256(content).hexdigest(), "file": name}
              for name in ("w.caffemodel", "m.npy")}  # fmt: skip
-    return {**BVLC_RANDOM, "model": {"name": "bvlc_alexnet", "weights": entry["w.caffemodel"], "mean_file": entry["m.npy"]}}
+    return {
+        **BVLC_RANDOM,
+        "model": {"name": "bvlc_alexnet", "weights": entry["w.caffemodel"], "mean_file": entry["m.npy"]},
+    }
 
 
 @pytest.mark.parametrize("which", ["weights", "mean_file"])
-def test_wrong_hand_placed_file_is_refused_naming_file_expected_actual(which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_hand_placed_file_is_refused_naming_file_expected_actual(
+    which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     config = local_bvlc(tmp_path, b"right")
     name = config["model"][which]["file"]
@@ -214,8 +372,12 @@ def test_wrong_hand_placed_image_is_refused(tmp_path: Path, monkeypatch: pytest.
     config = with_change(DEMO, "images.0", {"id": "web", "source": "https://example.org/x/Pic.JPEG", "sha256": SHA_A})
     (tmp_path / "data" / "images").mkdir(parents=True)
     (tmp_path / "data" / "images" / "web.jpeg").write_bytes(b"not a")
-    with pytest.raises(ValueError, match=r"images\[0\]: data/images/web.jpeg is not the expected file: its sha256 is "
-                       + hashlib.sha256(b"not a").hexdigest() + f", expected {SHA_A}"):
+    with pytest.raises(
+        ValueError,
+        match=r"images\[0\]: data/images/web.jpeg is not the expected file: its sha256 is "
+        + hashlib.sha256(b"not a").hexdigest()
+        + f", expected {SHA_A}",
+    ):
         check_config(config)
 
 
@@ -287,8 +449,14 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
 def test_dry_runs_stop_before_any_job(tmp_path: Path) -> None:
     cases = {
         "typo": (with_change(DEMO, "decimal", 4), ["unknown key 'decimal' (did you mean 'decimals'?)"]),
-        "stop": (with_change(DEMO, "windows", {"start": 9, "stop": 3, "step": 1}), ["windows.stop: 3 is below windows.start 9"]),
-        "wrong_weights": (local_bvlc(tmp_path, b"right"), ["data/w.caffemodel is not the expected file", hashlib.sha256(b"wrong").hexdigest()]),
+        "stop": (
+            with_change(DEMO, "windows", {"start": 9, "stop": 3, "step": 1}),
+            ["windows.stop: 3 is below windows.start 9"],
+        ),
+        "wrong_weights": (
+            local_bvlc(tmp_path, b"right"),
+            ["data/w.caffemodel is not the expected file", hashlib.sha256(b"wrong").hexdigest()],
+        ),
     }
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "w.caffemodel").write_bytes(b"wrong")
@@ -300,8 +468,16 @@ def test_dry_runs_stop_before_any_job(tmp_path: Path) -> None:
             assert fragment in text, (name, fragment, text[-2000:])
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
     if not torch.cuda.is_available():
-        result = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / "cuda.yaml", with_change(DEMO, "device", "cuda"))))
-        assert result.returncode != 0 and "device: 'cuda', but torch sees no CUDA device here" in result.stdout + result.stderr
+        result = snakemake(
+            tmp_path,
+            "-n",
+            "--configfile",
+            str(write_config(tmp_path / "cuda.yaml", with_change(DEMO, "device", "cuda"))),
+        )
+        assert (
+            result.returncode != 0
+            and "device: 'cuda', but torch sees no CUDA device here" in result.stdout + result.stderr
+        )
 
 
 HOSTILE = "it's a \"pic\" $(touch CANARY1) `touch CANARY2`; touch CANARY3 $HOME 'x"
@@ -309,7 +485,9 @@ URL_HOSTILE = "it's\"$(touch${IFS}CANARY4)`touch${IFS}CANARY5`;touch${IFS}CANARY
 
 
 @pytest.fixture(scope="module")
-def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]]:
+def hostile_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]]:
     """A run of the cheap rules (fetches, two extractions) on a config whose every free string is hostile."""
     from PIL import Image
 
@@ -340,7 +518,9 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproc
 
 
 @pytest.mark.slow
-def test_hostile_strings_arrive_verbatim_and_run_nothing(hostile_run: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+def test_hostile_strings_arrive_verbatim_and_run_nothing(
+    hostile_run: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
     from ifmsan.io import read_netcdf
 
     workdir, result, config = hostile_run
@@ -359,15 +539,50 @@ def test_hostile_strings_arrive_verbatim_and_run_nothing(hostile_run: tuple[Path
 
 
 @pytest.mark.slow
-def test_hostile_commands_are_quoted(hostile_run: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]]) -> None:
+def test_hostile_commands_are_quoted(
+    hostile_run: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]],
+) -> None:
     import shlex
 
     workdir, _, config = hostile_run
-    result = snakemake(workdir, "-n", "-p", "--forceall", "--configfile", str(workdir / "hostile.yaml"), "--until", "extract")
-    commands = [line[line.index("ifmsan "):] for line in result.stdout.splitlines() if "ifmsan " in line]
+    result = snakemake(
+        workdir, "-n", "-p", "--forceall", "--configfile", str(workdir / "hostile.yaml"), "--until", "extract"
+    )
+    commands = [line[line.index("ifmsan ") :] for line in result.stdout.splitlines() if "ifmsan " in line]
     assert len(commands) >= 5, result.stdout[-3000:]
     extract_good = next(shlex.split(line) for line in commands if "--image-id good" in line)
     assert extract_good[extract_good.index("--image") + 1] == config["images"][0]["source"]
     fetch = next(shlex.split(line) for line in commands if line.startswith("ifmsan fetch") and "mini.pt" in line)
     assert fetch[2] == config["model"]["weights"]["url"]
     assert re.search(r"--weights-sha256 [0-9a-f]{64}", " ".join(commands))
+
+
+def test_schema_is_2020_12_and_its_knob_list_is_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema
+
+    from ifmsan import knobs
+
+    path = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    raw = yaml.safe_load(path.read_text())
+    jsonschema.Draft202012Validator.check_schema(raw)
+    assert "definitions" not in raw and "safe_id" in raw["$defs"]
+    assert "enum" not in raw["properties"]["knobs"]["items"]  # the list lives in ifmsan.knobs only
+    assert SCHEMA["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
+    monkeypatch.setattr(knobs, "KNOBS", ("nonzero_mean", "median"))
+    check_schema(with_change(DEMO, "knobs", ["median"]), configcheck.load_schema(path))
+    with pytest.raises(ValueError, match=r"knobs\[0\]: 'first' is not one of \['nonzero_mean', 'median'\]"):
+        check_schema(with_change(DEMO, "knobs", ["first"]), configcheck.load_schema(path))
+
+
+def test_every_object_of_the_schema_rejects_unknown_keys() -> None:
+    def objects(node: Any, where: str) -> list[tuple[str, Any]]:
+        found = [(where, node)] if isinstance(node, dict) and node.get("type") == "object" else []
+        if isinstance(node, dict):
+            found += [item for key, value in node.items() for item in objects(value, f"{where}.{key}")]
+        elif isinstance(node, list):
+            found += [item for i, value in enumerate(node) for item in objects(value, f"{where}[{i}]")]
+        return found
+
+    found = objects(SCHEMA, "schema")
+    assert len(found) >= 8
+    assert [where for where, node in found if node.get("additionalProperties") is not False] == []

@@ -1,18 +1,21 @@
-"""ifmsan: sanitize CNN input feature maps by sample-and-hold approximation and measure the privacy loss."""
+"""ifmsan: sanitize CNN input feature maps by sample-and-hold approximation and measure the privacy loss.
+
+Importing ifmsan has no side effects and loads no torch: every public name is imported on first use.
+
+Performance advice: set `OMP_WAIT_POLICY=PASSIVE` in the environment before torch is imported, so idle OpenMP threads
+sleep instead of spinning and the fused sanitizer kernels' threads get the cores between torch's parallel regions
+(a 25-40 % faster sanitizer on 2 cores, benchmarks/README.md). The `ifmsan` command and the benchmark set it unless
+you did; a library user decides for their own process.
+"""
 
 from __future__ import annotations
 
-import os as _os
 from importlib import metadata as _metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-# Idle OpenMP threads sleep instead of spinning, so the fused kernels' threads get the cores between torch's parallel
-# regions (a 25-40 % faster sanitizer on 2 cores, benchmarks/README.md). Read when torch loads, so only if it has
-# not been imported yet; a value the user set wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ifmsan.knobs import KNOBS, get_knob
-from ifmsan.sanitize import SELECTORS, sample_and_hold, sample_and_hold_sweep
+if TYPE_CHECKING:
+    from ifmsan.knobs import KNOBS, get_knob
+    from ifmsan.sanitize import SELECTORS, sample_and_hold, sample_and_hold_sweep
 
 try:
     __version__ = _metadata.version("ifmsan")
@@ -20,9 +23,15 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0+unknown"
 
 _LAZY = {
+    "KNOBS": ("ifmsan.knobs", "KNOBS"),
+    "get_knob": ("ifmsan.knobs", "get_knob"),
+    "SELECTORS": ("ifmsan.sanitize", "SELECTORS"),
+    "sample_and_hold": ("ifmsan.sanitize", "sample_and_hold"),
+    "sample_and_hold_sweep": ("ifmsan.sanitize", "sample_and_hold_sweep"),
     "models": ("ifmsan.models", None),
     "caffe": ("ifmsan.caffe", None),
     "metrics": ("ifmsan.metrics", None),
+    "gamma": ("ifmsan.gamma", None),
     "eff_san": ("ifmsan.metrics", "eff_san"),
     "GammaSanitizer": ("ifmsan.gamma", "GammaSanitizer"),
     "GammaNotReached": ("ifmsan.gamma", "GammaNotReached"),
@@ -49,6 +58,7 @@ __all__ = [
     "GammaSanitizer",
     "caffe",
     "eff_san",
+    "gamma",
     "get_knob",
     "metrics",
     "models",

@@ -12,7 +12,11 @@ from pathlib import Path
 def _write_error(exc: OSError, target: Path) -> OSError:
     """The same OSError kind, naming the output rather than its temporary sibling (e.g. a full disk)."""
     reason = exc.strerror or str(exc)
-    return OSError(exc.errno, f"cannot write {target}: {reason}") if exc.errno else OSError(f"cannot write {target}: {reason}")
+    return (
+        OSError(exc.errno, f"cannot write {target}: {reason}")
+        if exc.errno
+        else OSError(f"cannot write {target}: {reason}")
+    )
 
 
 @contextlib.contextmanager
@@ -28,7 +32,9 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str | None = None) -> I
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=suffix if suffix is not None else f".part{target.suffix}", dir=target.parent
+            prefix=f".{target.name}.",
+            suffix=suffix if suffix is not None else f".part{target.suffix}",
+            dir=target.parent,
         )
     except OSError as exc:
         raise _write_error(exc, target) from exc

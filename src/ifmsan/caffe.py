@@ -68,10 +68,22 @@ def _message_classes() -> dict[str, Any]:
     fdp = descriptor_pb2.FileDescriptorProto(name="ifmsan_caffe_subset.proto", package=_PACKAGE, syntax="proto2")
     fdp_field = descriptor_pb2.FieldDescriptorProto
 
-    def add(message: descriptor_pb2.DescriptorProto, name: str, number: int, kind: int, *, repeated: bool = False,
-            message_type: str | None = None, packed: bool = False) -> None:
-        field = message.field.add(name=name, number=number, type=kind,
-                                  label=fdp_field.LABEL_REPEATED if repeated else fdp_field.LABEL_OPTIONAL)
+    def add(
+        message: descriptor_pb2.DescriptorProto,
+        name: str,
+        number: int,
+        kind: int,
+        *,
+        repeated: bool = False,
+        message_type: str | None = None,
+        packed: bool = False,
+    ) -> None:
+        field = message.field.add(
+            name=name,
+            number=number,
+            type=kind,
+            label=fdp_field.LABEL_REPEATED if repeated else fdp_field.LABEL_OPTIONAL,
+        )
         if message_type is not None:
             field.type_name = f".{_PACKAGE}.{message_type}"
         if packed:

@@ -5,9 +5,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+OPENMP_ADVICE = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Set for the command unless the user chose: idle OpenMP threads sleep, so the fused kernels' threads get the cores
+(benchmarks/README.md). Read when torch loads, so it is set before any verb imports torch."""
+
+
+def use_openmp_advice() -> None:
+    """Set OPENMP_ADVICE in this process's environment where the user did not and torch is not loaded yet."""
+    if "torch" in sys.modules:  # too late to take effect: leave the environment alone
+        return
+    for key, value in OPENMP_ADVICE.items():
+        os.environ.setdefault(key, value)
 
 
 def commands() -> dict[str, str]:
@@ -45,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the arguments, run one verb, and turn expected errors into a one-line message."""
+    use_openmp_advice()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

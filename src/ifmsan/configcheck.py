@@ -23,7 +23,7 @@ class ModelInfo(NamedTuple):
     classes: int
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model_info(name: str) -> ModelInfo:
     """Layers and classes of a model by name; a torchvision model is built (untrained) once per process."""
     from ifmsan import models
@@ -79,7 +79,12 @@ def _schema_message(error: Any) -> str:
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         allowed = list(schema.get("properties", {}))
         unknown = [key for key in error.instance if key not in allowed]
-        hints = [f"{key!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(str(key), allowed, 1)) else repr(key) for key in unknown]
+        hints = [
+            f"{key!r} (did you mean {close[0]!r}?)"
+            if (close := difflib.get_close_matches(str(key), allowed, 1))
+            else repr(key)
+            for key in unknown
+        ]
         return f"{where}: unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
     if error.validator == "uniqueItems":
         return f"{where}: {error.instance!r} lists a value twice; give each value once"
@@ -104,7 +109,8 @@ def _schema_message(error: Any) -> str:
             hint = " (give url for a download or path for a local file, not both)"
         return f"{where}: {error.instance!r} is not allowed; give {forms}{hint}"
     if error.validator == "required" and where.startswith("images[") and "'sha256'" in error.message:
-        return f"{where}.sha256: missing for the URL {error.instance.get('source')!r}; a downloaded image must name its sha256"
+        source = error.instance.get("source")
+        return f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256"
     description = schema.get("description")
     return f"{where}: {error.message}" + (f" (expected: {' '.join(str(description).split())})" if description else "")
 
@@ -116,7 +122,10 @@ def _control_characters(value: Any, path: tuple[str | int, ...] = ()) -> list[st
     if isinstance(value, list):
         return [p for i, item in enumerate(value) for p in _control_characters(item, (*path, i))]
     if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f]", value):
-        return [f"{key_path(path)}: {value!r} contains a control character (newline, tab, ...); none is allowed in a config value"]
+        return [
+            f"{key_path(path)}: {value!r} contains a control character (newline, tab, ...); "
+            "none is allowed in a config value"
+        ]
     return []
 
 
@@ -133,11 +142,17 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
 
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The workflow's YAML schema as a dict."""
+    """The workflow's YAML schema as a dict, its knob enum set from ifmsan.knobs.KNOBS (the list lives there only)."""
     import yaml
 
+    from ifmsan.knobs import KNOBS
+
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    knobs = schema.get("properties", {}).get("knobs", {}).get("items")
+    if isinstance(knobs, dict):
+        knobs["enum"] = list(KNOBS)
+    return schema
 
 
 # --- what the schema cannot say ---------------------------------------------------------------------------------
@@ -145,8 +160,8 @@ def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _duplicates(values: Sequence[Any]) -> list[Any]:
     """Values listed more than once, in first-seen order."""
-    seen: list[Any] = []
-    return [v for i, v in enumerate(values) if v in values[:i] and not (v in seen or seen.append(v))]
+    twice = [v for i, v in enumerate(values) if v in values[:i]]
+    return [v for i, v in enumerate(twice) if v not in twice[:i]]
 
 
 def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | None:
@@ -158,29 +173,40 @@ def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | N
     if isinstance(name, str) and name.startswith(TORCHVISION):
         from ifmsan.models.tv import classification_models
 
-        if name[len(TORCHVISION):] not in classification_models():
+        if name[len(TORCHVISION) :] not in classification_models():
             close = difflib.get_close_matches(name, available(), 3)
-            problems.append(f"model.name: {name!r} is not a torchvision classification model"
-                            + (f"; did you mean {', '.join(close)}?" if close else f"; allowed: {', '.join(available())}"))
+            problems.append(
+                f"model.name: {name!r} is not a torchvision classification model"
+                + (f"; did you mean {', '.join(close)}?" if close else f"; allowed: {', '.join(available())}")
+            )
         else:
             info = model_info(name)
     elif name in ("bvlc_alexnet", "alexnet_mini"):
         info = model_info(name)
     if weights == "train" and name != "alexnet_mini":
-        problems.append(f"model.weights: 'train' trains alexnet_mini only, but model.name is {name!r}; give a download, "
-                        "a local {path, sha256} file or null")
+        problems.append(
+            f"model.weights: 'train' trains alexnet_mini only, but model.name is {name!r}; give a download, "
+            "a local {path, sha256} file or null"
+        )
     elif isinstance(weights, str) and weights != "train":
         if not str(name).startswith(TORCHVISION):
-            problems.append(f"model.weights: {weights!r} is a torchvision weights name, but model.name is {name!r}; "
-                            "give a download {url, sha1/sha256, file}, a local {path, sha256} file or null")
+            problems.append(
+                f"model.weights: {weights!r} is a torchvision weights name, but model.name is {name!r}; "
+                "give a download {url, sha1/sha256, file}, a local {path, sha256} file or null"
+            )
         elif info is not None:
             import torchvision
 
-            valid = ["DEFAULT", *torchvision.models.get_model_weights(name[len(TORCHVISION):]).__members__]
+            arch = str(name)[len(TORCHVISION) :]
+            valid = ["DEFAULT", *torchvision.models.get_model_weights(arch).__members__]
             if weights not in valid:
-                problems.append(f"model.weights: {weights!r} is not a weights name of {name}; allowed: {', '.join(valid)}")
+                problems.append(
+                    f"model.weights: {weights!r} is not a weights name of {name}; allowed: {', '.join(valid)}"
+                )
     if mean is not None and name != "bvlc_alexnet":
-        problems.append(f"model.mean_file: Caffe's mean file applies to bvlc_alexnet only, not {name!r}; set it to null")
+        problems.append(
+            f"model.mean_file: Caffe's mean file applies to bvlc_alexnet only, not {name!r}; set it to null"
+        )
     return info
 
 
@@ -194,18 +220,26 @@ def _check_image(i: int, image: Mapping[str, Any], info: ModelInfo | None, probl
             problems.append(f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256")
     elif source.startswith("minidata:"):
         if not MINIDATA_SOURCE.match(source):
-            problems.append(f"{where}.source: {source!r} is not a generated sample; allowed: minidata:test:<index> or "
-                            "minidata:train:<index>[:<seed>]")
+            problems.append(
+                f"{where}.source: {source!r} is not a generated sample; allowed: minidata:test:<index> or "
+                "minidata:train:<index>[:<seed>]"
+            )
     elif source.startswith(SKIMAGE_PREFIX):
-        if source[len(SKIMAGE_PREFIX):] not in SKIMAGE_IMAGES:
-            problems.append(f"{where}.source: {source!r} is not a scikit-image photo; allowed: "
-                            + ", ".join(SKIMAGE_PREFIX + name for name in sorted(SKIMAGE_IMAGES)))
+        if source[len(SKIMAGE_PREFIX) :] not in SKIMAGE_IMAGES:
+            problems.append(
+                f"{where}.source: {source!r} is not a scikit-image photo; allowed: "
+                + ", ".join(SKIMAGE_PREFIX + name for name in sorted(SKIMAGE_IMAGES))
+            )
     elif "://" in source:
-        problems.append(f"{where}.source: {source!r} has an unsupported scheme; allowed: http(s)://, file://, a local "
-                        "path, skimage:<name> or minidata:test:<index>")
+        problems.append(
+            f"{where}.source: {source!r} has an unsupported scheme; allowed: http(s)://, file://, a local "
+            "path, skimage:<name> or minidata:test:<index>"
+        )
     elif re.search(r"[{}]", source):
-        problems.append(f"{where}.source: local path {source!r} holds a brace, which Snakemake reads as a wildcard in "
-                        "file paths; rename the file (or give it as a file:// URL with its sha256)")
+        problems.append(
+            f"{where}.source: local path {source!r} holds a brace, which Snakemake reads as a wildcard in "
+            "file paths; rename the file (or give it as a file:// URL with its sha256)"
+        )
     elif not Path(source).expanduser().is_file():
         problems.append(f"{where}.source: local image {source!r} does not exist (or is not a file) in {os.getcwd()}")
     target = image.get("target")
@@ -228,19 +262,31 @@ def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: li
                 problems.append(f"{key}[{j}]: {value!r} is not a finite number")
     for j, layer in enumerate(config.get("layers") or []):
         if layers is not None and layer not in layers:
-            problems.append(f"layers[{j}]: {layer!r} is not an IFM layer of {config['model']['name']}; allowed: {', '.join(layers)}")
+            problems.append(
+                f"layers[{j}]: {layer!r} is not an IFM layer of {config['model']['name']}; allowed: {', '.join(layers)}"
+            )
     windows = config.get("windows") or {}
     start, stop = windows.get("start", 2), windows.get("stop", 150)
     if isinstance(start, int) and isinstance(stop, int) and stop < start:
-        problems.append(f"windows.stop: {stop} is below windows.start {start}; the range is inclusive, stop must be >= start")
+        problems.append(
+            f"windows.stop: {stop} is below windows.start {start}; the range is inclusive, stop must be >= start"
+        )
     noisy = [knob for knob in config.get("knobs") or [] if knob in NOISES]
     if noisy and not config.get("noise_scales"):
-        problems.append(f"noise_scales: empty, but knobs {', '.join(noisy)} sweep noise scales; give at least one scale")
+        problems.append(
+            f"noise_scales: empty, but knobs {', '.join(noisy)} sweep noise scales; give at least one scale"
+        )
     chains = config.get("chains") or []
     if twice := _duplicates([(c.get("steps"), c.get("layer")) for c in chains]):
-        problems.append(f"chains: {', '.join(f'{s} -> {l}' for s, l in twice)} listed twice; give each chain once")
+        listed = ", ".join(f"{steps} -> {layer}" for steps, layer in twice)
+        problems.append(f"chains: {listed} listed twice; give each chain once")
     for j, chain in enumerate(chains):
         _check_chain(f"chains[{j}]", chain, layers, problems)
+    if chains and "nonzero_mean" not in (config.get("knobs") or ["nonzero_mean"]):
+        problems.append(
+            f"knobs: {config.get('knobs')!r} lacks nonzero_mean, which chains need (Table 2 compares each chain "
+            "with its layer's unchained nonzero_mean sweep); add nonzero_mean to knobs or remove the chains"
+        )
 
 
 def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | None, problems: list[str]) -> None:
@@ -259,8 +305,10 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
             continue
         position = layers.index(name)
         if position <= previous or position >= layers.index(layer):
-            problems.append(f"{where}.steps: {steps!r} must list layers in network order ({', '.join(layers)}), "
-                            f"each once and all before the swept layer {layer!r}")
+            problems.append(
+                f"{where}.steps: {steps!r} must list layers in network order ({', '.join(layers)}), "
+                f"each once and all before the swept layer {layer!r}"
+            )
             return
         previous = position
         if window.isdigit() and int(window) < 1:
@@ -299,7 +347,9 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
         _check_image(i, image, info, problems)
     _check_lists(config, info, problems)
     if config.get("device") == "cuda" and cuda_available is False:
-        problems.append("device: 'cuda', but torch sees no CUDA device here; allowed here: cpu (or run the jobs on a GPU node)")
+        problems.append(
+            "device: 'cuda', but torch sees no CUDA device here; allowed here: cpu (or run the jobs on a GPU node)"
+        )
     if files and not problems:
         _check_files(config, problems)
     return problems
@@ -308,7 +358,9 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
 def _raise(problems: list[str]) -> None:
     """One ValueError for every problem, one per line."""
     if problems:
-        raise ValueError(f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - " + "\n  - ".join(problems))
+        raise ValueError(
+            f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - " + "\n  - ".join(problems)
+        )
 
 
 def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any] | str | os.PathLike[str]) -> None:

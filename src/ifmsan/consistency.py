@@ -100,7 +100,7 @@ def check_sweeps_match_ifms(
 
 
 def varying(curves: Sequence[Any], keys: Sequence[str] = VARIANT_KEYS) -> list[str]:
-    """The keys whose values differ between the curves (tables.Curve or anything with those attributes)."""
+    """The keys whose values differ between the curves (curves.Curve or anything with those attributes)."""
     return [key for key in keys if len({getattr(c, key) for c in curves}) > 1]
 
 

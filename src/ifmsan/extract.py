@@ -1,4 +1,4 @@
-"""IFM extraction: every IFM of one image plus its original prediction, as a labelled Dataset."""
+"""IFM extraction: every IFM of one image plus its original prediction, as a labelled Dataset (docs/netcdf.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import xarray as xr
 
 import ifmsan
 from ifmsan.io import IMAGE_ATTRS, check_user_attrs
+from ifmsan.models.base import LayeredNet
 
 
 def ifm_dims(layer: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -22,13 +23,13 @@ def ifm_dims(layer: str, shape: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(f"{layer}_dim{i}" for i in range(len(shape)))
 
 
-def weights_sha(net: torch.nn.Module) -> str:
+def weights_sha(net: LayeredNet) -> str:
     """The checksum that identifies a network's weights ('' when untrained)."""
     info = getattr(net, "weights_info", {}) or {}
     return str(info.get("sha256") or info.get("sha1") or "")
 
 
-def provenance(net: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+def provenance(net: LayeredNet, **extra: Any) -> dict[str, Any]:
     """Attributes every output carries: model, weights, whether it is a stand-in, package version."""
     info = getattr(net, "weights_info", {}) or {}
     attrs: dict[str, Any] = {
@@ -47,7 +48,7 @@ def provenance(net: torch.nn.Module, **extra: Any) -> dict[str, Any]:
 
 @torch.inference_mode()
 def extract_ifms(
-    net: torch.nn.Module,
+    net: LayeredNet,
     x: torch.Tensor,
     *,
     target: int | None = None,
@@ -66,7 +67,9 @@ def extract_ifms(
     logits = net.forward_from(net.ifm_layers[0], ifms[net.ifm_layers[0]])
     softmax = torch.softmax(logits[0].double(), dim=0).cpu().numpy()
     if not np.isfinite(softmax).all():
-        raise ValueError(f"{getattr(net, 'name', 'the network')} gave NaN or infinite outputs for this image: its weights overflow")
+        raise ValueError(
+            f"{getattr(net, 'name', 'the network')} gave NaN or infinite outputs for this image: its weights overflow"
+        )
     n_classes = softmax.shape[0]
     if target is not None and not 0 <= int(target) < n_classes:
         raise ValueError(f"target must be a class index in [0, {n_classes}), got {target}")

@@ -184,10 +184,19 @@ def _download_once(url: str, part: Path, *, timeout: float, progress: bool | Non
                 log.info("server ignored the Range request for %s; downloading it from the start", url)
             offset, mode = 0, "wb"
         received = 0
-        with part.open(mode) as handle, tqdm(
-            total=None if total is None else offset + total, initial=offset, unit="B", unit_scale=True,
-            unit_divisor=1024, desc=label, disable=None if progress is None else not progress, leave=False,
-        ) as bar:
+        with (
+            part.open(mode) as handle,
+            tqdm(
+                total=None if total is None else offset + total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=None if progress is None else not progress,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 try:
                     block = response.read(CHUNK)
@@ -203,9 +212,18 @@ def _download_once(url: str, part: Path, *, timeout: float, progress: bool | Non
     return mode == "ab"
 
 
-def fetch(url: str, dest: str | os.PathLike[str], *, sha256: str | None = None, sha1: str | None = None,
-          retries: int = 3, progress: bool | None = None, timeout: float = 60.0, backoff: float = 1.0,
-          allow_unverified: bool = False) -> Path:
+def fetch(
+    url: str,
+    dest: str | os.PathLike[str],
+    *,
+    sha256: str | None = None,
+    sha1: str | None = None,
+    retries: int = 3,
+    progress: bool | None = None,
+    timeout: float = 60.0,
+    backoff: float = 1.0,
+    allow_unverified: bool = False,
+) -> Path:
     """Download `url` to `dest` unless it is already there with the right checksum; verified, resumable, atomic.
 
     The data goes to `dest.part` (resumed with an HTTP Range request on the next try) and is renamed onto

@@ -1,6 +1,6 @@
 """The paper's figures (2, 4, 5) and three more views of the sweeps, drawn with seaborn, saved as PNG and PDF.
 
-Every figure function takes a list of sweep Datasets (or `tables.Curve`s) for one model and one image (pass
+Every figure function takes a list of sweep Datasets (or `curves.Curve`s) for one model and one image (pass
 `model=`/`image=` when the list holds several), draws with matplotlib's Agg/PDF backends on a `Figure` of its
 own (no pyplot state), optionally saves `<out>.png` and `<out>.pdf` atomically and byte-for-byte reproducibly,
 and returns a `Plotted`: the tidy DataFrame it plotted, the Figure, and the files written. Curves are drawn with
@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from ifmsan.consistency import check_mixture
+from ifmsan.curves import PARAMETER_LABELS, Curve, chain_steps, chained_curve_label, layer_ranks, select_image
 from ifmsan.io import all_or_none, check_id
-from ifmsan.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, knob_for_gamma
-from ifmsan.tables import PARAMETER_LABELS, Curve, as_curves, chain_label, layer_ranks, parse_chain
+from ifmsan.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, n_star_for_gamma
+from ifmsan.plan import Sweep, figure_names
 
 log = logging.getLogger(__name__)
 
@@ -54,24 +54,6 @@ def x_label(parameter: str) -> str:
     return PARAMETER_LABELS.get(parameter, parameter)
 
 
-def select_image(sweeps: Sequence[Any], *, model: str | None = None, image: str | None = None) -> list[Curve]:
-    """The curves of one (model, image); a ValueError lists the choices when there are several, or names the files
-    when they mix weights, configurations or targets (consistency.check_mixture: the lines could not be told apart)."""
-    curves = as_curves(sweeps)
-    if model is not None:
-        curves = [c for c in curves if c.model == model]
-    if image is not None:
-        curves = [c for c in curves if c.image_id == image]
-    pairs = list(dict.fromkeys((c.model, c.image_id) for c in curves))
-    if not pairs:
-        raise ValueError(f"no sweeps for model={model!r}, image={image!r}")
-    if len(pairs) > 1:
-        listed = ", ".join(f"{m}/{i}" for m, i in pairs)
-        raise ValueError(f"the sweeps hold several (model, image) pairs ({listed}); choose one with model= and image=")
-    check_mixture(curves, hint="draw each set of files in its own `ifmsan figures` run")
-    return curves
-
-
 def _find(curves: list[Curve], *, layer: str, knob: str, chain: str = "") -> Curve:
     """The one curve with this layer, knob and chain, or a ValueError saying what is missing."""
     for curve in curves:
@@ -81,7 +63,7 @@ def _find(curves: list[Curve], *, layer: str, knob: str, chain: str = "") -> Cur
 
 
 def _title(curves: list[Curve], what: str) -> str:
-    """"<what>" over "<model>, image <id>", flagged when the model is a stand-in."""
+    """ "<what>" over "<model>, image <id>", flagged when the model is a stand-in."""
     model, image = curves[0].model, curves[0].image_id
     flag = f" (stand-in: {model})" if any(c.stand_in for c in curves) else ""
     return f"{what}\n{model}, image {image}{flag}"
@@ -236,11 +218,11 @@ def figure5(
     chained = [c for c in mine if c.chain]
     if not chained:
         raise ValueError(f"no chained sweep of layer {layer!r} with knob {knob!r}")
-    ranks = layer_ranks([s for c in chained for s, _ in parse_chain(c.chain)], layer_order=layer_order)
-    chained.sort(key=lambda c: (len(parse_chain(c.chain)), [(ranks[s], w) for s, w in parse_chain(c.chain)]))
-    original = list(dict.fromkeys(s for c in chained for s, _ in parse_chain(c.chain)))
+    ranks = layer_ranks([s for c in chained for s, _ in chain_steps(c.chain)], layer_order=layer_order)
+    chained.sort(key=lambda c: (len(chain_steps(c.chain)), [(ranks[s], w) for s, w in chain_steps(c.chain)]))
+    original = list(dict.fromkeys(s for c in chained for s, _ in chain_steps(c.chain)))
     ordered = [_find(curves, layer=layer, knob=knob)] + chained
-    series = [(chain_label(layer, c.chain, original=original), c) for c in ordered]
+    series = [(chained_curve_label(layer, c.chain, original=original), c) for c in ordered]
     title = _title(curves, f"{layer} IFM with and without {' and '.join(original)} pre-approximation")
     return _line_figure(series, title=title, out=None if out is None else Path(out))
 
@@ -360,7 +342,7 @@ def knob_coverage(
                 ax.text(
                     1.01, bound, f"γ={gamma:g}", transform=ax.get_yaxis_transform(), fontsize="x-small", va="center"
                 )
-                n_star = knob_for_gamma(curve.values, curve.probabilities, p0=curve.p0, gamma=gamma)
+                n_star = n_star_for_gamma(curve.values, curve.probabilities, p0=curve.p0, gamma=gamma)
                 if n_star is not None:
                     ax.plot([n_star], [bound], marker="v", color="0.2", markersize=4, linestyle="none", label="_n_star")
             ax.set_title(
@@ -382,9 +364,6 @@ def knob_coverage(
     return _finish(_tidy(series), figure, None if out is None else Path(out))
 
 
-FIGURE_NAMES = ("figure2", "figure4", "figure5", "heatmap", "effsan")
-
-
 def write_figures(
     sweeps: Sequence[Any],
     *,
@@ -396,54 +375,47 @@ def write_figures(
 ) -> dict[str, Plotted]:
     """Every figure the sweeps of one (model, image) allow, as <out_dir>/<name>.png|pdf; a ValueError when none.
 
-    figure2: pool5 with knobs first and nonzero_mean; figure4: pool5 and fc6 (nonzero_mean); figure5: pool5 with
-    chains; heatmap and effsan: any unchained nonzero_mean sweep; knob_coverage_<layer>: each layer with two knobs
-    or more.
+    Which figures that is, is decided by ifmsan.plan.figure_names, which the workflow asks too.
     """
     curves = select_image(sweeps, model=model, image=image)
     out = Path(out_dir)
-    have = {(c.layer, c.knob, c.chain) for c in curves}
     plain = [c for c in curves if c.knob == "nonzero_mean" and c.chain == ""]
-    plans: list[tuple[str, bool, Any]] = [
-        ("figure2", {("pool5", "first", ""), ("pool5", "nonzero_mean", "")} <= have,
-         lambda path: figure2(curves, out=path)),
-        ("figure4", {("pool5", "nonzero_mean", ""), ("fc6", "nonzero_mean", "")} <= have,
-         lambda path: figure4(curves, out=path)),
-        ("figure5", ("pool5", "nonzero_mean", "") in have
-         and any(c.layer == "pool5" and c.knob == "nonzero_mean" and c.chain for c in curves),
-         lambda path: figure5(curves, out=path, layer_order=layer_order)),
-        ("heatmap", bool(plain) and len({c.parameter for c in plain}) == 1,
-         lambda path: layer_heatmap(curves, out=path, layer_order=layer_order)),
-        ("effsan", bool(plain), lambda path: effsan_per_layer(curves, out=path, layer_order=layer_order)),
-    ]  # fmt: skip
-    knobs_per_layer: dict[str, set[str]] = {}
-    for c in curves:
-        if c.chain == "":
-            knobs_per_layer.setdefault(c.layer, set()).add(c.knob)
-    ranks = layer_ranks(knobs_per_layer, layer_order=layer_order)
-    for layer in sorted(knobs_per_layer, key=ranks.__getitem__):
-        if len(knobs_per_layer[layer]) >= 2:
+    draws: dict[str, Any] = {
+        "figure2": lambda path: figure2(curves, out=path),
+        "figure4": lambda path: figure4(curves, out=path),
+        "figure5": lambda path: figure5(curves, out=path, layer_order=layer_order),
+        "heatmap": lambda path: layer_heatmap(curves, out=path, layer_order=layer_order),
+        "effsan": lambda path: effsan_per_layer(curves, out=path, layer_order=layer_order),
+    }
+    names = figure_names(
+        sweeps=[Sweep(c.layer, c.knob, bool(c.chain)) for c in curves],
+        layer_order=layer_order,
+        one_parameter=len({c.parameter for c in plain}) <= 1,
+    )
+    for name in names:
+        if name.startswith("knob_coverage_"):
+            layer = name.removeprefix("knob_coverage_")
             check_id(layer, name="layer name (part of a figure file name)")
+
             def draw(path: Path, layer: str = layer) -> Plotted:
                 """The knob-coverage figure of this layer."""
                 return knob_coverage(curves, out=path, layer=layer, gammas=gammas)
 
-            plans.append((f"knob_coverage_{layer}", True, draw))
-    made: dict[str, Plotted] = {}
-    with all_or_none(out) as written:  # a figure that fails takes the ones drawn before it away: all or none
-        for name, possible, draw in plans:
-            if possible:
-                made[name] = draw(out / name)
-                written.extend(made[name].files)
-                log.info("wrote %s.png and %s.pdf", out / name, out / name)
-            else:
-                log.info("skipped %s: the sweeps lack what it needs", name)
-    if not made:
+            draws[name] = draw
+    if not names:
         raise ValueError(
             "the sweeps allow no figure: figure2 needs pool5 with knobs first and nonzero_mean, figure4 pool5 and "
             "fc6, figure5 pool5 chains, heatmap/effsan an unchained nonzero_mean sweep, knob_coverage two knobs "
             "of one layer"
         )
+    for name in sorted(draws.keys() - set(names)):
+        log.info("skipped %s: the sweeps lack what it needs", name)
+    made: dict[str, Plotted] = {}
+    with all_or_none(out) as written:  # a figure that fails takes the ones drawn before it away: all or none
+        for name in names:
+            made[name] = draws[name](out / name)
+            written.extend(made[name].files)
+            log.info("wrote %s.png and %s.pdf", out / name, out / name)
     return made
 
 
@@ -458,7 +430,6 @@ __all__ = [
     "knob_coverage",
     "layer_heatmap",
     "save_figure",
-    "select_image",
     "write_figures",
     "x_label",
 ]

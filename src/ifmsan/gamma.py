@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
 
 from ifmsan.knobs import get_knob
-from ifmsan.metrics import check_gamma
+from ifmsan.metrics import check_gamma, n_star_for_gamma
 from ifmsan.sanitize import SELECTORS, check_window
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
+
+    from ifmsan.models.base import LayeredNet
 
 
 class GammaNotReached(RuntimeError):
     """No window in the allowed range sanitizes this input enough; the unsanitized output must not be used."""
 
-    def __init__(self, *, layer: str, gamma: float, p0: float, bound: float, max_window: int, min_probability: float) -> None:
+    def __init__(
+        self, *, layer: str, gamma: float, p0: float, bound: float, max_window: int, min_probability: float
+    ) -> None:
         self.layer, self.gamma, self.p0, self.bound = layer, gamma, p0, bound
         self.max_window, self.min_probability = max_window, min_probability
         super().__init__(
@@ -46,7 +55,7 @@ class GammaSanitizer:
 
     def __init__(
         self,
-        net: torch.nn.Module,
+        net: LayeredNet,
         layer: str,
         gamma: float,
         *,
@@ -57,7 +66,9 @@ class GammaSanitizer:
         seed: int = 0,
     ) -> None:
         if layer not in net.ifm_layers:
-            raise ValueError(f"layer {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}")
+            raise ValueError(
+                f"layer {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}"
+            )
         gamma = check_gamma(gamma)
         sizes = [check_window(w, name="windows") for w in windows]
         if not sizes or sizes != sorted(set(sizes)):
@@ -109,7 +120,12 @@ class GammaSanitizer:
                     )
                     return result, batch[i].clone()
             raise GammaNotReached(
-                layer=self.layer, gamma=self.gamma, p0=p0, bound=bound, max_window=self.windows[-1], min_probability=lowest
+                layer=self.layer,
+                gamma=self.gamma,
+                p0=p0,
+                bound=bound,
+                max_window=self.windows[-1],
+                min_probability=lowest,
             )
         finally:
             self._searching = False
@@ -141,3 +157,65 @@ class GammaSanitizer:
     def register(self) -> RemovableHandle:
         """Install the controller as a forward pre-hook so that plain net(x) calls are sanitized."""
         return self.net.layer_module(self.layer).register_forward_pre_hook(self._pre_hook)
+
+
+def controller_table(
+    net: LayeredNet,
+    ifms: Mapping[str, torch.Tensor],
+    *,
+    layers: Sequence[str],
+    gammas: Sequence[float],
+    windows: Sequence[int],
+    target: int,
+    knob: str = "nonzero_mean",
+    batch_size: int = 16,
+    references: Mapping[str, xr.Dataset] | None = None,
+    image_id: str = "",
+) -> pd.DataFrame:
+    """One row per (layer, γ): the window the controller chose, or 'not reached'; checked against reference sweeps.
+
+    references maps a layer to its unchained sweep of `knob` (checked by the caller to belong to these IFMs); where one
+    is given the row gets the sweep's n*(γ), and any disagreement is a ValueError listing the rows, before any output.
+    Every controller is built (so every argument checked) before the first search.
+    """
+    import pandas as pd
+
+    references = dict(references or {})
+    controllers = {
+        (layer, gamma): GammaSanitizer(net, layer, gamma, windows=windows, select=knob, batch_size=batch_size)
+        for layer in layers
+        for gamma in gammas
+    }
+    missing = [layer for layer in layers if layer not in ifms]
+    if missing:
+        raise ValueError(f"the IFMs hold no layer {', '.join(map(repr, missing))}; expected one per layer of layers")
+    device = next(net.parameters()).device
+    rows: list[dict[str, Any]] = []
+    for (layer, gamma), controller in controllers.items():
+        row: dict[str, Any] = {"image_id": image_id, "model": net.name, "layer": layer, "knob": knob}
+        row["gamma"] = controller.gamma
+        try:
+            result, _ = controller.sanitize_ifm(ifms[layer].to(device), target=target)
+            row.update(
+                window=result.window, epsilon=result.epsilon, probability=result.probability, p0=result.p0,
+                bound=result.bound, prediction=result.prediction, evaluated=result.evaluated, status="met",
+            )  # fmt: skip
+        except GammaNotReached as exc:
+            row.update(
+                window=None, epsilon=None, probability=exc.min_probability, p0=exc.p0, bound=exc.bound,
+                prediction=None, evaluated=len(controller.windows), status="not reached",
+            )  # fmt: skip
+        if layer in references:
+            sweep = references[layer]
+            p0 = float(sweep.attrs["p0"])
+            n_star = n_star_for_gamma(sweep["window"].values, sweep["probability"].values, p0=p0, gamma=gamma)
+            row["sweep_n_star"] = n_star
+            row["matches_sweep"] = n_star == row["window"]
+        rows.append(row)
+    frame = pd.DataFrame(rows).astype({"window": "Int64", "prediction": "Int64"})
+    if "sweep_n_star" in frame:
+        frame["sweep_n_star"] = frame["sweep_n_star"].astype("Int64")
+    if "matches_sweep" in frame and not frame["matches_sweep"].all():
+        bad = frame.loc[~frame["matches_sweep"], ["layer", "gamma", "window", "sweep_n_star"]]
+        raise ValueError(f"the controller disagrees with the sweep's n*(gamma):\n{bad.to_string(index=False)}")
+    return frame

@@ -1,4 +1,4 @@
-"""One loader for the images a run classifies: checksummed URLs, local files, scikit-image photos, alexnet_mini samples."""
+"""One loader for the images a run classifies: checksummed URLs, local files, scikit-image photos, mini samples."""
 
 from __future__ import annotations
 
@@ -54,8 +54,13 @@ def _check_name(name: str, *, what: str) -> str:
     return name
 
 
-def resolve_image(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
-                  name: str | None = None) -> Path:
+def resolve_image(
+    source: str,
+    *,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    name: str | None = None,
+) -> Path:
     """The local file that holds `source`'s bytes: fetched into `cache_dir` for URLs, checked against `sha256`.
 
     source: an http(s):// or file:// URL (sha256 required; cached as `name`, default the URL's file name),
@@ -81,7 +86,7 @@ def resolve_image(source: str, *, sha256: str | None = None, cache_dir: str | os
         _check_name(name, what=f"image {source}: cache file name")
         return fetch(source, Path(cache_dir) / name, sha256=expected)
     if source.startswith(SKIMAGE_PREFIX):
-        key = source[len(SKIMAGE_PREFIX):]
+        key = source[len(SKIMAGE_PREFIX) :]
         if key not in SKIMAGE_IMAGES:
             raise ValueError(f"image {source}: unknown scikit-image image; known: {', '.join(sorted(SKIMAGE_IMAGES))}")
         import skimage.data
@@ -162,19 +167,27 @@ MINIDATA_SOURCE = re.compile(r"^minidata:(?P<split>train|test):(?P<index>[0-9]{1
 
 
 def minidata_image(source: str) -> Image.Image:
-    """A generated alexnet_mini sample, 'minidata:<split>:<index>[:<seed>]' (seed 0 by default); checksum = sha256 of its pixels."""
+    """A generated alexnet_mini sample, 'minidata:<split>:<index>[:<seed>]' (seed 0 by default).
+
+    Its checksum is the sha256 of its pixels."""
     from ifmsan.minidata import render_sample
 
     match = MINIDATA_SOURCE.match(source)
     if not match:
-        raise ValueError(f"image source {source!r} must look like minidata:test:<index> or minidata:test:<index>:<seed>")
+        raise ValueError(
+            f"image source {source!r} must look like minidata:test:<index> or minidata:test:<index>:<seed>"
+        )
     image, _ = render_sample(int(match["index"]), seed=int(match["seed"] or 0), split=match["split"])
     return image
 
 
-def load_image_with_checksum(source: str, *, sha256: str | None = None,
-                             cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
-                             name: str | None = None) -> tuple[Image.Image, str]:
+def load_image_with_checksum(
+    source: str,
+    *,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    name: str | None = None,
+) -> tuple[Image.Image, str]:
     """The RGB image and the sha256 of the file bytes it was decoded from (for provenance attributes)."""
     from ifmsan.fetch import file_checksum
 
@@ -189,14 +202,24 @@ def load_image_with_checksum(source: str, *, sha256: str | None = None,
     return image, sha256.lower() if sha256 is not None else file_checksum(path)
 
 
-def load_image(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
-               name: str | None = None) -> Image.Image:
+def load_image(
+    source: str,
+    *,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    name: str | None = None,
+) -> Image.Image:
     """An RGB PIL image from a checksummed URL, a local path or 'skimage:<name>' (see resolve_image)."""
     return load_image_with_checksum(source, sha256=sha256, cache_dir=cache_dir, name=name)[0]
 
 
-def image_checksum(source: str, *, sha256: str | None = None, cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
-                   name: str | None = None) -> str:
+def image_checksum(
+    source: str,
+    *,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike[str] = DEFAULT_CACHE_DIR,
+    name: str | None = None,
+) -> str:
     """sha256 of the bytes an image is read from (fetching it first if needed), for provenance."""
     from ifmsan.fetch import file_checksum
 

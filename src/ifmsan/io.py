@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -27,12 +26,6 @@ def check_id(value: str, *, name: str = "id") -> str:
             "starting with a letter or digit and without '..'"
         )
     return value
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short stable hash of a configuration, recorded in every output for provenance."""
-    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _clean_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,8 +91,9 @@ def read_netcdf(path: str | Path, *, max_bytes: int | None = None) -> xr.Dataset
         head = handle.read(8)
     if head != _HDF5_SIGNATURE:  # libnetcdf can spin for minutes on a corrupt NetCDF-3 header: never hand it one
         kind = "a NetCDF-3 (classic) file" if head[:3] == b"CDF" else f"not a NetCDF file (it starts with {head!r})"
-        raise ValueError(f"{source} is {kind}; expected a NetCDF-4 file as ifmsan writes them "
-                         "(convert with `nccopy -k nc4 IN OUT`)")
+        raise ValueError(
+            f"{source} is {kind}; expected a NetCDF-4 file as ifmsan writes them (convert with `nccopy -k nc4 IN OUT`)"
+        )
     try:
         needed, shapes = _declared_bytes(source)
         if needed > limit:
@@ -140,11 +134,29 @@ KINDS: dict[str, str] = {
     "ifms": "the IFM file written by `ifmsan extract`",
     "sweep": "a sweep file written by `ifmsan sweep`",
 }
-PROVENANCE_ATTRS = ("model", "weights_source", "weights_sha", "trained", "stand_in", "ifmsan_version", "note", KIND_ATTR)
+PROVENANCE_ATTRS = (
+    "model",
+    "weights_source",
+    "weights_sha",
+    "trained",
+    "stand_in",
+    "ifmsan_version",
+    "note",
+    KIND_ATTR,
+)
 """What extract.provenance writes into every output ("note" only for some weights)."""
 IMAGE_ATTRS = ("image_id", "image_source", "image_sha256")
 """The image an IFM file was made from; `ifmsan extract` sets them, --attr may not."""
-IFMS_ATTRS = (*PROVENANCE_ATTRS, *IMAGE_ATTRS, "target", "target_source", "original_top1", "original_top1_name", "p0", "ifm_layers")
+IFMS_ATTRS = (
+    *PROVENANCE_ATTRS,
+    *IMAGE_ATTRS,
+    "target",
+    "target_source",
+    "original_top1",
+    "original_top1_name",
+    "p0",
+    "ifm_layers",
+)
 """Every attribute `extract_ifms` computes (tests/test_provenance.py checks this against a written file)."""
 SWEEP_ATTRS = (
     *PROVENANCE_ATTRS, "image_id", "image_sha256", "p0", "target", "target_source", "original_top1", "layer", "knob",
@@ -203,7 +215,9 @@ def describe(dataset: xr.Dataset) -> str:
     attrs = dataset.attrs
     kind = file_kind(dataset)
     if kind == "sweep":
-        return f"a sweep file (layer {attr_text(attrs.get('layer')) or '?'}, knob {attr_text(attrs.get('knob')) or '?'})"
+        return (
+            f"a sweep file (layer {attr_text(attrs.get('layer')) or '?'}, knob {attr_text(attrs.get('knob')) or '?'})"
+        )
     if kind == "ifms":
         image = attr_text(attrs.get("image_id")) or "?"
         return f"an IFM file (image {image}, model {attr_text(attrs.get('model')) or '?'})"

@@ -1,10 +1,11 @@
-"""Privacy and granularity metrics of one sweep curve p(n), exactly as DESIGN.md "Definitions" states them.
+"""Privacy and granularity metrics of one sweep curve p(n), exactly as docs/definitions.md states them.
 
 A *curve* is the probabilistic accuracy p(n) of the target class over the swept knob values n (window sizes, or
 noise scales for the noise knobs), plus p0, the probability for the unsanitized IFM.
 
 - ε(n) = ln(p0 / p(n)); p(n) = 0 gives +inf.
-- γ > 0 is met at n when p(n) <= p0 / 2**γ (paper eq. 6; γ = 0 is refused, as any p(n) <= p0 meets it); n*(γ) is the smallest swept n where it is met, None if none.
+- γ > 0 is met at n when p(n) <= p0 / 2**γ (paper eq. 6; γ = 0 is refused, as any p(n) <= p0 meets it);
+  n*(γ) is the smallest swept n where it is met, None if none.
 - A trend inversion is a step between consecutive swept values n' < n with p(n) > p(n'); unsafe windows past the
   knob are the n > n*(γ) with p(n) > p0 / 2**γ.
 - γ_max = log2(p0 / min p): every γ <= γ_max has an n*(γ) in the range, no γ > γ_max has one.
@@ -31,7 +32,6 @@ EXTRA_DECIMALS: tuple[int, ...] = (2, 3, 4, 6)
 """Precisions at which reports also show eff_san, since the paper leaves the precision open."""
 
 BIN_EDGES: tuple[float, float, float, float] = (0.0, 0.2, 0.8, 1.0)
-BIN_LABELS: tuple[str, str, str] = ("[0, 0.2)", "[0.2, 0.8)", "[0.8, 1.0]")
 """Table 1's ranges of probabilistic accuracy: the first two are half-open, the last one includes 1.0."""
 
 DEFAULT_GAMMAS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
@@ -188,7 +188,7 @@ def gamma_bound(p0: float, gamma: float) -> float:
     return check_p0(p0) / 2.0 ** check_gamma(gamma)
 
 
-def knob_for_gamma(values: Any, probabilities: Any, *, p0: float, gamma: float) -> int | float | None:
+def n_star_for_gamma(values: Any, probabilities: Any, *, p0: float, gamma: float) -> int | float | None:
     """n*(γ): the smallest swept n with p(n) <= p0 / 2**γ (what the paper's Figure 3 loop returns), else None."""
     vals, probs = check_curve(values, probabilities)
     met = np.flatnonzero(probs <= gamma_bound(p0, gamma))
@@ -261,14 +261,12 @@ def format_value(value: int | float) -> str:
     return str(value) if isinstance(value, (int, np.integer)) else repr(float(value))
 
 
-def gamma_check(
-    values: Any, probabilities: Any, *, p0: float, gamma: float, parameter: str = "window"
-) -> GammaCheck:
+def gamma_check(values: Any, probabilities: Any, *, p0: float, gamma: float, parameter: str = "window") -> GammaCheck:
     """Check one γ on one curve: p0, the bound, n*(γ), ε at n*, inversions, unsafe windows past n*, and a verdict."""
     vals, probs = check_curve(values, probabilities)
     gamma_value = check_gamma(gamma)
     bound = gamma_bound(p0, gamma_value)
-    n_star = knob_for_gamma(vals, probs, p0=p0, gamma=gamma_value)
+    n_star = n_star_for_gamma(vals, probs, p0=p0, gamma=gamma_value)
     unsafe = unsafe_past_knob(vals, probs, p0=p0, gamma=gamma_value)
     top = gamma_max(probs, p0=p0)
     symbol = "n*" if parameter == "window" else f"{parameter}*"
@@ -301,7 +299,6 @@ def gamma_check(
 
 __all__ = [
     "BIN_EDGES",
-    "BIN_LABELS",
     "DEFAULT_DECIMALS",
     "DEFAULT_GAMMAS",
     "EXTRA_DECIMALS",
@@ -317,7 +314,7 @@ __all__ = [
     "gamma_bound",
     "gamma_check",
     "gamma_max",
-    "knob_for_gamma",
+    "n_star_for_gamma",
     "privacy_loss",
     "round_probabilities",
     "table1_row",

@@ -192,7 +192,7 @@ def _check_count(name: str, value: int, *, minimum: int = 1) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _background(name: str) -> Image.Image:
     """One scikit-image sample image as RGB (loaded once; all ship inside the scikit-image wheel)."""
     import skimage.data
@@ -269,10 +269,8 @@ def render_spec(spec: SampleSpec) -> Image.Image:
     x0, y0, side = spec.crop
     photo = _background(spec.background)
     crop = photo.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
-    if spec.colour_background:
-        crop = ImageEnhance.Color(crop).enhance(0.5)
-    else:
-        crop = crop.convert("L").convert("RGB")
+    colour = spec.colour_background
+    crop = ImageEnhance.Color(crop).enhance(0.5) if colour else crop.convert("L").convert("RGB")
     gain, offset = spec.dim
     lut = [min(255, int(round(v * gain + offset))) for v in range(256)]
     background = crop.point(lut * 3)
@@ -286,7 +284,9 @@ def render_sample(index: int, *, seed: int, split: str) -> tuple[Image.Image, in
     return render_spec(spec), spec.label
 
 
-def make_dataset(*, n_per_class: int, split: str, seed: int, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_dataset(
+    *, n_per_class: int, split: str, seed: int, progress: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A balanced dataset: uint8 images (N, 227, 227, 3) and int64 labels, N = n_per_class * classes."""
     from tqdm import tqdm
 

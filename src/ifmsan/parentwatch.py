@@ -57,15 +57,20 @@ def parent_gone() -> bool:
 def _stop(pid: int, *, grace: float) -> None:
     """Say why, interrupt the main thread so that temporary files are removed, and force the exit if it hangs."""
     _gone.set()
-    print(f"ifmsan: the workflow process {pid} ({ENV_VAR}) that started this job is gone; stopping without writing "
-          "outputs", file=sys.stderr, flush=True)
+    print(
+        f"ifmsan: the workflow process {pid} ({ENV_VAR}) that started this job is gone; stopping without writing "
+        "outputs",
+        file=sys.stderr,
+        flush=True,
+    )
     _thread.interrupt_main()
     time.sleep(grace)
     os._exit(PARENT_GONE_EXIT)
 
 
-def watch_parent(*, env: Mapping[str, str] | None = None, interval: float = 1.0,
-                 grace: float = 10.0) -> threading.Thread | None:
+def watch_parent(
+    *, env: Mapping[str, str] | None = None, interval: float = 1.0, grace: float = 10.0
+) -> threading.Thread | None:
     """Start a daemon thread that stops this process once IFMSAN_PARENT_PID's process is gone; None if unset."""
     pid = parent_pid(env)
     if pid is None:

@@ -6,16 +6,19 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ifmsan.knobs import check_knob_values, get_knob
+from ifmsan.knobs import Knob, check_knob_values, get_knob
 from ifmsan.metrics import check_p0
 from ifmsan.sanitize import check_ifm
+
+if TYPE_CHECKING:
+    from ifmsan.models.base import LayeredNet
 
 DEFAULT_BATCH_SIZE = 32
 """Sanitized IFMs per forward batch: a few hundred MB at most for BVLC AlexNet's largest IFM."""
@@ -57,16 +60,18 @@ def chain_label(chain: Sequence[ChainStep]) -> str:
     return "+".join(str(step) for step in chain)
 
 
-def check_layer(net: torch.nn.Module, layer: str, *, name: str = "layer") -> str:
+def check_layer(net: LayeredNet, layer: str, *, name: str = "layer") -> str:
     """Reject a layer the network does not expose, listing the ones it does."""
     if layer not in net.ifm_layers:
-        raise ValueError(f"{name} {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}")
+        raise ValueError(
+            f"{name} {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}"
+        )
     return layer
 
 
 @torch.inference_mode()
 def apply_chain(
-    net: torch.nn.Module, ifms: Mapping[str, torch.Tensor], chain: Sequence[ChainStep], *, layer: str
+    net: LayeredNet, ifms: Mapping[str, torch.Tensor], chain: Sequence[ChainStep], *, layer: str
 ) -> torch.Tensor:
     """The IFM of `layer` after each chain step's IFM was sanitized (Algorithm 1) and run on, in network order."""
     check_layer(net, layer)
@@ -87,7 +92,7 @@ def apply_chain(
     return current[layer]
 
 
-def head_layer(net: torch.nn.Module, layer: str) -> str | None:
+def head_layer(net: LayeredNet, layer: str) -> str | None:
     """The first IFM layer from `layer` on that is small enough to gather for many values (the classifier head)."""
     layers = tuple(net.ifm_layers)
     for name in layers[layers.index(layer) :]:
@@ -105,59 +110,67 @@ def even_chunks(count: int, batch_size: int) -> list[tuple[int, int]]:
     bounds = [0]
     for index in range(batches):
         bounds.append(bounds[-1] + base + (index < extra))
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=False))
 
 
 @torch.inference_mode()
 def sweep_ifm(
-    net: torch.nn.Module,
+    net: LayeredNet,
     ifm: torch.Tensor,
     *,
     layer: str,
-    knob: str,
+    knob: str | Knob,
     values: Sequence[float],
     target: int,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
+    head: bool = True,
 ) -> dict[str, np.ndarray]:
     """Sanitize `ifm` at every knob value in batches and return p(target), top-1 and its probability per value.
 
     At most `batch_size` sanitized IFMs exist at a time; they run to the head (`head_layer`), whose small IFMs are
-    gathered for up to HEAD_BATCH_SIZE values and run through the rest of the network together.
+    gathered for up to HEAD_BATCH_SIZE values and run through the rest of the network together. head=False runs
+    every batch to the logits instead (the plain schedule, for benchmarks and tests; p differs only by float rounding).
+    knob is a knob name, or a Knob object (e.g. one that wraps a knob to time or replace its apply_batch).
     """
     check_layer(net, layer)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    sanitizer = get_knob(knob, seed=seed)
+    sanitizer = get_knob(knob, seed=seed) if isinstance(knob, str) else knob
     values = list(values)
     ifm = ifm.to(next(net.parameters(), ifm).device)  # sanitize where the network runs: no batch crosses devices
-    head = head_layer(net, layer)
-    group_size = HEAD_BATCH_SIZE if head is not None else batch_size
+    head_name = head_layer(net, layer) if head else None
+    group_size = HEAD_BATCH_SIZE if head_name is not None else batch_size
     buffer = torch.empty((min(batch_size, len(values)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
-    if head is not None:
-        gathered = torch.empty((min(group_size, len(values)), *net.ifm_shape(head)), dtype=ifm.dtype, device=ifm.device)
+    if head_name is not None:
+        gathered = torch.empty(
+            (min(group_size, len(values)), *net.ifm_shape(head_name)), dtype=ifm.dtype, device=ifm.device
+        )
     probability = np.empty(len(values), dtype=np.float64)
     top1 = np.empty(len(values), dtype=np.int64)
     top1_probability = np.empty(len(values), dtype=np.float64)
-    groups = [(start, even_chunks(len(values[start : start + group_size]), batch_size)) for start in range(0, len(values), group_size)]
-    bar = tqdm(total=sum(len(chunks) for _, chunks in groups), desc=f"{layer} {knob}", unit="batch",
+    groups = [
+        (start, even_chunks(len(values[start : start + group_size]), batch_size))
+        for start in range(0, len(values), group_size)
+    ]
+    bar = tqdm(total=sum(len(chunks) for _, chunks in groups), desc=f"{layer} {sanitizer.name}", unit="batch",
                disable=None if progress is None else not progress, leave=False)  # fmt: skip
     with bar:
         for start, chunks in groups:
             logits = []
             for first, stop in chunks:
                 chunk = values[start + first : start + stop]
-                if head is None:
+                if head_name is None:
                     logits.append(net.forward_from(layer, sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])))
-                elif head == layer:
+                elif head_name == layer:
                     sanitizer.apply_batch(ifm, chunk, out=gathered[first:stop])
                 else:
                     batch = sanitizer.apply_batch(ifm, chunk, out=buffer[: len(chunk)])
-                    gathered[first:stop] = net.forward_from(layer, batch, until=head)
+                    gathered[first:stop] = net.forward_from(layer, batch, until=head_name)
                 bar.update()
-            if head is not None:
-                logits.append(net.forward_from(head, gathered[: chunks[-1][1]]))
+            if head_name is not None:
+                logits.append(net.forward_from(head_name, gathered[: chunks[-1][1]]))
             probs = torch.softmax(torch.cat(logits).double(), dim=1)
             best = probs.max(dim=1)
             stop = start + probs.shape[0]
@@ -169,7 +182,7 @@ def sweep_ifm(
 
 @torch.inference_mode()
 def sweep_dataset(
-    net: torch.nn.Module,
+    net: LayeredNet,
     ifms_dataset: xr.Dataset,
     *,
     layer: str,
@@ -180,8 +193,12 @@ def sweep_dataset(
     batch_size: int = DEFAULT_BATCH_SIZE,
     attrs: Mapping[str, Any] | None = None,
     progress: bool | None = None,
+    head: bool = True,
 ) -> xr.Dataset:
-    """One sweep of an extracted image as a Dataset over `window` (or `scale`) with provenance attributes."""
+    """One sweep of an extracted image as a Dataset over `window` (or `scale`) with provenance attributes.
+
+    head=False: no gathered head (see `sweep_ifm`).
+    """
     from ifmsan.consistency import check_config_hash, check_same_network
     from ifmsan.extract import ifms_of, provenance
     from ifmsan.io import check_user_attrs
@@ -194,7 +211,9 @@ def sweep_dataset(
     try:
         check_p0(source.get("p0"))
     except ValueError:
-        raise ValueError(f"the IFMs of image {image!r} record p0 = {source.get('p0')!r}; expected a probability in (0, 1]") from None
+        raise ValueError(
+            f"the IFMs of image {image!r} record p0 = {source.get('p0')!r}; expected a probability in (0, 1]"
+        ) from None
     where = str(ifms_dataset.encoding.get("source") or "the IFMs")
     check_same_network(source, net, source=where)
     extra = check_user_attrs(dict(attrs or {}), option="attrs")
@@ -207,7 +226,16 @@ def sweep_dataset(
     ifm = apply_chain(net, ifms, chain, layer=layer) if chain else ifms[layer]
     target = int(source["target"])
     curves = sweep_ifm(
-        net, ifm, layer=layer, knob=knob, values=values, target=target, seed=seed, batch_size=batch_size, progress=progress
+        net,
+        ifm,
+        layer=layer,
+        knob=knob,
+        values=values,
+        target=target,
+        seed=seed,
+        batch_size=batch_size,
+        progress=progress,
+        head=head,
     )
     bad = ~np.isfinite(curves["probability"])
     if bad.any():
@@ -219,7 +247,11 @@ def sweep_dataset(
     coord = np.asarray(values, dtype=np.int64 if dim == "window" else np.float64)
     dataset = xr.Dataset(
         {
-            "probability": ((dim,), curves["probability"], {"long_name": "probabilistic accuracy p of the target class"}),
+            "probability": (
+                (dim,),
+                curves["probability"],
+                {"long_name": "probabilistic accuracy p of the target class"},
+            ),
             "top1": ((dim,), curves["top1"]),
             "top1_probability": ((dim,), curves["top1_probability"]),
         },

@@ -186,7 +186,9 @@ def train_mini(
         train_images, train_labels = make_dataset(
             n_per_class=n_train_per_class, split="train", seed=seed, progress=progress
         )
-        test_images, test_labels = make_dataset(n_per_class=n_test_per_class, split="test", seed=seed, progress=progress)
+        test_images, test_labels = make_dataset(
+            n_per_class=n_test_per_class, split="test", seed=seed, progress=progress
+        )
         data_seconds = time.perf_counter() - started
 
         rng = np.random.default_rng([seed, 2])  # shuffling and flips; a stream apart from the data's
@@ -247,7 +249,8 @@ def train_mini(
         "min_accuracy": float(min_accuracy),
         "passed": passed,
         "per_class_accuracy": {
-            name: float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None for i, name in enumerate(CLASS_NAMES)
+            name: float(matrix[i, i] / matrix[i].sum()) if matrix[i].sum() else None
+            for i, name in enumerate(CLASS_NAMES)
         },
         "confusion_matrix": matrix.tolist(),
         "confusion_matrix_axes": "rows: true class, columns: predicted class, in class_names order",
@@ -283,8 +286,8 @@ def train_mini(
             stale.unlink(missing_ok=True)
         _write_json(out / METRICS_FILE, metrics)
         raise AccuracyTooLow(
-            f"held-out accuracy {accuracy:.4f} < min_accuracy {min_accuracy:.4f}; wrote {out / METRICS_FILE}, no weights "
-            "(train longer: more epochs or more images per class)",
+            f"held-out accuracy {accuracy:.4f} < min_accuracy {min_accuracy:.4f}; wrote {out / METRICS_FILE}, "
+            "no weights (train longer: more epochs or more images per class)",
             metrics,
         )
     # Examples first, weights last, all or none: a run that fails while writing leaves no weights that look finished.

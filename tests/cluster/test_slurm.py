@@ -38,7 +38,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
     """Run the project's Snakefile in `workdir` with the venv's tools on PATH (SLURM jobs inherit it: --export=ALL)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True) as process:
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    ) as process:
         try:
             output, _ = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -60,9 +62,12 @@ def cluster_options() -> list[str]:
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     resources = {**profile["default-resources"], "slurm_partition": "debug", "slurm_account": "root"}
     return [
-        "--profile", str(PROFILE),
-        "--default-resources", *(f"{key}={value}" for key, value in resources.items()),
-        "--slurm-init-seconds-before-status-checks", "1",
+        "--profile",
+        str(PROFILE),
+        "--default-resources",
+        *(f"{key}={value}" for key, value in resources.items()),
+        "--slurm-init-seconds-before-status-checks",
+        "1",
     ]
 
 
@@ -75,10 +80,17 @@ def slurm_jobs(output: str, env: dict[str, str]) -> list[tuple[str, str]]:
     while True:  # accounting records a job's end a moment after squeue does
         result = subprocess.run(
             ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,State,Comment"],
-            capture_output=True, text=True, env=env, check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         )
         rows = [line.split("|", 2) for line in result.stdout.splitlines() if line.strip()]
-        if len(rows) == len(ids) and all(state not in ("PENDING", "RUNNING") for _, state, _ in rows) or time.monotonic() > deadline:
+        if (
+            len(rows) == len(ids)
+            and all(state not in ("PENDING", "RUNNING") for _, state, _ in rows)
+            or time.monotonic() > deadline
+        ):
             break
         time.sleep(1)
     # the plugin's job comment is rule_<rule>[_wildcards_<values>]
@@ -95,9 +107,13 @@ def node_resources() -> dict[str, int]:
 def slurm_installed() -> None:
     """SLURM, munge, slurmdbd and MariaDB installed with apt-get (once per session), or the reason to skip."""
     if os.geteuid() != 0:
-        pytest.skip("the SLURM test installs slurm-wlm, munge, slurmdbd and mariadb-server and starts their daemons: run as root")
+        pytest.skip(
+            "the SLURM test installs slurm-wlm, munge, slurmdbd and mariadb-server and starts their daemons: run as root"
+        )
     try:
-        result = subprocess.run(["bash", str(HERE / "install_slurm.sh")], capture_output=True, text=True, timeout=900, check=False)
+        result = subprocess.run(
+            ["bash", str(HERE / "install_slurm.sh")], capture_output=True, text=True, timeout=900, check=False
+        )
     except subprocess.TimeoutExpired:
         pytest.skip("installing SLURM with apt-get took more than 15 minutes (is apt reachable?)")
     if result.returncode != 0:
@@ -116,22 +132,35 @@ def slurm_env(slurm_installed: None, tmp_path_factory: pytest.TempPathFactory) -
     logs = tmp_path_factory.mktemp("slurm-cluster")
     try:
         with open(logs / "start_cluster.log", "w") as out:
-            started = subprocess.run(["bash", str(HERE / "start_cluster.sh"), str(state)], stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, timeout=300, check=False)
+            started = subprocess.run(
+                ["bash", str(HERE / "start_cluster.sh"), str(state)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=300,
+                check=False,
+            )
         text = (logs / "start_cluster.log").read_text()
         if started.returncode in (3, 4):  # a port is taken, or the machine has its own /etc/slurm/slurm.conf
             pytest.skip(f"cannot start a private SLURM here: {text.strip().splitlines()[-1]}")
         assert started.returncode == 0, f"start_cluster.sh failed:\n{text}"
         yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
     finally:
-        stopped = subprocess.run(["bash", str(HERE / "stop_cluster.sh"), str(state)], capture_output=True, text=True, timeout=300,
-                                 check=False)
+        stopped = subprocess.run(
+            ["bash", str(HERE / "stop_cluster.sh"), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         (logs / "stop_cluster.log").write_text(stopped.stdout + stopped.stderr)
         if (state / "log").is_dir():
             shutil.copytree(state / "log", logs / "daemons", dirs_exist_ok=True)
         if stopped.returncode == 0:
             shutil.rmtree(state, ignore_errors=True)
-        assert stopped.returncode == 0, f"stop_cluster.sh could not stop every daemon (state in {state}):\n{stopped.stdout}{stopped.stderr}"
+        assert stopped.returncode == 0, (
+            f"stop_cluster.sh could not stop every daemon (state in {state}):\n{stopped.stdout}{stopped.stderr}"
+        )
 
 
 def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> None:
@@ -146,12 +175,17 @@ def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> Non
     assert resources["sweep"]["mem_mb"] == "2500" and resources["sweep"]["runtime"] == "60"
     assert resources["extract"]["mem_mb"] == "2000" and resources["extract"]["runtime"] == "10"
     for rule in ("sweep", "extract", "chain_sweep"):
-        assert resources[rule]["slurm_partition"] == "FILL_IN_PARTITION" and resources[rule]["slurm_account"] == "FILL_IN_ACCOUNT"
+        assert (
+            resources[rule]["slurm_partition"] == "FILL_IN_PARTITION"
+            and resources[rule]["slurm_account"] == "FILL_IN_ACCOUNT"
+        )
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_tiny_dag_on_slurm_gives_the_local_results(slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_tiny_dag_on_slurm_gives_the_local_results(
+    slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """The tiny config through profiles/slurm: the expected jobs on SLURM, the localrules beside it, the local run's bytes."""
     local, cluster = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
 
@@ -168,12 +202,19 @@ def test_tiny_dag_on_slurm_gives_the_local_results(slurm_env: dict[str, str], tm
     # Every job but the localrules went through sbatch and SLURM recorded it COMPLETED: one per image x layer sweep.
     config = yaml.safe_load(TINY.read_text())
     images, layers = len(config["images"]), len(config["layers"])
-    expected = {"train_mini": 1, "extract": images, "sweep": images * layers, "chain_sweep": images * len(config["chains"]),
-                "gamma_controller": images}
+    expected = {
+        "train_mini": 1,
+        "extract": images,
+        "sweep": images * layers,
+        "chain_sweep": images * len(config["chains"]),
+        "gamma_controller": images,
+    }
     jobs = slurm_jobs(result.stdout, slurm_env)
     assert collections.Counter(rule for rule, _ in jobs) == expected, jobs
     assert {state for _, state in jobs} == {"COMPLETED"}, jobs
-    assert re.search(r"^localrule tables:", result.stdout, re.M) and re.search(r"^localrule figures:", result.stdout, re.M)
+    assert re.search(r"^localrule tables:", result.stdout, re.M) and re.search(
+        r"^localrule figures:", result.stdout, re.M
+    )
     assert not LOCAL_RULES & {rule for rule, _ in jobs}
 
     # Byte-identical results (the rules pass fixed --threads); metrics.json holds a wall time, notebooks their run times.
@@ -184,10 +225,14 @@ def test_tiny_dag_on_slurm_gives_the_local_results(slurm_env: dict[str, str], tm
     different = [str(name) for name in compared if (first / name).read_bytes() != (second / name).read_bytes()]
     assert not different, different
     suffixes = collections.Counter(name.suffix for name in compared)
-    assert suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) and suffixes[".pt"] == 1
+    assert (
+        suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) and suffixes[".pt"] == 1
+    )
     assert suffixes[".csv"] >= 4
-    print(f"\ntiny DAG: {len(jobs)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s on SLURM, "
-          f"{local_seconds:.0f} s locally (--cores 2, at the same time); {len(compared)} result files identical")
+    print(
+        f"\ntiny DAG: {len(jobs)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s on SLURM, "
+        f"{local_seconds:.0f} s locally (--cores 2, at the same time); {len(compared)} result files identical"
+    )
 
 
 BROKEN_CONFIG = """\
@@ -210,24 +255,39 @@ device: cpu
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_failed_cluster_job_is_reported_logged_and_resumed_after_the_fix(slurm_env: dict[str, str], tmp_path: Path) -> None:
+def test_failed_cluster_job_is_reported_logged_and_resumed_after_the_fix(
+    slurm_env: dict[str, str], tmp_path: Path
+) -> None:
     """An unreadable image fails its SLURM job: reported, logged, the rest goes on; after the fix only what is missing runs."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"this is not a PNG\n")
     (tmp_path / "broken.yaml").write_text(BROKEN_CONFIG)
     targets = [f"results/clusterfail/sweeps/{image}/pool5/nonzero_mean.nc" for image in ("mini_test_1", "broken")]
-    command = [*targets, *cluster_options(), "--configfile", str(tmp_path / "broken.yaml")]  # targets first: options take lists
+    command = [
+        *targets,
+        *cluster_options(),
+        "--configfile",
+        str(tmp_path / "broken.yaml"),
+    ]  # targets first: options take lists
 
     failed = snakemake(tmp_path, *command, check=False)
     out = failed.stdout
     assert failed.returncode != 0, out[-3000:]
-    assert re.search(r"Error in rule extract:\n\s+message: SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), out[-3000:]
+    assert re.search(r"Error in rule extract:\n\s+message: SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), (
+        out[-3000:]
+    )
     rule_log = tmp_path / "logs" / "clusterfail" / "extract" / "broken.log"
     assert "is not a readable image" in rule_log.read_text()
-    assert "logs/clusterfail/extract/broken.log" in out and "is not a readable image" in out  # named, and shown in place
+    assert (
+        "logs/clusterfail/extract/broken.log" in out and "is not a readable image" in out
+    )  # named, and shown in place
     slurm_logs = list((tmp_path / ".snakemake" / "slurm_logs" / "rule_extract" / "broken").glob("*.log"))
     assert len(slurm_logs) == 1 and str(slurm_logs[0]) in out  # a failed job's SLURM log is kept
-    assert sorted(slurm_jobs(out, slurm_env)) == [("extract", "COMPLETED"), ("extract", "FAILED"), ("sweep", "COMPLETED")]
+    assert sorted(slurm_jobs(out, slurm_env)) == [
+        ("extract", "COMPLETED"),
+        ("extract", "FAILED"),
+        ("sweep", "COMPLETED"),
+    ]
     done = [tmp_path / "results/clusterfail/ifms/mini_test_1.nc", tmp_path / targets[0]]  # the other image went on
     mtimes = [path.stat().st_mtime_ns for path in done]
     assert not (tmp_path / "results/clusterfail/ifms/broken.nc").exists()

@@ -7,18 +7,18 @@ rule chain_sweep:
         f"{OUT}/chains/{{image}}/{{layer}}/{{steps}}.nc",
     log:
         f"logs/{RUN}/chains/{{image}}/{{layer}}/{{steps}}.log",
-    params:
-        model=model_args,
-        values=windows_arg(),
-        batch_size=config["batch_size"],
-        threads=config["threads"],  # passed as a value so results never depend on --cores
+    conda:
+        CONDA_ENV_FILE
     threads: config["threads"]
     resources:
         mem_mb=2500,
         runtime=30,
         gpu=1 if config["device"] == "cuda" else 0,
-    conda:
-        "../../environment.yml"
+    params:
+        model=model_args,
+        values=windows_arg(),
+        batch_size=config["batch_size"],
+        threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
         "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob nonzero_mean"
         " --chain {wildcards.steps:q} --values {params.values:q} --batch-size {params.batch_size:q}"

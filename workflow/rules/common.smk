@@ -1,17 +1,21 @@
 # Input functions and helpers: everything the rules derive from the validated config lives here.
 # Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
-import hashlib
-import json
 import os
 from pathlib import Path
 
 from ifmsan import configcheck
-from ifmsan.knobs import NOISES as NOISE_KNOBS
-from ifmsan.sanitize import SELECTORS as WINDOW_KNOBS
+from ifmsan.knobs import KNOBS
+from ifmsan.plan import plan
 
 # Every Snakemake process that runs jobs parses this file (the main one locally, the per-job one on a SLURM node):
 # its jobs inherit its pid, and `ifmsan` stops when that process dies (ifmsan.parentwatch).
 os.environ.update(IFMSAN_PARENT_PID=str(os.getpid()))  # set, not read: no `envvars:` entry
+
+# Every rule's `conda:` is environment.yml, the one dependency list. It holds no `pip: -e .`, which would break in
+# Snakemake's copy of it under .snakemake/conda/; with --sdm conda, Snakemake runs environment.post-deploy.sh in the
+# new environment, which installs ifmsan from IFMSAN_CHECKOUT: this checkout, set here (docs/cluster.md).
+CONDA_ENV_FILE = os.path.join(workflow.basedir, "environment.yml")
+os.environ.update(IFMSAN_CHECKOUT=workflow.basedir)  # set, not read: no `envvars:` entry
 
 RUN = config["run"]
 OUT = f"results/{RUN}"
@@ -19,23 +23,22 @@ OUT = f"results/{RUN}"
 # already on disk are verified against their checksums. `device: cuda` is checked once the executor is known.
 configcheck.check_config(config)
 IMAGES = {image["id"]: image for image in config["images"]}
-# Provenance hash of what a per-image job computes: not images or gammas, so adding an image reruns nothing else.
-COMPUTE_KEYS = ("model", "train_mini", "windows", "knobs", "noise_scales", "chains", "seed", "batch_size", "threads", "device")
-CONFIG_HASH = hashlib.sha256(
-    json.dumps({key: config.get(key) for key in COMPUTE_KEYS}, sort_keys=True, default=str).encode()
-).hexdigest()[:16]
+# What this run produces (layers, figures, tables, notebooks), decided by the package that writes it; computed once.
+PLAN = plan(config)
+# Provenance hash of what a per-image job computes (ifmsan.plan.config_hash): images and gammas do not count.
+CONFIG_HASH = PLAN.config_hash
 
 
 wildcard_constraints:
     image="[A-Za-z0-9][A-Za-z0-9_.-]*",
     layer="[A-Za-z0-9_.]+",
-    knob="|".join(WINDOW_KNOBS + NOISE_KNOBS),
+    knob="|".join(KNOBS),
     steps="[A-Za-z0-9_.]+@[0-9]+(\+[A-Za-z0-9_.]+@[0-9]+)*",
 
 
 def model_layers():
-    """The IFM layers to sweep: the config's list, else every IFM layer of the model (built at most once)."""
-    return list(config["layers"] or configcheck.model_info(config["model"]["name"]).layers)
+    """The IFM layers to sweep: the config's list, else every IFM layer of the model (PLAN, computed once)."""
+    return list(PLAN.layers)
 
 
 def jobs_run_here():
@@ -130,70 +133,41 @@ def windows_arg():
     return f"{w['start']}:{w['stop']}:{w['step']}"
 
 
-def download(kind):
-    """The download entry (url, checksum, file) of the weights or the mean file."""
-    return config["model"]["weights"] if kind == "weights" else config["model"]["mean_file"]
-
-
 def download_args(entry):
     """URL and checksum option of ifmsan fetch, as a list for {params:q}."""
     return [entry["url"], *(["--sha256", entry["sha256"]] if entry.get("sha256") else ["--sha1", entry["sha1"]])]
 
 
-def sweep_files():
-    return expand(f"{OUT}/sweeps/{{image}}/{{layer}}/{{knob}}.nc", image=IMAGES, layer=model_layers(), knob=config["knobs"])
+def sweep_files(image=None):
+    """Every layer x knob sweep of one image, or of every image."""
+    images = IMAGES if image is None else [image]
+    return expand(f"{OUT}/sweeps/{{image}}/{{layer}}/{{knob}}.nc", image=images, layer=PLAN.layers, knob=PLAN.knobs)
 
 
-def chain_files():
-    return [
-        f"{OUT}/chains/{image}/{chain['layer']}/{chain['steps']}.nc" for image in IMAGES for chain in config["chains"]
-    ]
-
-
-def baseline_chain_files():
-    """The unchained nonzero_mean sweeps of every chained layer: Table 2's first row."""
-    layers = sorted({chain["layer"] for chain in config["chains"]})
-    return expand(f"{OUT}/sweeps/{{image}}/{{layer}}/nonzero_mean.nc", image=IMAGES, layer=layers)
+def image_sweeps(image):
+    """Every sweep file of one image: layer x knob, each chain, and each chained layer's unchained baseline."""
+    chains = [f"{OUT}/chains/{image}/{layer}/{steps}.nc" for layer, steps in PLAN.chains]
+    baselines = [f"{OUT}/sweeps/{image}/{layer}/nonzero_mean.nc" for layer in PLAN.baseline_layers]
+    return sorted({*sweep_files(image), *chains, *baselines})
 
 
 def all_sweeps():
-    return sorted(set(sweep_files()) | set(chain_files()) | set(baseline_chain_files()))
+    return sorted({path for image in IMAGES for path in image_sweeps(image)})
+
+
+def figure_inputs(wildcards):
+    """The sweeps of this figure job's image, by name (never by substring of a path)."""
+    return image_sweeps(wildcards.image)
 
 
 def all_targets():
     return [
-        *[f"{OUT}/tables/{name}.{ext}" for name, ext in table_files()],
+        *[f"{OUT}/tables/{name}" for name in PLAN.tables],
         *expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES),
         *figure_files(),
-        f"{OUT}/notebooks/inspect_ifms.ipynb",
-        f"{OUT}/notebooks/compare_knobs.ipynb",
+        *expand(f"{OUT}/notebooks/{{notebook}}.ipynb", notebook=PLAN.notebooks),
     ]
 
 
-def figure_names():
-    """The figures `ifmsan figures` can draw from this config's sweeps (mirrors ifmsan.figures.write_figures)."""
-    layers, knobs = set(model_layers()), set(config["knobs"])
-    chained = {chain["layer"] for chain in config["chains"]}
-    names = []
-    if {"pool5"} <= layers and {"first", "nonzero_mean"} <= knobs:
-        names.append("figure2")
-    if {"pool5", "fc6"} <= layers and "nonzero_mean" in knobs:
-        names.append("figure4")
-    if "pool5" in chained and "pool5" in layers and "nonzero_mean" in knobs:
-        names.append("figure5")
-    if "nonzero_mean" in knobs:
-        names += ["heatmap", "effsan"]
-    if len(knobs) >= 2:
-        names += [f"knob_coverage_{layer}" for layer in model_layers()]
-    return names
-
-
 def figure_files(wildcards=None):
-    return expand(f"{OUT}/figures/{{image}}/{{name}}.{{ext}}", image=IMAGES, name=figure_names(), ext=("png", "pdf"))
-
-
-def table_files():
-    """(name, extension) of every file `ifmsan report` writes for this config."""
-    names = ["table1", "gamma_report", "gamma_summary"] + (["table2"] if config["chains"] else [])
-    files = [(name, ext) for name in names for ext in ("csv", "md")]
-    return files + ([("table1_per_image", "csv")] if len(IMAGES) > 1 else [])
+    return expand(f"{OUT}/figures/{{image}}/{{name}}.{{ext}}", image=IMAGES, name=PLAN.figures, ext=("png", "pdf"))

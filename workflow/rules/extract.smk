@@ -7,17 +7,17 @@ rule extract:
         f"{OUT}/ifms/{{image}}.nc",
     log:
         f"logs/{RUN}/extract/{{image}}.log",
-    params:
-        model=model_args,
-        image=image_args,
-        threads=config["threads"],
+    conda:
+        CONDA_ENV_FILE
     threads: config["threads"]
     resources:
         mem_mb=2000,
         runtime=10,
         gpu=1 if config["device"] == "cuda" else 0,
-    conda:
-        "../../environment.yml"
+    params:
+        model=model_args,
+        image=image_args,
+        threads=config["threads"],
     shell:
         "ifmsan extract {params.model:q} {params.image:q} --image-id {wildcards.image:q} --threads {params.threads:q}"
         " --out {output:q} > {log:q} 2>&1"

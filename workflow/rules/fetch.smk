@@ -14,10 +14,10 @@ if isinstance(config["model"]["weights"], dict) and "url" in config["model"]["we
             weights_file(),
         log:
             f"logs/{RUN}/fetch/weights.log",
+        conda:
+            CONDA_ENV_FILE
         params:
             source=lambda wildcards: download_args(config["model"]["weights"]),  # a function: its value is not formatted
-        conda:
-            "../../environment.yml"
         shell:
             "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
@@ -32,10 +32,10 @@ if config["model"]["mean_file"] and "url" in config["model"]["mean_file"]:
             mean_file(),
         log:
             f"logs/{RUN}/fetch/mean_file.log",
+        conda:
+            CONDA_ENV_FILE
         params:
             source=lambda wildcards: download_args(config["model"]["mean_file"]),  # a function: its value is not formatted
-        conda:
-            "../../environment.yml"
         shell:
             "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
@@ -45,12 +45,12 @@ rule fetch_image:
         "data/images/{image}.{ext}",
     log:
         f"logs/{RUN}/fetch/{{image}}.{{ext}}.log",
-    params:
-        url=lambda wildcards: IMAGES[wildcards.image]["source"],
-        sha256=lambda wildcards: IMAGES[wildcards.image]["sha256"],  # required for URLs by the schema
     wildcard_constraints:
         ext="[A-Za-z0-9]+",
     conda:
-        "../../environment.yml"
+        CONDA_ENV_FILE
+    params:
+        url=lambda wildcards: IMAGES[wildcards.image]["source"],
+        sha256=lambda wildcards: IMAGES[wildcards.image]["sha256"],  # required for URLs by the schema
     shell:
         "ifmsan fetch {params.url:q} {output:q} --sha256 {params.sha256:q} > {log:q} 2>&1"

@@ -5,7 +5,7 @@ localrules:
 
 rule figures:
     input:
-        lambda wildcards: [path for path in all_sweeps() if f"/{wildcards.image}/" in path],
+        figure_inputs,
     output:
         **{
             f"{name}_png": report(
@@ -15,17 +15,17 @@ rule figures:
                 subcategory="{image}",
                 labels={"figure": name, "image": "{image}"},
             )
-            for name in figure_names()
+            for name in PLAN.figures
         },
-        **{f"{name}_pdf": f"{OUT}/figures/{{image}}/{name}.pdf" for name in figure_names()},
+        **{f"{name}_pdf": f"{OUT}/figures/{{image}}/{name}.pdf" for name in PLAN.figures},
     log:
         f"logs/{RUN}/figures/{{image}}.log",
+    conda:
+        CONDA_ENV_FILE
     params:
         out_dir=lambda wildcards: f"{OUT}/figures/{wildcards.image}",
         gammas=[str(g) for g in config["gammas"]],
         layer_order=",".join(model_layers()),
-    conda:
-        "../../environment.yml"
     shell:
         "ifmsan figures --sweeps {input:q} --out-dir {params.out_dir:q} --image {wildcards.image:q}"
         " --gammas {params.gammas:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"

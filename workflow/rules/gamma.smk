@@ -2,9 +2,11 @@
 rule gamma_controller:
     input:
         ifms=f"{OUT}/ifms/{{image}}.nc",
-        sweeps=lambda wildcards: expand(f"{OUT}/sweeps/{wildcards.image}/{{layer}}/nonzero_mean.nc", layer=model_layers())
-        if "nonzero_mean" in config["knobs"]
-        else [],
+        sweeps=lambda wildcards: (
+            expand(f"{OUT}/sweeps/{wildcards.image}/{{layer}}/nonzero_mean.nc", layer=model_layers())
+            if "nonzero_mean" in config["knobs"]
+            else []
+        ),
         model=model_inputs,
     output:
         report(
@@ -15,6 +17,13 @@ rule gamma_controller:
         ),
     log:
         f"logs/{RUN}/gamma/{{image}}.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: config["threads"]
+    resources:
+        mem_mb=2500,
+        runtime=30,
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
         layers=model_layers(),
@@ -22,13 +31,6 @@ rule gamma_controller:
         values=windows_arg(),
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
-    threads: config["threads"]
-    resources:
-        mem_mb=2500,
-        runtime=30,
-        gpu=1 if config["device"] == "cuda" else 0,
-    conda:
-        "../../environment.yml"
     shell:
         "ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
         " --values {params.values:q} --batch-size {params.batch_size:q} --sweeps {input.sweeps:q}"

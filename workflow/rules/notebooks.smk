@@ -13,11 +13,11 @@ rule notebook:
         f"{OUT}/notebooks/{{notebook}}.ipynb",
     log:
         f"logs/{RUN}/notebooks/{{notebook}}.log",
+    wildcard_constraints:
+        notebook="|".join(PLAN.notebooks),
+    conda:
+        CONDA_ENV_FILE
     params:
         results=lambda wildcards, input: os.path.dirname(os.path.dirname(input.ifms[0])),
-    wildcard_constraints:
-        notebook="inspect_ifms|compare_knobs",
-    conda:
-        "../../environment.yml"
     script:
         "../scripts/execute_notebook.py"

@@ -7,6 +7,13 @@ rule sweep:
         expand(f"{OUT}/sweeps/{{{{image}}}}/{{{{layer}}}}/{{knob}}.nc", knob=config["knobs"]),
     log:
         f"logs/{RUN}/sweep/{{image}}/{{layer}}.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: config["threads"]
+    resources:
+        mem_mb=2500,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
         knobs=config["knobs"],
@@ -16,13 +23,6 @@ rule sweep:
         seed=config["seed"],
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
-    threads: config["threads"]
-    resources:
-        mem_mb=2500,
-        runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
-    conda:
-        "../../environment.yml"
     shell:
         "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
         " --values {params.windows:q} {params.scales:q} --seed {params.seed:q} --batch-size {params.batch_size:q}"

@@ -8,23 +8,23 @@ rule tables:
         all_sweeps(),
     output:
         **{
-            f"{name}_{ext}": report(
-                f"{OUT}/tables/{name}.{ext}",
-                caption=f"../report/{name}.rst",
+            file.replace(".", "_"): report(
+                f"{OUT}/tables/{file}",
+                caption=f"../report/{file.split('.')[0]}.rst",
                 category="Tables",
-                labels={"table": name, "format": ext},
+                labels={"table": file.split(".")[0], "format": file.split(".")[1]},
             )
-            for name, ext in table_files()
+            for file in PLAN.tables
         },
     log:
         f"logs/{RUN}/tables.log",
+    conda:
+        CONDA_ENV_FILE
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         gammas=[str(g) for g in config["gammas"]],
         decimals=config["decimals"],
         layer_order=",".join(model_layers()),
-    conda:
-        "../../environment.yml"
     shell:
         "ifmsan report --sweeps {input:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
         " --decimals {params.decimals:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"

@@ -13,6 +13,12 @@ if config["model"]["weights"] == "train":
             ),
         log:
             f"logs/{RUN}/train_mini.log",
+        conda:
+            CONDA_ENV_FILE
+        threads: config["train_mini"]["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=30,
         params:
             out_dir=lambda wildcards, output: os.path.dirname(output.weights),
             epochs=config["train_mini"]["epochs"],
@@ -21,12 +27,6 @@ if config["model"]["weights"] == "train":
             seed=config["train_mini"]["seed"],
             min_accuracy=config["train_mini"]["min_accuracy"],
             threads=config["train_mini"]["threads"],  # a value, not {threads}: the weights depend on it, not on --cores
-        threads: config["train_mini"]["threads"]
-        resources:
-            mem_mb=3000,
-            runtime=30,
-        conda:
-            "../../environment.yml"
         shell:
             "ifmsan train-mini --out {params.out_dir:q} --epochs {params.epochs:q} --train-per-class {params.train:q}"
             " --test-per-class {params.test:q} --seed {params.seed:q} --threads {params.threads:q}"

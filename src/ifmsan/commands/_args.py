@@ -15,7 +15,9 @@ def check_int(flag: str, value: int, *, minimum: int, maximum: int | None = None
     return value
 
 
-def check_real(flag: str, value: float, *, minimum: float, exclusive: bool = False, maximum: float | None = None) -> float:
+def check_real(
+    flag: str, value: float, *, minimum: float, exclusive: bool = False, maximum: float | None = None
+) -> float:
     """A finite value in the range, or a ValueError naming the flag, the value and the allowed range."""
     low_ok = value > minimum if exclusive else value >= minimum
     if not math.isfinite(value) or not low_ok or (maximum is not None and value > maximum):

@@ -4,28 +4,48 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ifmsan.models.base import LayeredNet
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --weights, --mean-file and --init-seed, as every model-using verb takes them."""
     parser.add_argument("--model", required=True, help="bvlc_alexnet, alexnet_mini or torchvision:<name>")
-    parser.add_argument("--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init")
-    parser.add_argument("--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)")
+    parser.add_argument(
+        "--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init"
+    )
+    parser.add_argument(
+        "--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)"
+    )
     for option, what in (("weights", "--weights file"), ("mean-file", "--mean-file")):
         for algorithm in ("sha256", "sha1"):
-            parser.add_argument(f"--{option}-{algorithm}", metavar="HEX", help=f"expected {algorithm} of the {what}: verified before it is loaded")
-    parser.add_argument("--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)")
+            parser.add_argument(
+                f"--{option}-{algorithm}",
+                metavar="HEX",
+                help=f"expected {algorithm} of the {what}: verified before it is loaded",
+            )
     parser.add_argument(
-        "--attr", action="append", default=[], metavar="KEY=VALUE",
+        "--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)"
+    )
+    parser.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra provenance attribute (repeatable), e.g. config_hash=... or run=...; keys the library computes "
         "(model, weights_sha, p0, target, image_id, layer, knob, ...) are refused",
     )
 
 
-def load_model(args: argparse.Namespace) -> Any:
+def load_model(args: argparse.Namespace) -> LayeredNet:
     """Load the network the options name, checking files before any work."""
     from ifmsan import models
 
@@ -54,7 +74,8 @@ def load_model(args: argparse.Namespace) -> Any:
             sums = {a: getattr(args, f"{option}_{a}") for a in ("sha256", "sha1")}
             if any(sums.values()):
                 if path is None or not Path(path).is_file():
-                    raise ValueError(f"--{option.replace('_', '-')}-sha256/-sha1 need a --{option.replace('_', '-')} file, got {path!r}")
+                    flag = option.replace("_", "-")
+                    raise ValueError(f"--{flag}-sha256/-sha1 need a --{flag} file, got {path!r}")
                 verify_file(path, **sums)
     if args.device == "cuda":
         import torch

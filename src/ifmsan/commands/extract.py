@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     add_model_options(parser)
     parser.add_argument(
-        "--image", required=True,
+        "--image",
+        required=True,
         help="image source: a local path, an https:// or file:// URL, or skimage:<name>; at least 32 px on its shorter "
         "side (smaller images are refused; below the network's input size, 224-299 px, a warning is logged)",
     )
@@ -41,7 +42,10 @@ def run(args: argparse.Namespace) -> int:
     image, checksum = load_image_with_checksum(args.image, sha256=args.image_sha256, cache_dir=args.cache_dir)
     x = net.preprocess(image, source=args.image)
     dataset = extract_ifms(
-        net, x, target=args.target, attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs}
+        net,
+        x,
+        target=args.target,
+        attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs},
     )
     message = (  # formatted before the write: a command that fails leaves no output
         f"{args.image_id}: {net.name} top-1 {dataset.attrs['original_top1']} ({dataset.attrs['original_top1_name']}), "

@@ -28,10 +28,14 @@ def run(args: argparse.Namespace) -> int:
     check_real("--timeout", args.timeout, minimum=0.0, exclusive=True)
     check_output_file("DEST", args.dest)
     try:
-        path = fetch(args.url, args.dest, sha256=args.sha256, sha1=args.sha1, retries=args.retries,
-                     timeout=args.timeout)
+        path = fetch(
+            args.url, args.dest, sha256=args.sha256, sha1=args.sha1, retries=args.retries, timeout=args.timeout
+        )
     except FetchError as exc:
-        hint = "No network here? The offline demo needs no download: make demo (or snakemake --configfile config/demo.yaml)."
+        hint = (
+            "No network here? The offline demo needs no download: make demo "
+            "(or snakemake --configfile config/demo.yaml)."
+        )
         raise ValueError(f"{exc}\n{hint}") from exc
     print(path)
     return 0

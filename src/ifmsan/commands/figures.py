@@ -16,9 +16,13 @@ log = logging.getLogger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     parser.add_argument(
-        "--sweeps", nargs="+", type=Path, required=True, metavar="NC",
-        help="sweep NetCDF files; the drawn (model, image) must come from one network (weights_sha or seeded init), configuration "
-        "(config_hash) and target: a mixture is an error naming the files (draw each set in its own run)",
+        "--sweeps",
+        nargs="+",
+        type=Path,
+        required=True,
+        metavar="NC",
+        help="sweep NetCDF files; the drawn (model, image) must come from one network (weights_sha or seeded init), "
+        "configuration (config_hash) and target: a mixture is an error naming the files (draw each set in its own run)",
     )
     parser.add_argument("--out-dir", type=Path, required=True, help="folder for <figure>.png and <figure>.pdf")
     parser.add_argument("--model", default=None, help="model to draw when the sweeps hold several")
@@ -41,13 +45,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the inputs, then draw and save every figure the sweeps allow."""
-    from ifmsan import figures, tables
+    from ifmsan import figures
     from ifmsan.commands._args import check_output_dir
+    from ifmsan.curves import load_sweeps, select_image
+    from ifmsan.gamma_report import check_gammas
 
-    gammas = tables.check_gammas(args.gammas, name="--gammas")
+    gammas = check_gammas(args.gammas, name="--gammas")
     check_output_dir("--out-dir", args.out_dir)
-    sweeps = tables.load_sweeps(args.sweeps)
-    curves = figures.select_image(sweeps, model=args.model, image=args.image)
+    sweeps = load_sweeps(args.sweeps)
+    curves = select_image(sweeps, model=args.model, image=args.image)
     made = figures.write_figures(curves, out_dir=args.out_dir, gammas=gammas, layer_order=args.layer_order)
     log.info("wrote %d figure(s) to %s: %s", len(made), args.out_dir, ", ".join(made))
     return 0

@@ -17,78 +17,52 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
     parser.add_argument("--layers", nargs="+", required=True, help="IFM layers to sanitize")
-    parser.add_argument("--gammas", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0], help="degrees of sanitization")
+    parser.add_argument(
+        "--gammas", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0], help="degrees of sanitization"
+    )
     parser.add_argument("--values", default="2:150", help="candidate windows START:STOP[:STEP] (default 2:150)")
-    parser.add_argument("--select", default="nonzero_mean", choices=SELECTORS, help="sample-and-hold selector")
+    parser.add_argument("--knob", default="nonzero_mean", choices=SELECTORS, help="sample-and-hold knob (selector)")
     parser.add_argument("--batch-size", type=int, default=16, help="candidate windows evaluated per forward batch")
     parser.add_argument(
-        "--sweeps", nargs="*", type=Path, default=[],
-        help="sweep files to check n*(gamma) against: unchained sweeps of --select, at most one per layer of "
+        "--sweeps",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="sweep files to check n*(gamma) against: unchained sweeps of --knob, at most one per layer of "
         "--layers, of the same image, model, weights, config_hash and target as --ifms (anything else is refused)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output .csv")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the controller for every (layer, gamma), write one CSV row each, atomically."""
-    import pandas as pd
-
+    """Check the options and files, run the controller (ifmsan.gamma.controller_table), write the CSV atomically."""
     from ifmsan.atomic import atomic_path
     from ifmsan.commands._args import check_int, check_output_file
     from ifmsan.commands.sweep import parse_values
-    from ifmsan.extract import ifms_of
-    from ifmsan.gamma import GammaNotReached, GammaSanitizer
     from ifmsan.consistency import check_config_hash, check_same_network, check_sweeps_match_ifms
+    from ifmsan.extract import ifms_of
+    from ifmsan.gamma import controller_table
     from ifmsan.io import read_ifms, read_sweep
-    from ifmsan.metrics import check_gamma, knob_for_gamma
+    from ifmsan.metrics import check_gamma
 
     if args.out.suffix != ".csv":
         raise ValueError(f"--out must end in .csv, got {args.out}")
     gammas = [check_gamma(g, name="--gammas value") for g in args.gammas]
     check_int("--batch-size", args.batch_size, minimum=1)
     check_output_file("--out", args.out)
-    windows = parse_values(args.values)
+    windows = [int(window) for window in parse_values(args.values)]  # kind='window': integers already
     attrs = parse_attrs(args.attr)
     source = read_ifms(args.ifms)
     check_config_hash(source.attrs, attrs, source=str(args.ifms))
     sweeps = [read_sweep(path) for path in args.sweeps]
-    references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.select)
+    references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.knob)
     net = load_model(args)
     check_same_network(source.attrs, net, source=str(args.ifms))
-    device = next(net.parameters()).device
-    ifms = {name: value.to(device) for name, value in ifms_of(source).items()}
-    controllers = {
-        (layer, g): GammaSanitizer(net, layer, g, windows=windows, select=args.select, batch_size=args.batch_size)
-        for layer in args.layers
-        for g in gammas
-    }
-    rows = []
-    for (layer, gamma), controller in controllers.items():
-        row = {"image_id": source.attrs.get("image_id", ""), "model": net.name, "layer": layer, "knob": args.select, "gamma": gamma}
-        try:
-            result, _ = controller.sanitize_ifm(ifms[layer], target=int(source.attrs["target"]))
-            row.update(
-                window=result.window, epsilon=result.epsilon, probability=result.probability, p0=result.p0,
-                bound=result.bound, prediction=result.prediction, evaluated=result.evaluated, status="met",
-            )
-        except GammaNotReached as exc:
-            row.update(
-                window=None, epsilon=None, probability=exc.min_probability, p0=exc.p0, bound=exc.bound,
-                prediction=None, evaluated=len(windows), status="not reached",
-            )
-        if layer in references:
-            sweep = references[layer]
-            n_star = knob_for_gamma(sweep["window"].values, sweep["probability"].values, p0=float(sweep.attrs["p0"]), gamma=gamma)
-            row["sweep_n_star"] = n_star
-            row["matches_sweep"] = n_star == row["window"]
-        rows.append(row)
-    frame = pd.DataFrame(rows).astype({"window": "Int64", "prediction": "Int64"})
-    if "sweep_n_star" in frame:
-        frame["sweep_n_star"] = frame["sweep_n_star"].astype("Int64")
-    if "matches_sweep" in frame and not frame["matches_sweep"].all():
-        bad = frame.loc[~frame["matches_sweep"], ["layer", "gamma", "window", "sweep_n_star"]]
-        raise ValueError(f"the controller disagrees with the sweep's n*(gamma):\n{bad.to_string(index=False)}")
-    summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write, like all that can fail
+    frame = controller_table(
+        net, ifms_of(source), layers=args.layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),
+        knob=args.knob, batch_size=args.batch_size, references=references, image_id=source.attrs.get("image_id", ""),
+    )  # fmt: skip
+    summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write: it can fail
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
     print(summary)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = "Write Table 1, Table 2 and the gamma-bound report (CSV + Markdown) from sweep files."
@@ -46,46 +47,49 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--allow-mixed",
         action="store_true",
-        help="compare sweeps of different models, weights (weights_sha, or the seeded source of untrained weights), configurations (config_hash) or target "
-        "sources in one report on purpose: each differing key becomes a column and rows are never merged across "
-        "it. Without this flag such a mixture is an error naming the files. Many images of one model, weights and "
-        "configuration need no flag; one image with two targets or two image files is always an error",
+        help="compare sweeps of different models, weights (weights_sha, or the seeded source of untrained weights), "
+        "configurations (config_hash) or target sources in one report on purpose: each differing key becomes a "
+        "column and rows are never merged across it. Without this flag such a mixture is an error naming the files. "
+        "Many images of one model, weights and configuration need no flag; one image with two targets or two image "
+        "files is always an error",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, compute every table in memory, then write each file atomically."""
-    from ifmsan import tables
+    from ifmsan import gamma_report, tables
     from ifmsan.atomic import atomic_path
     from ifmsan.commands._args import check_output_dir
     from ifmsan.consistency import check_mixture
+    from ifmsan.curves import as_curves, load_sweeps
     from ifmsan.io import all_or_none
     from ifmsan.metrics import check_decimals
+    from ifmsan.plan import table_names
 
     decimals = check_decimals(args.decimals, name="--decimals")
-    gammas = tables.check_gammas(args.gammas, name="--gammas")
+    gammas = gamma_report.check_gammas(args.gammas, name="--gammas")
     check_output_dir("--out-dir", args.out_dir)
-    sweeps = tables.as_curves(tables.load_sweeps(args.sweeps))
+    sweeps = as_curves(load_sweeps(args.sweeps))
     check_mixture(sweeps, allow_mixed=args.allow_mixed)
     options = {"layer_order": args.layer_order}
     table1 = tables.table1(sweeps, decimals=decimals, **options)
     table2 = tables.table2(sweeps, decimals=decimals, **options)
-    report = tables.gamma_report(sweeps, gammas=gammas, **options)
-    summary = tables.gamma_summary(report)
-    outputs: dict[str, str] = {
-        "table1.csv": table1.to_csv(index=False),
-        "table1.md": tables.table1_markdown(table1),
-        "gamma_report.csv": report.to_csv(index=False),
-        "gamma_report.md": tables.gamma_report_markdown(report),
-        "gamma_summary.csv": summary.to_csv(index=False),
-        "gamma_summary.md": tables.gamma_summary_markdown(summary),
-    }
-    if not table2.empty:
-        outputs["table2.csv"] = table2.to_csv(index=False)
-        outputs["table2.md"] = tables.table2_markdown(table2)
+    report = gamma_report.gamma_report(sweeps, gammas=gammas, **options)
+    summary = gamma_report.gamma_summary(report)
     per_image = tables.table1_per_image(sweeps, decimals=decimals, **options)
-    if not per_image.empty and per_image["image_id"].nunique() > 1:
-        outputs["table1_per_image.csv"] = per_image.to_csv(index=False)
+    texts: dict[str, Callable[[], str]] = {
+        "table1.csv": lambda: table1.to_csv(index=False),
+        "table1.md": lambda: tables.table1_markdown(table1),
+        "gamma_report.csv": lambda: report.to_csv(index=False),
+        "gamma_report.md": lambda: gamma_report.gamma_report_markdown(report),
+        "gamma_summary.csv": lambda: summary.to_csv(index=False),
+        "gamma_summary.md": lambda: gamma_report.gamma_summary_markdown(summary),
+        "table2.csv": lambda: table2.to_csv(index=False),
+        "table2.md": lambda: tables.table2_markdown(table2),
+        "table1_per_image.csv": lambda: per_image.to_csv(index=False),
+    }
+    n_images = 0 if per_image.empty else per_image["image_id"].nunique()
+    outputs = {name: texts[name]() for name in table_names(chains=not table2.empty, n_images=n_images)}
     with all_or_none(args.out_dir) as written:  # a failed command leaves none of its files
         for name, text in outputs.items():
             with atomic_path(args.out_dir / name) as tmp:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HELP = "Sanitize one IFM file (.npy) with a sample-and-hold window or a noise knob."
 
@@ -15,16 +19,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     from ifmsan.knobs import KNOBS
 
-    parser.add_argument("input", type=Path, metavar="IN", help="IFM as .npy (any shape, 0-d too, floating point, any byte order)")
-    parser.add_argument("output", type=Path, metavar="OUT", help="where to write the sanitized IFM (.npy; not IN itself)")
+    parser.add_argument(
+        "input", type=Path, metavar="IN", help="IFM as .npy (any shape, 0-d too, floating point, any byte order)"
+    )
+    parser.add_argument(
+        "output", type=Path, metavar="OUT", help="where to write the sanitized IFM (.npy; not IN itself)"
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument(
         "--window", metavar="N",
-        help="sampling-window size n (an integer >= 1, e.g. 7 or 1e6; a window past the IFM is one window) for the sample-and-hold knobs",
+        help=(
+            "sampling-window size n (an integer >= 1, e.g. 7 or 1e6; a window past the IFM is one window) "
+            "for the sample-and-hold knobs"
+        ),
     )  # fmt: skip
-    group.add_argument("--scale", type=float, help="noise scale (finite, >= 0) relative to the IFM's std, for laplace/gaussian")
+    group.add_argument(
+        "--scale", type=float, help="noise scale (finite, >= 0) relative to the IFM's std, for laplace/gaussian"
+    )
     parser.add_argument(
-        "--select",
+        "--knob",
         default="nonzero_mean",
         choices=KNOBS,
         help="knob: nonzero_mean (the paper's Algorithm 1, default), first, mean, random, laplace, gaussian",
@@ -32,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (>= 0) for the random selector and the noise knobs")
 
 
-def read_npy(path: Path, *, name: str = "IN") -> object:
+def read_npy(path: Path, *, name: str = "IN") -> np.ndarray:
     """A floating-point array from a .npy file in native byte order, or a ValueError naming the file and the problem."""
     import numpy as np
 
@@ -47,7 +60,11 @@ def read_npy(path: Path, *, name: str = "IN") -> object:
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        reason = "it holds Python objects, not numbers" if "pickle" in str(exc) else getattr(exc, "strerror", None) or str(exc)
+        reason = (
+            "it holds Python objects, not numbers"
+            if "pickle" in str(exc)
+            else getattr(exc, "strerror", None) or str(exc)
+        )
         raise ValueError(f"{name} {path} is not a readable .npy array: {reason}") from None
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"{name} {path} holds dtype {array.dtype}; expected a floating-point IFM (float16/32/64)")
@@ -65,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_file("OUT", args.output)
     from ifmsan.knobs import NOISES
 
-    is_noise = args.select in NOISES
+    is_noise = args.knob in NOISES
     if is_noise and args.scale is None:
-        raise ValueError(f"--select {args.select} is a noise knob: give --scale, not --window")
+        raise ValueError(f"--knob {args.knob} is a noise knob: give --scale, not --window")
     if not is_noise and args.window is None:
-        raise ValueError(f"--select {args.select} is a sample-and-hold knob: give --window, not --scale")
+        raise ValueError(f"--knob {args.knob} is a sample-and-hold knob: give --window, not --scale")
     value = check_real("--scale", args.scale, minimum=0.0) if is_noise else parse_window(args.window)
     check_int("--seed", args.seed, minimum=0)
     array = read_npy(args.input)
@@ -78,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     return _sanitize(args, array, value)
 
 
-def _sanitize(args: argparse.Namespace, array: object, value: float) -> int:
+def _sanitize(args: argparse.Namespace, array: np.ndarray, value: float) -> int:
     """Sanitize the checked array and write it through a temporary file."""
     import numpy as np
     import torch
@@ -88,7 +105,7 @@ def _sanitize(args: argparse.Namespace, array: object, value: float) -> int:
     from ifmsan.sanitize import check_ifm
 
     check_ifm(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)), name=f"IN {args.input}")
-    result = get_knob(args.select, seed=args.seed).apply(array, value)
+    result = get_knob(args.knob, seed=args.seed).apply(array, value)
     with atomic_path(args.output, suffix=".part.npy") as tmp:
         np.save(tmp, np.asarray(result))
     return 0

@@ -73,12 +73,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
     parser.add_argument("--layer", required=True, help="the IFM layer to sweep, e.g. pool5")
     parser.add_argument(
-        "--knob", nargs="+", default=["nonzero_mean"], choices=KNOBS, metavar="KNOB",
+        "--knob",
+        nargs="+",
+        default=["nonzero_mean"],
+        choices=KNOBS,
+        metavar="KNOB",
         help=f"sanitization knob(s), one file each: {', '.join(KNOBS)} (default: nonzero_mean)",
     )
-    parser.add_argument("--values", default="2:150", help="windows for the sample-and-hold knobs, START:STOP[:STEP] or a list (default 2:150)")
-    parser.add_argument("--scales", help="noise scales for laplace/gaussian, e.g. 0,0.5,1 (default: 0..5 in steps of 0.1)")
-    parser.add_argument("--chain", default="", help="pre-sanitize steps before the swept layer, e.g. norm2@3 or norm2@3+pool2@4")
+    parser.add_argument(
+        "--values",
+        default="2:150",
+        help="windows for the sample-and-hold knobs, START:STOP[:STEP] or a list (default 2:150)",
+    )
+    parser.add_argument(
+        "--scales", help="noise scales for laplace/gaussian, e.g. 0,0.5,1 (default: 0..5 in steps of 0.1)"
+    )
+    parser.add_argument(
+        "--chain", default="", help="pre-sanitize steps before the swept layer, e.g. norm2@3 or norm2@3+pool2@4"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random selector and the noise knobs")
     parser.add_argument("--batch-size", type=int, default=32, help="sanitized IFMs per forward batch (bounds memory)")
     outputs = parser.add_mutually_exclusive_group(required=True)
@@ -89,9 +101,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check everything, sweep, write the Dataset atomically."""
     from ifmsan.io import all_or_none, read_ifms, write_netcdf
-    from ifmsan.sweep import parse_chain, sweep_dataset
-
     from ifmsan.knobs import get_knob
+    from ifmsan.sweep import parse_chain, sweep_dataset
 
     knobs = list(dict.fromkeys(args.knob))
     if args.out is not None and len(knobs) != 1:
@@ -120,11 +131,21 @@ def run(args: argparse.Namespace) -> int:
     for knob, out in targets.items():
         values = windows if get_knob(knob).parameter == "window" else scales
         dataset = sweep_dataset(
-            net, ifms, layer=args.layer, knob=knob, values=values, chain=chain, seed=args.seed,
-            batch_size=args.batch_size, attrs=attrs,
+            net,
+            ifms,
+            layer=args.layer,
+            knob=knob,
+            values=values,
+            chain=chain,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            attrs=attrs,
         )
         p = dataset["probability"].values
-        message = f"{args.layer} {knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} p in [{p.min():.4f}, {p.max():.4f}] -> {out}"
+        message = (
+            f"{args.layer} {knob} chain={args.chain or '-'}: p0={dataset.attrs['p0']:.4f} "
+            f"p in [{p.min():.4f}, {p.max():.4f}] -> {out}"
+        )
         results.append((dataset, out, message))
     with all_or_none(*{out.parent for out in targets.values()}) as written:
         for dataset, out, _ in results:

@@ -18,15 +18,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, required=True, metavar="DIR",
         help="output folder: alexnet_mini.pt, alexnet_mini.pt.sha256, metrics.json, examples/ (PNG + manifest.tsv)",
     )  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS["epochs"], help="passes over the training set (default %(default)s)")
     parser.add_argument(
-        "--train-per-class", type=int, default=_DEFAULTS["train_per_class"], metavar="N", help="training images per class (default %(default)s)"
+        "--epochs", type=int, default=_DEFAULTS["epochs"], help="passes over the training set (default %(default)s)"
     )
     parser.add_argument(
-        "--test-per-class", type=int, default=_DEFAULTS["test_per_class"], metavar="M", help="held-out images per class (default %(default)s)"
+        "--train-per-class",
+        type=int,
+        default=_DEFAULTS["train_per_class"],
+        metavar="N",
+        help="training images per class (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of the data, the init and the training (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=_DEFAULTS["threads"], help="torch CPU threads; the weights depend on it (default %(default)s)")
+    parser.add_argument(
+        "--test-per-class",
+        type=int,
+        default=_DEFAULTS["test_per_class"],
+        metavar="M",
+        help="held-out images per class (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=_DEFAULTS["seed"],
+        help="seed of the data, the init and the training (default %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=_DEFAULTS["threads"],
+        help="torch CPU threads; the weights depend on it (default %(default)s)",
+    )
     parser.add_argument(
         "--min-accuracy", type=float, default=_DEFAULTS["min_accuracy"], metavar="A",
         help="fail (exit 1, metrics.json written, no weights) when held-out accuracy is below A (default %(default)s)",

@@ -49,7 +49,9 @@ def load(name: str, *, weights: str | os.PathLike[str] | None = None, **options:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
     unknown = sorted(set(options) - set(_OPTIONS[family]))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for model {name!r}; allowed: {', '.join(_OPTIONS[family])}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for model {name!r}; allowed: {', '.join(_OPTIONS[family])}"
+        )
     seed = _check_seed(options.get("seed", 0))
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, a path or (torchvision) a weights name, got {type(weights).__name__}")
@@ -80,7 +82,11 @@ def check_finite_weights(net: LayeredNet) -> LayeredNet:
         if not tensor.dtype.is_floating_point:
             continue
         values = tensor.detach().cpu()
-        finite = np.isfinite(values.numpy()) if values.dtype in (torch.float32, torch.float64) else torch.isfinite(values).numpy()
+        finite = (
+            np.isfinite(values.numpy())
+            if values.dtype in (torch.float32, torch.float64)
+            else torch.isfinite(values).numpy()
+        )
         if not finite.all():
             source = net.weights_info.get("source") or "the loaded weights"
             raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+
 import torch
 from PIL import Image
 
@@ -39,7 +40,9 @@ class LayeredNet(torch.nn.Module):
         self._index: dict[str, int] = {}
         self._shapes: dict[str, tuple[int, ...]] | None = None
 
-    def _set_stages(self, stages: Sequence[tuple[str, Stage]], *, shapes: Mapping[str, tuple[int, ...]] | None = None) -> None:
+    def _set_stages(
+        self, stages: Sequence[tuple[str, Stage]], *, shapes: Mapping[str, tuple[int, ...]] | None = None
+    ) -> None:
         """Install the chain: (IFM name, callable from that IFM to the next IFM or, last, to the logits)."""
         names = tuple(name for name, _ in stages)
         if len(set(names)) != len(names) or not names:
@@ -59,12 +62,16 @@ class LayeredNet(torch.nn.Module):
         try:
             return self._index[name]
         except (KeyError, TypeError):
-            raise ValueError(f"{self.name} has no IFM layer {name!r}; valid layers: {', '.join(self._layers)}") from None
+            raise ValueError(
+                f"{self.name} has no IFM layer {name!r}; valid layers: {', '.join(self._layers)}"
+            ) from None
 
     def _check_batch(self, name: str, ifm_batch: torch.Tensor) -> None:
         """Reject an IFM batch whose per-image shape is not the layer's, before running anything."""
         if not isinstance(ifm_batch, torch.Tensor):
-            raise ValueError(f"{self.name}: the IFM batch of {name!r} must be a torch.Tensor, got {type(ifm_batch).__name__}")
+            raise ValueError(
+                f"{self.name}: the IFM batch of {name!r} must be a torch.Tensor, got {type(ifm_batch).__name__}"
+            )
         expected = self.ifm_shape(name)
         if tuple(ifm_batch.shape[1:]) != expected or ifm_batch.dim() != len(expected) + 1:
             raise ValueError(
@@ -98,7 +105,7 @@ class LayeredNet(torch.nn.Module):
         self._check_batch(name, ifm_batch)
         result = {name: ifm_batch}
         out = ifm_batch
-        for layer, stage in zip(self._layers[start + 1 :], self._stages[start:-1]):
+        for layer, stage in zip(self._layers[start + 1 :], self._stages[start:-1], strict=False):
             out = stage(out)
             result[layer] = out
         return result
@@ -131,7 +138,7 @@ class LayeredNet(torch.nn.Module):
         shapes = {self._layers[0]: self.input_shape}
         out = torch.zeros((1, *self.input_shape), device=device, dtype=dtype)
         with torch.no_grad():
-            for layer, stage in zip(self._layers[1:], self._stages[:-1]):
+            for layer, stage in zip(self._layers[1:], self._stages[:-1], strict=False):
                 out = stage(out)
                 shapes[layer] = tuple(out.shape[1:])
         return shapes

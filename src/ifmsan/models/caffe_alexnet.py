@@ -13,7 +13,13 @@ from torch import nn
 from ifmsan.models.base import LayeredNet
 from ifmsan.models.files import existing_file, file_checksum, load_state_dict_file
 from ifmsan.models.fused import CaffeLRN, CaffeMaxPool
-from ifmsan.models.preprocess import CAFFE_CROP, caffe_mean_crop, caffe_preprocess, load_mean_file, unit_range_preprocess
+from ifmsan.models.preprocess import (
+    CAFFE_CROP,
+    caffe_mean_crop,
+    caffe_preprocess,
+    load_mean_file,
+    unit_range_preprocess,
+)
 
 IFM_LAYERS: tuple[str, ...] = (
     "conv1", "norm1", "pool1", "conv2", "norm2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8",
@@ -25,7 +31,12 @@ BVLC_FC = 4096
 MINI_WIDTHS = (24, 64, 96, 96, 64)
 MINI_FC = 512
 DROPOUT = 0.5
-MINI_NOTE_FALLBACK = "alexnet_mini is a small offline stand-in for BVLC AlexNet, trained on synthetic shapes"
+
+
+def _bias(layer: nn.Conv2d | nn.Linear) -> torch.Tensor:
+    """The layer's bias (every layer of these nets has one)."""
+    assert layer.bias is not None, f"{layer} has no bias"
+    return layer.bias
 
 
 class ConvReLU(nn.Conv2d):
@@ -105,7 +116,7 @@ class CaffeAlexNet(LayeredNet):
         generator = torch.Generator(device="cpu").manual_seed(seed)
         for layer in self.parameter_layers().values():
             nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu", generator=generator)
-            nn.init.zeros_(layer.bias)
+            nn.init.zeros_(_bias(layer))
 
     @torch.no_grad()
     def load_caffe_blobs(self, blobs: dict[str, list], *, path: os.PathLike[str] | str) -> None:
@@ -120,13 +131,15 @@ class CaffeAlexNet(LayeredNet):
             )
         for name, layer in layers.items():
             found = [tuple(array.shape) for array in blobs[name]]
-            expected = [tuple(layer.weight.shape), tuple(layer.bias.shape)]
+            expected = [tuple(layer.weight.shape), tuple(_bias(layer).shape)]
             if found != expected:
-                raise ValueError(f"caffemodel {path}: layer {name!r} has blob shapes {found}, {self.name} expects {expected}")
+                raise ValueError(
+                    f"caffemodel {path}: layer {name!r} has blob shapes {found}, {self.name} expects {expected}"
+                )
         for name, layer in layers.items():
             weight, bias = blobs[name]
             layer.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-            layer.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            _bias(layer).copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
 def _imagenet_class_names() -> tuple[str, ...]:
@@ -171,7 +184,7 @@ def build_alexnet_mini(*, weights: str | os.PathLike[str] | None, seed: int) -> 
     """The offline stand-in: BVLC's sequence with channels (24, 64, 96, 96, 64) and fc 512, on minidata's classes."""
     from ifmsan import minidata
 
-    note = str(getattr(minidata, "STAND_IN_NOTE", MINI_NOTE_FALLBACK))
+    note = minidata.STAND_IN_NOTE
     if weights is None:
         info: dict[str, object] = {
             "source": f"seeded Kaiming-normal initialisation (seed {seed})", "sha256": None, "trained": False,

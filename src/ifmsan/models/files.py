@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from ifmsan.fetch import file_checksum
 
-def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, via ifmsan.fetch when it is there so that all provenance hashes agree."""
-    try:
-        from ifmsan.fetch import file_checksum as fetch_checksum
-    except ImportError:
-        fetch_checksum = None
-    if fetch_checksum is not None:
-        return str(fetch_checksum(path, algorithm=algorithm))
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["existing_file", "file_checksum", "load_state_dict_file"]
 
 
 def existing_file(path: str | os.PathLike[str], *, what: str) -> Path:
@@ -41,17 +29,22 @@ def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module,
     except Exception as exc:  # torch raises many types for corrupt or non-torch files
         raise ValueError(f"{what} {path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, Mapping):
-        raise ValueError(f"{what} {path} must hold a state dict (a mapping of names to tensors), got {type(state).__name__}")
+        raise ValueError(
+            f"{what} {path} must hold a state dict (a mapping of names to tensors), got {type(state).__name__}"
+        )
     expected = into.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
     if missing or unexpected:
         detail = []
         if missing:
-            detail.append(f"missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            detail.append(
+                f"missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
         if unexpected:
             detail.append(
-                f"unexpected key {unexpected[0]!r}" + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                f"unexpected key {unexpected[0]!r}"
+                + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
             )
         raise ValueError(f"{what} {path} does not fit the network: {'; '.join(detail)}")
     for key, target in expected.items():

@@ -169,23 +169,32 @@ class CaffeMaxPool(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fused kernel where it applies, torch's max pooling otherwise (autograd, padding, other devices)."""
-        kernel_size, stride = self.kernel_size, self.stride
-        square = isinstance(kernel_size, int) and isinstance(stride, int)
+        kernel, stride = self.kernel_size, self.stride
+        if not (isinstance(kernel, int) and isinstance(stride, int)):
+            return super().forward(x)
         fused = (
-            square and self.padding == 0 and self.dilation == 1 and not self.return_indices
-            and _cpu_inference(x) and min(x.shape[2:]) >= kernel_size
+            self.padding == 0 and self.dilation == 1 and not self.return_indices
+            and _cpu_inference(x) and min(x.shape[2:]) >= kernel
         )  # fmt: skip
         pool = _compiled_pool() if fused and _worth_fusing(x, _compiled_pool) else None
         if pool is None:
             return super().forward(x)
         batch, channels, height, width = x.shape
-        size = {"kernel": int(kernel_size), "stride": int(stride), "ceil_mode": bool(self.ceil_mode)}
-        out = torch.empty((batch, channels, _pooled_size(height, **size), _pooled_size(width, **size)), dtype=torch.float32)
+        ceil_mode = bool(self.ceil_mode)
+        out = torch.empty(
+            (
+                batch,
+                channels,
+                _pooled_size(height, kernel=kernel, stride=stride, ceil_mode=ceil_mode),
+                _pooled_size(width, kernel=kernel, stride=stride, ceil_mode=ceil_mode),
+            ),
+            dtype=torch.float32,
+        )
         source, target = x.detach().contiguous().numpy(), out.numpy()
 
         def one_image(b: int) -> None:
             """Pool image b into its slot of the output."""
-            pool(source[b : b + 1], target[b : b + 1], size["kernel"], size["stride"])
+            pool(source[b : b + 1], target[b : b + 1], kernel, stride)
 
         _per_image(one_image, x)
         return out

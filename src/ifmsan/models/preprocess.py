@@ -32,7 +32,9 @@ def check_image_size(image: Image.Image, *, source: str, crop: int) -> None:
             f"(the network sees {crop}x{crop} px: a smaller image would be blown up into a few flat blocks)"
         )
     if min(width, height) < crop:
-        log.warning("image %s is %dx%d px, smaller than the network's %d px input: it is upscaled", source, width, height, crop)
+        log.warning(
+            "image %s is %dx%d px, smaller than the network's %d px input: it is upscaled", source, width, height, crop
+        )
 
 
 def load_mean_file(path: str | os.PathLike[str]) -> np.ndarray:
@@ -61,7 +63,9 @@ def load_mean_file(path: str | os.PathLike[str]) -> np.ndarray:
 def caffe_mean_crop(mean: np.ndarray | None) -> np.ndarray:
     """The (3, 227, 227) float64 BGR mean to subtract: the centre crop of a mean image, or the channel means."""
     if mean is None:
-        return np.broadcast_to(np.asarray(CAFFE_CHANNEL_MEAN_BGR, dtype=np.float64)[:, None, None], (3, CAFFE_CROP, CAFFE_CROP))
+        return np.broadcast_to(
+            np.asarray(CAFFE_CHANNEL_MEAN_BGR, dtype=np.float64)[:, None, None], (3, CAFFE_CROP, CAFFE_CROP)
+        )
     end = CAFFE_OFFSET + CAFFE_CROP
     return mean[:, CAFFE_OFFSET:end, CAFFE_OFFSET:end]
 

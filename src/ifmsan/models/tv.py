@@ -107,18 +107,20 @@ def _make_out_of_place(model: nn.Module, graph: fx.Graph) -> None:
                     rewritten.append(node)
         elif node.op == "call_method" and str(node.target).endswith("_") and not str(node.target).startswith("_"):
             if not hasattr(torch.Tensor, str(node.target)[:-1]):
-                raise ValueError(f"in-place tensor method {node.target!r} has no out-of-place form; cannot cut this model")
+                raise ValueError(
+                    f"in-place tensor method {node.target!r} has no out-of-place form; cannot cut this model"
+                )
             node.target = str(node.target)[:-1]
             rewritten.append(node)
-    for module in model.modules():
-        if isinstance(getattr(module, "inplace", None), bool):
-            module.inplace = False
-    position = {node: i for i, node in enumerate(graph.nodes)}
+    for submodule in model.modules():
+        if isinstance(getattr(submodule, "inplace", None), bool):
+            setattr(submodule, "inplace", False)  # noqa: B010 (any module with an inplace flag, not one class)
+    order = {node: i for i, node in enumerate(graph.nodes)}
     for node in rewritten:
         mutated = node.args[0] if node.args else None
         if isinstance(mutated, fx.Node):
             for user in list(mutated.users):
-                if position[user] > position[node]:
+                if order[user] > order[node]:
                     user.replace_input_with(mutated, node)
 
 
@@ -259,7 +261,11 @@ class TorchvisionNet(LayeredNet):
     ) -> None:
         """Trace and cut `model` (made out-of-place, put in eval mode)."""
         super().__init__(
-            name=name, class_names=class_names, weights_info=weights_info, input_shape=input_shape, preprocess=preprocess
+            name=name,
+            class_names=class_names,
+            weights_info=weights_info,
+            input_shape=input_shape,
+            preprocess=preprocess,
         )
         self.model = model
         self._plan, self._plan_shapes = plan_stages(model, input_shape=input_shape, rename=rename)
@@ -269,16 +275,19 @@ class TorchvisionNet(LayeredNet):
     def _build_stages(self) -> None:
         """(Re)bind the stage graphs to the model's current parameters and buffers."""
         self._set_stages(
-            [(name, fx.GraphModule(self.model, graph, class_name=f"Stage_{k}")) for k, (name, graph) in enumerate(self._plan)],
+            [
+                (name, fx.GraphModule(self.model, graph, class_name=f"Stage_{k}"))
+                for k, (name, graph) in enumerate(self._plan)
+            ],
             shapes=self._plan_shapes,
         )
 
-    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> TorchvisionNet:  # type: ignore[override]
+    def _apply(self, fn: Callable[..., Any], recurse: bool = True) -> TorchvisionNet:
         """Module.to()/.double()/... replace buffers; rebind the stages so they see the new ones."""
         result = super()._apply(fn, recurse)
         if "_plan" in self.__dict__:
             self._build_stages()
-        return result  # type: ignore[return-value]
+        return result
 
 
 def _resolve_weights(arch: str, weights: str | os.PathLike[str] | None) -> tuple[str, Any]:

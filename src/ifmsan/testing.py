@@ -1,11 +1,14 @@
-"""Deliberately naive transcriptions of Algorithm 1 and its baselines: the independent reference of the sanitizer tests
-(and of benchmarks/bench_sweep.py's python_speedup)."""
+"""Deliberately naive plain-Python transcriptions of Algorithm 1 and its baselines, kept independent of the sanitizer.
+
+The reference the sanitizer tests compare against (tests/test_sanitize*.py) and the plain-Python timing of
+benchmarks/bench_sweep.py; slow by design, not for production use.
+"""
 
 from __future__ import annotations
 
 
 def naive_algorithm1(stream: list[float], n: int) -> list[float]:
-    """Algorithm 1 window by window, in plain Python, exactly as the paper and DESIGN.md state it."""
+    """Algorithm 1 window by window, in plain Python, exactly as the paper and docs/definitions.md state it."""
     out = list(stream)
     for start in range(0, len(stream), n):
         window = stream[start : start + n]
@@ -13,9 +16,9 @@ def naive_algorithm1(stream: list[float], n: int) -> list[float]:
         if not nonzero:
             continue
         mean = sum(nonzero) / len(nonzero)
-        best = None
-        for x in window:  # stream order, so the first of equal distances wins
-            if x != 0 and (best is None or abs(x - mean) < abs(best - mean)):
+        best = nonzero[0]
+        for x in nonzero[1:]:  # stream order, so the first of equal distances wins
+            if abs(x - mean) < abs(best - mean):
                 best = x
         out[start : start + len(window)] = [best] * len(window)
     return out

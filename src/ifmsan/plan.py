@@ -1,0 +1,150 @@
+"""What a run produces, decided once: the figures and tables the CLI writes, and the files the workflow declares.
+
+`ifmsan figures` and `ifmsan report` ask these functions which files to write from the sweeps they were given;
+the Snakemake workflow asks `plan(config)` for the same decision from a validated config, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+PLAIN = "nonzero_mean"
+"""The paper's knob: the one Tables 1/2, the heatmap, eff_san, Figures 4/5 and every chain sweep use."""
+NOTEBOOKS: tuple[str, ...] = ("inspect_ifms", "compare_knobs")
+"""The notebooks the workflow executes on a run's results (notebooks/<name>.ipynb)."""
+TABLES: tuple[str, ...] = ("table1", "gamma_report", "gamma_summary")
+"""The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
+COMPUTE_KEYS: tuple[str, ...] = (
+    "model", "train_mini", "windows", "knobs", "noise_scales", "chains", "seed", "batch_size", "threads", "device",
+)  # fmt: skip
+"""The config keys a per-image job's numbers depend on: not images or gammas, so adding an image reruns nothing else."""
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of what a per-image job computes, recorded in every output; the order of `knobs` does not count."""
+    import hashlib
+    import json
+
+    compute = {key: config.get(key) for key in COMPUTE_KEYS}
+    compute["knobs"] = sorted(compute["knobs"] or [])  # each knob draws from its own stream: order changes nothing
+    return hashlib.sha256(json.dumps(compute, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+"""The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
+
+
+class Sweep(NamedTuple):
+    """One swept curve as far as planning cares: its layer, its knob and whether earlier layers were pre-sanitized."""
+
+    layer: str
+    knob: str
+    chained: bool
+
+
+class Plan(NamedTuple):
+    """Everything one validated config makes the workflow produce, per image where it says so."""
+
+    layers: tuple[str, ...]
+    """The IFM layers swept with every knob: the config's list, else every IFM layer of the model."""
+    knobs: tuple[str, ...]
+    chains: tuple[tuple[str, str], ...]
+    """(layer, steps) of each chain sweep."""
+    baseline_layers: tuple[str, ...]
+    """Chained layers whose unchained nonzero_mean sweep is Table 2's first row (and Figure 5's reference)."""
+    figures: tuple[str, ...]
+    """Figure names per image (each written as .png and .pdf)."""
+    tables: tuple[str, ...]
+    """Table file names (name.ext) of the whole run."""
+    notebooks: tuple[str, ...]
+    config_hash: str
+    """config_hash(config): the provenance every per-image output carries."""
+
+
+def figure_names(
+    *, sweeps: Iterable[Sweep], layer_order: Sequence[str] | None = None, one_parameter: bool = True
+) -> list[str]:
+    """The figures the sweeps of one image allow, in drawing order; `ifmsan figures` and the workflow both ask here.
+
+    figure2: pool5 with knobs first and nonzero_mean; figure4: pool5 and fc6 (nonzero_mean); figure5: pool5 plain and
+    chained; heatmap (all plain sweeps over one parameter) and effsan: any unchained nonzero_mean sweep;
+    knob_coverage_<layer>: each layer with two knobs or more, in layer order.
+    """
+    from ifmsan.curves import layer_ranks
+
+    seen = list(dict.fromkeys(sweeps))
+    have = set(seen)
+    plain = any(s.knob == PLAIN and not s.chained for s in have)
+    wanted = {
+        "figure2": {Sweep("pool5", "first", False), Sweep("pool5", PLAIN, False)} <= have,
+        "figure4": {Sweep("pool5", PLAIN, False), Sweep("fc6", PLAIN, False)} <= have,
+        "figure5": {Sweep("pool5", PLAIN, False), Sweep("pool5", PLAIN, True)} <= have,
+        "heatmap": plain and one_parameter,
+        "effsan": plain,
+    }
+    knobs_per_layer: dict[str, set[str]] = {}
+    for s in seen:
+        if not s.chained:
+            knobs_per_layer.setdefault(s.layer, set()).add(s.knob)
+    ranks = layer_ranks(knobs_per_layer, layer_order=layer_order)
+    coverage = [
+        f"knob_coverage_{layer}"
+        for layer in sorted(knobs_per_layer, key=ranks.__getitem__)
+        if len(knobs_per_layer[layer]) >= 2
+    ]
+    return [name for name, possible in wanted.items() if possible] + coverage
+
+
+def table_names(*, chains: bool, n_images: int) -> list[str]:
+    """The files `ifmsan report` writes: Table 1, the γ reports, Table 2 with chains, per-image rows for 2+ images."""
+    names = [*TABLES, *(["table2"] if chains else [])]
+    files = [f"{name}.{ext}" for name in names for ext in ("csv", "md")]
+    return files + (["table1_per_image.csv"] if n_images > 1 else [])
+
+
+def config_sweeps(config: Mapping[str, Any], layers: Sequence[str]) -> list[Sweep]:
+    """Every curve one image's sweeps hold under this config: layers x knobs, each chain, and the chains' baselines."""
+    chained = [chain["layer"] for chain in config["chains"]]
+    plain = [Sweep(layer, knob, False) for layer in layers for knob in config["knobs"]]
+    return list(
+        dict.fromkeys(
+            [
+                *plain,
+                *(Sweep(layer, PLAIN, False) for layer in chained),
+                *(Sweep(layer, PLAIN, True) for layer in chained),
+            ]
+        )
+    )
+
+
+def plan(config: Mapping[str, Any]) -> Plan:
+    """What a validated config (defaults filled in) makes the workflow produce; the model is built at most once."""
+    from ifmsan.configcheck import model_info
+
+    layers = tuple(config["layers"] or model_info(config["model"]["name"]).layers)
+    chains = tuple((chain["layer"], chain["steps"]) for chain in config["chains"])
+    return Plan(
+        layers=layers,
+        knobs=tuple(config["knobs"]),
+        chains=chains,
+        baseline_layers=tuple(sorted({layer for layer, _ in chains})),
+        figures=tuple(figure_names(sweeps=config_sweeps(config, layers), layer_order=layers)),
+        tables=tuple(table_names(chains=bool(chains), n_images=len(config["images"]))),
+        notebooks=NOTEBOOKS,
+        config_hash=config_hash(config),
+    )
+
+
+__all__ = [
+    "COMPUTE_KEYS",
+    "NOTEBOOKS",
+    "PLAIN",
+    "TABLES",
+    "Plan",
+    "Sweep",
+    "config_hash",
+    "config_sweeps",
+    "figure_names",
+    "plan",
+    "table_names",
+]

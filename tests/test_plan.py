@@ -1,0 +1,168 @@
+"""ifmsan.plan: the figures and tables a config plans are exactly those `ifmsan figures` and `ifmsan report` write."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from sweep_fixtures import make_sweep, write_sweep
+
+from ifmsan import figures, plan
+from ifmsan.commands import report
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+TINY = yaml.safe_load((REPO / "tests" / "data" / "tiny.yaml").read_text())
+
+
+def variant(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A deep copy of a shipped config with some top-level keys replaced."""
+    return {**copy.deepcopy(base), **changes}
+
+
+CONFIGS = {
+    "paper": PAPER,
+    "demo": DEMO,
+    "tiny": TINY,
+    "chain_only_pool5": variant(TINY, layers=["norm2", "fc6"]),
+    "one_knob": variant(TINY, knobs=["first"], chains=[]),
+    "noise_only_no_chains": variant(TINY, knobs=["gaussian", "laplace"], chains=[]),
+    "all_layers_default": variant(TINY, layers=[], knobs=["nonzero_mean"], chains=[]),
+}
+"""Expected figures, written by hand from the rules in plan.figure_names' docstring (not computed by it)."""
+EXPECTED = {
+    "paper": [
+        "figure2",
+        "figure4",
+        "figure5",
+        "heatmap",
+        "effsan",
+        *(f"knob_coverage_{layer}" for layer in PAPER["layers"]),
+    ],
+    "demo": [
+        "figure2",
+        "figure4",
+        "figure5",
+        "heatmap",
+        "effsan",
+        *(f"knob_coverage_{layer}" for layer in DEMO["layers"]),
+    ],
+    "tiny": ["figure2", "figure5", "heatmap", "effsan", "knob_coverage_norm2", "knob_coverage_pool5"],
+    # pool5 is only a chain target: its unchained baseline and chain sweeps still make Figures 4 and 5
+    "chain_only_pool5": ["figure4", "figure5", "heatmap", "effsan", "knob_coverage_norm2", "knob_coverage_fc6"],
+    "one_knob": [],
+    "noise_only_no_chains": ["knob_coverage_norm2", "knob_coverage_pool5"],
+    "all_layers_default": ["figure4", "heatmap", "effsan"],
+}
+
+
+def curves_for(config: dict[str, Any], layers: tuple[str, ...]) -> list[Any]:
+    """One tiny synthetic sweep per curve this config's jobs write for one image."""
+    out = []
+    for i, sweep in enumerate(plan.config_sweeps(config, layers)):
+        steps = next(c["steps"] for c in config["chains"] if c["layer"] == sweep.layer) if sweep.chained else ""
+        noisy = sweep.knob in ("laplace", "gaussian")
+        probs = np.linspace(0.9, 0.1 + 0.01 * i, 5)
+        out.append(
+            make_sweep(probs, layer=sweep.layer, knob=sweep.knob, chain=steps, parameter="scale" if noisy else "window")
+        )
+    return out
+
+
+@pytest.fixture
+def stub_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Figure functions that draw nothing, so the test checks write_figures' decision, not matplotlib."""
+
+    def stub(*args: Any, out: Path, **kwargs: Any) -> figures.Plotted:
+        return figures.Plotted(data=None, figure=None, files=())
+
+    for name in ("figure2", "figure4", "figure5", "layer_heatmap", "effsan_per_layer", "knob_coverage"):
+        monkeypatch.setattr(figures, name, stub)
+
+
+def filled(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the schema defaults plan() relies on."""
+    return {"layers": [], "chains": [], **config}
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_planned_figures_are_the_ones_written(name: str, tmp_path: Path, stub_drawing: None) -> None:
+    config = filled(CONFIGS[name])
+    planned = plan.plan(config)
+    assert list(planned.figures) == EXPECTED[name]
+    sweeps = curves_for(config, planned.layers)
+    if not EXPECTED[name]:
+        with pytest.raises(ValueError, match="allow no figure"):
+            figures.write_figures(sweeps, out_dir=tmp_path, layer_order=planned.layers)
+        return
+    made = figures.write_figures(sweeps, out_dir=tmp_path, layer_order=planned.layers)
+    assert list(made) == list(planned.figures)
+
+
+def test_tiny_figures_are_really_drawn(tmp_path: Path) -> None:
+    config = filled(TINY)
+    planned = plan.plan(config)
+    figures.write_figures(curves_for(config, planned.layers), out_dir=tmp_path, layer_order=planned.layers)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{n}.{e}" for n in planned.figures for e in ("png", "pdf")
+    )
+
+
+@pytest.mark.parametrize("name", ["tiny", "one_knob"])
+@pytest.mark.parametrize("images", [1, 2])
+def test_planned_tables_are_the_ones_written(name: str, images: int, tmp_path: Path) -> None:
+    config = filled(CONFIGS[name])
+    config["images"] = [{"id": f"img{i}", "source": f"minidata:test:{i}"} for i in range(images)]
+    planned = plan.plan(config)
+    paths = []
+    for i in range(images):
+        for j, sweep in enumerate(curves_for(config, planned.layers)):
+            sweep.attrs["image_id"] = f"img{i}"
+            sweep.attrs["image_sha256"] = f"{i}" * 64
+            paths.append(write_sweep(sweep, tmp_path / "sweeps" / f"{i}_{j}.nc"))
+    out = tmp_path / "tables"
+    args = argparse.Namespace(
+        sweeps=paths, out_dir=out, gammas=[0.5, 1.0], decimals=4, layer_order=list(planned.layers), allow_mixed=False
+    )
+    assert report.run(args) == 0
+    expected = {
+        "table1.csv",
+        "table1.md",
+        "gamma_report.csv",
+        "gamma_report.md",
+        "gamma_summary.csv",
+        "gamma_summary.md",
+    }
+    expected |= {"table2.csv", "table2.md"} if config["chains"] else set()
+    expected |= {"table1_per_image.csv"} if images > 1 else set()
+    assert set(planned.tables) == expected == {p.name for p in out.iterdir()}
+
+
+def test_knob_coverage_follows_the_layer_order() -> None:
+    sweeps = [plan.Sweep(layer, knob, False) for layer in ("fc6", "conv1", "extra") for knob in ("first", "mean")]
+    assert plan.figure_names(sweeps=sweeps, layer_order=["conv1", "fc6"]) == [
+        "knob_coverage_conv1", "knob_coverage_fc6", "knob_coverage_extra",
+    ]  # fmt: skip
+
+
+def test_plan_uses_the_models_layers_when_the_config_lists_none() -> None:
+    from ifmsan.models.caffe_alexnet import IFM_LAYERS
+
+    assert plan.plan(filled(variant(TINY, layers=[]))).layers == IFM_LAYERS
+    assert plan.plan(filled(TINY)).notebooks == ("inspect_ifms", "compare_knobs")
+
+
+def test_config_hash_ignores_knob_order_images_and_gammas_but_not_what_jobs_compute() -> None:
+    base = {"model": {"name": "alexnet_mini"}, "knobs": ["nonzero_mean", "first", "laplace"], "seed": 0,
+            "images": [{"id": "a"}], "gammas": [1]}  # fmt: skip
+    same = {**base, "knobs": ["laplace", "nonzero_mean", "first"], "images": [{"id": "b"}], "gammas": [2, 3]}
+    assert plan.config_hash(same) == plan.config_hash(base)
+    for change in ({"seed": 1}, {"knobs": ["nonzero_mean", "first"]}, {"model": {"name": "bvlc_alexnet"}}):
+        assert plan.config_hash({**base, **change}) != plan.config_hash(base), change
+    assert len(plan.config_hash(base)) == 16 and int(plan.config_hash(base), 16) >= 0
