@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-URL_SCHEMES = ("http", "https", "file")
+from ifmsan.fetch import URL_SCHEMES
+
 TORCHVISION = "torchvision:"
 
 
@@ -297,9 +298,15 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
     if layer not in layers:
         problems.append(f"{where}.layer: {layer!r} is not an IFM layer; allowed: {', '.join(layers)}")
         return
+    from ifmsan.sweep import parse_chain
+
+    try:
+        parsed = parse_chain(steps)
+    except ValueError as exc:
+        problems.append(f"{where}.steps: {exc}")
+        return
     previous = -1
-    for step in steps.split("+"):
-        name, _, window = step.partition("@")
+    for name in (step.layer for step in parsed):
         if name not in layers:
             problems.append(f"{where}.steps: {name!r} in {steps!r} is not an IFM layer; allowed: {', '.join(layers)}")
             continue
@@ -311,8 +318,6 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
             )
             return
         previous = position
-        if window.isdigit() and int(window) < 1:
-            problems.append(f"{where}.steps: window {window} in {steps!r} must be >= 1")
 
 
 def _check_files(config: Mapping[str, Any], problems: list[str]) -> None:

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 _HEX = {"sha256": 64, "sha1": 40}
-_SCHEMES = ("http", "https", "file")
+URL_SCHEMES = ("http", "https", "file")
+"""The URL schemes ifmsan downloads from (image sources, weights and mean file)."""
 
 
 class FetchError(RuntimeError):
@@ -232,7 +233,11 @@ def fetch(
     checksum fails at once. `progress`: None shows a bar only on a terminal.
     """
     split = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if split is None or split.scheme.lower() not in _SCHEMES or (split.scheme.lower() != "file" and not split.netloc):
+    if (
+        split is None
+        or split.scheme.lower() not in URL_SCHEMES
+        or (split.scheme.lower() != "file" and not split.netloc)
+    ):
         raise ValueError(f"url must be an http://, https:// or file:// URL, got {url!r}")
     expected = _checksums(sha256, sha1)
     if not expected and not allow_unverified:

@@ -9,6 +9,8 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ifmsan.fetch import URL_SCHEMES
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -44,7 +46,6 @@ SKIMAGE_IMAGES: dict[str, str] = {
 }
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_URL_SCHEMES = ("http", "https", "file")
 
 
 def _check_name(name: str, *, what: str) -> str:
@@ -77,7 +78,7 @@ def resolve_image(
         scheme = urllib.parse.urlsplit(source).scheme.lower()
     except ValueError as exc:
         raise ValueError(f"image {source!r} is not a valid URL or path: {exc}") from exc
-    if scheme in _URL_SCHEMES:
+    if scheme in URL_SCHEMES:
         if expected is None:
             raise ValueError(f"image {source}: a URL needs its sha256 (give sha256=...)")
         if name is None:

@@ -49,8 +49,10 @@ def parse_chain(text: str | Sequence[str] | None) -> tuple[ChainStep, ...]:
     steps = []
     for part in parts:
         match = CHAIN_STEP.match(part.strip())
-        if not match or int(match["window"]) < 1:
+        if not match:
             raise ValueError(f"chain step {part!r} must look like LAYER@WINDOW with WINDOW >= 1, e.g. norm2@3")
+        if int(match["window"]) < 1:
+            raise ValueError(f"chain step {part!r}: window {match['window']} must be >= 1 (LAYER@WINDOW, e.g. norm2@3)")
         steps.append(ChainStep(match["layer"], int(match["window"])))
     return tuple(steps)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 from typing import Any
 
 from ifmsan.models.base import LayeredNet
+from ifmsan.sanitize import check_seed
 
 CAFFE_MODELS: tuple[str, ...] = ("bvlc_alexnet", "alexnet_mini")
 _OPTIONS: dict[str, tuple[str, ...]] = {
@@ -23,13 +23,6 @@ def available() -> list[str]:
     from ifmsan.models.tv import PREFIX, classification_models
 
     return [*CAFFE_MODELS, *(f"{PREFIX}{arch}" for arch in classification_models())]
-
-
-def _check_seed(seed: object) -> int:
-    """The seed as an int, or a ValueError saying what is allowed."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ValueError(f"option seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
 
 
 def load(name: str, *, weights: str | os.PathLike[str] | None = None, **options: Any) -> LayeredNet:
@@ -52,7 +45,7 @@ def load(name: str, *, weights: str | os.PathLike[str] | None = None, **options:
         raise ValueError(
             f"unknown option(s) {', '.join(unknown)} for model {name!r}; allowed: {', '.join(_OPTIONS[family])}"
         )
-    seed = _check_seed(options.get("seed", 0))
+    seed = check_seed(options.get("seed", 0), name="option seed")
     if weights is not None and not isinstance(weights, (str, os.PathLike)):
         raise ValueError(f"weights must be None, a path or (torchvision) a weights name, got {type(weights).__name__}")
     if family == "bvlc_alexnet":
