@@ -64,8 +64,8 @@ def server() -> Iterator[Server]:
             if action == "truncate":  # promise the whole body, send half, hang up
                 body = body[: len(body) // 2]
                 self.close_connection = True
+            state.bytes_sent += len(body)  # counted before the write: the client may finish before this thread resumes
             self.wfile.write(body)
-            state.bytes_sent += len(body)
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
