@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ifmsan-installed
 # the rules call the `ifmsan` command: put the venv's tools first on PATH for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all setup demo test test-fast lint report bench clean-venv help
+.PHONY: all setup demo real test test-fast lint report bench clean-venv help
 
 all: help
 
@@ -32,6 +32,9 @@ setup: $(STAMP)  ## create .venv and install ifmsan with its dev extras
 demo: $(STAMP)  ## set up and run the whole offline demo DAG (alexnet_mini)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml
 
+real: $(STAMP)  ## set up and run the whole DAG offline on a real ImageNet network (efficientnet_lite0, 5 photos)
+	$(BIN)/snakemake --cores $(CORES) --configfile config/real.yaml
+
 test: $(STAMP)  ## set up and run the whole test suite
 	$(BIN)/python -m pytest
 
@@ -45,6 +48,7 @@ lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (confi
 	$(BIN)/snakefmt --check Snakefile workflow/
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
+	$(BIN)/snakemake --lint --configfile config/real.yaml
 
 bench: $(STAMP)  ## run the performance harness (benchmarks/)
 	$(BIN)/python benchmarks/bench_sweep.py

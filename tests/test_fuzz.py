@@ -525,3 +525,14 @@ def test_bad_netcdf_is_a_clear_error(folder: Path, sweep_file: Path, case: str) 
     path.write_bytes(make(folder))
     with pytest.raises(ValueError, match=rf"{path}.*{message}"):
         read_netcdf(path)
+
+
+def test_a_shape_with_a_zero_whose_other_sizes_overflow_is_refused_by_name(folder: Path) -> None:
+    """Found by hypothesis: numpy refuses to reshape 0 values to (0, 1206, 123939, 124116, 124293) ("array is too big")."""
+    dims = [0, 1206, 123939, 124116, 124293]
+    blob = encode_blob(np.ones(0, np.float32), shape=dims, old_dims=False)
+    path = write_chunks(
+        folder / "zero.caffemodel", encode_net([encode_v2_layer("ip", "InnerProduct", blobs=[blob])], form="v2")
+    )
+    with pytest.raises(ValueError, match=r"zero\.caffemodel.*too large for a float32 array"):
+        read_caffemodel(path)

@@ -28,10 +28,10 @@ def pip_requirements() -> dict[str, str]:
 def conda_requirements() -> dict[str, str]:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     parsed = {}
-    for item in env["dependencies"]:
-        if isinstance(item, str):
-            name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", item).groups()  # type: ignore[union-attr]
-            parsed[name.lower()] = spec
+    pip_items = [item for entry in env["dependencies"] if isinstance(entry, dict) for item in entry.get("pip", [])]
+    for item in [entry for entry in env["dependencies"] if isinstance(entry, str)] + pip_items:
+        name, spec = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*(.*)", item).groups()  # type: ignore[union-attr]
+        parsed[name.lower()] = spec
     return parsed
 
 
@@ -47,7 +47,11 @@ def test_environment_yml_agrees_with_pyproject() -> None:
 def test_environment_yml_has_no_pip_entry_that_breaks_in_snakemakes_copy() -> None:
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "pip" in env["dependencies"]  # for the post-deploy script and by-hand installs
-    assert [item for item in env["dependencies"] if not isinstance(item, str)] == []
+    others = [item for item in env["dependencies"] if not isinstance(item, str)]
+    assert all(set(item) == {"pip"} for item in others)
+    pip_items = [requirement for item in others for requirement in item["pip"]]
+    # registry packages only: no editable install, path or URL, which would resolve inside .snakemake/conda/
+    assert pip_items and all(re.fullmatch(r"[A-Za-z0-9_.-]+\s*[=<>!~]=?\s*[0-9.]+", r) for r in pip_items)
 
 
 def test_post_deploy_script_installs_the_checkout_it_is_given(tmp_path: Path) -> None:

@@ -150,10 +150,13 @@ def test_user_attrs_are_written_next_to_computed_ones(made, tmp_path: Path) -> N
 
 def test_reserved_list_is_exactly_what_extract_and_sweep_compute(made, tmp_path: Path) -> None:
     ifms = io.read_ifms(made["ifms"])
-    assert set(ifms.attrs) - {"config_hash"} == set(io.IFMS_ATTRS)
+    assert set(ifms.attrs) - {"config_hash"} == set(io.IFMS_ATTRS) - {"preprocess"}  # preprocess: bvlc_alexnet only
     net = models.load("alexnet_mini")
     chained = sweep_dataset(net, ifms, layer="pool5", knob="nonzero_mean", values=[2], chain=parse_chain("conv5@2"))
-    assert set(chained.attrs) - {"config_hash"} == set(io.SWEEP_ATTRS)
+    assert set(chained.attrs) - {"config_hash"} == set(io.SWEEP_ATTRS) - {"preprocess"}
+    from ifmsan.extract import provenance
+
+    assert provenance(models.load("bvlc_alexnet", preprocess="pycaffe"))["preprocess"] == "pycaffe"
     assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS)
 
 

@@ -227,6 +227,31 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             },
         ),
         (
+            "config/real.yaml",
+            {
+                "extract": 5,
+                "sweep": 110,
+                "chain_sweep": 10,
+                "tables": 1,
+                "figures": 5,
+                "gamma_controller": 5,
+                "notebook": 2,
+            },
+        ),
+        (
+            "config/imagenet16_lite0.yaml",
+            {
+                "fetch_image": 16,
+                "extract": 16,
+                "sweep": 352,
+                "chain_sweep": 32,
+                "tables": 1,
+                "figures": 16,
+                "gamma_controller": 16,
+                "notebook": 2,
+            },
+        ),
+        (
             "config/demo.yaml",
             {
                 "train_mini": 1,

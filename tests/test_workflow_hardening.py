@@ -23,6 +23,7 @@ BIN = Path(sys.executable).parent
 SCHEMA = configcheck.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+REAL = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
 SHA_A = hashlib.sha256(b"a").hexdigest()
 
 
@@ -164,6 +165,31 @@ SEMANTIC = {
         "images.0.source",
         "pics/{image}.png",
         ["images[0].source", "'pics/{image}.png'", "brace", "wildcard"],
+    ),
+    "preprocess_for_mini": (
+        DEMO,
+        "model.preprocess",
+        "pil",
+        ["model.preprocess", "'pil'", "bvlc_alexnet", "'alexnet_mini'", "set it to null"],
+    ),
+    "timm_weights_name": (
+        DEMO,
+        "model",
+        {"name": "timm:resnet18", "weights": "IMAGENET1K_V1", "mean_file": None},
+        ["model.weights", "'IMAGENET1K_V1'", "timm:resnet18", "DEFAULT"],
+    ),
+    "timm_unknown_arch": (
+        DEMO,
+        "model",
+        {"name": "timm:resnet181", "weights": None, "mean_file": None},
+        ["model.name", "'resnet181'", "timm:resnet18"],
+    ),
+    "lite_unknown_layer": (REAL, "layers", ["bogus"], ["layers[0]", "'bogus'", "allowed: conv_stem, bn1, blocks.0.0"]),
+    "lite_chain_out_of_order": (
+        REAL,
+        "chains.0.steps",
+        "blocks.3.0@3+blocks.1.0@3",
+        ["chains[0].steps", "'blocks.3.0@3+blocks.1.0@3'", "network order"],
     ),
     "local_weights_missing": (
         DEMO,
@@ -329,7 +355,7 @@ def test_schema_problem_names_the_key(case: str) -> None:
 
 
 def test_the_shipped_configs_pass_every_check() -> None:
-    for name in ("config", "demo", "imagenet16"):
+    for name in ("config", "demo", "imagenet16", "real", "imagenet16_lite0"):
         config = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
         check_schema(config, SCHEMA)
         check_config(config, cuda_available=False, files=False)

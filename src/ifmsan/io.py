@@ -142,9 +142,10 @@ PROVENANCE_ATTRS = (
     "stand_in",
     "ifmsan_version",
     "note",
+    "preprocess",
     KIND_ATTR,
 )
-"""What extract.provenance writes into every output ("note" only for some weights)."""
+"""What extract.provenance writes into every output ("note" only for some weights, "preprocess" for bvlc_alexnet)."""
 IMAGE_ATTRS = ("image_id", "image_source", "image_sha256")
 """The image an IFM file was made from; `ifmsan extract` sets them, --attr may not."""
 IFMS_ATTRS = (

@@ -31,9 +31,6 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(compute, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-"""The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
-
-
 class Sweep(NamedTuple):
     """One swept curve as far as planning cares: its layer, its knob and whether earlier layers were pre-sanitized."""
 

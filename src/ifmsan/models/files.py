@@ -10,7 +10,7 @@ import torch
 
 from ifmsan.fetch import file_checksum
 
-__all__ = ["existing_file", "file_checksum", "load_state_dict_file"]
+__all__ = ["existing_file", "file_checksum", "load_state_dict_file", "local_or_seeded"]
 
 
 def existing_file(path: str | os.PathLike[str], *, what: str) -> Path:
@@ -58,3 +58,15 @@ def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module,
         if value.dtype.is_floating_point != target.dtype.is_floating_point:
             raise ValueError(f"{what} {path}: key {key!r} has dtype {value.dtype}, the network expects {target.dtype}")
     into.load_state_dict(state, strict=True)
+
+
+def local_or_seeded(
+    model: torch.nn.Module, *, path: Path | None, family: str, arch: str, seed: int
+) -> dict[str, object]:
+    """Load a local state dict into a freshly seeded model (if given) and say which of the two its weights are."""
+    if path is not None:
+        load_state_dict_file(path, into=model, what=f"{family}:{arch} weights")
+        return {"source": str(path), "sha256": file_checksum(path), "trained": True, "stand_in": False,
+                "note": f"{family} {arch} with a local state dict"}  # fmt: skip
+    return {"source": f"{family} default initialisation (seed {seed})", "sha256": None, "trained": False,
+            "stand_in": False, "note": f"{family} {arch} architecture with untrained random weights"}  # fmt: skip
