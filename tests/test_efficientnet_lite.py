@@ -178,3 +178,21 @@ def test_preprocess_option_of_another_model_is_refused_before_any_work(
         in capsys.readouterr().err
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_and_lite2_map_the_same_way_when_their_wheel_is_installed(name: str) -> None:
+    try:
+        wheel_weights(name)
+    except FileNotFoundError as exc:
+        if "is not installed" not in str(exc):
+            raise
+        pytest.skip(f"{LITE[name].pip} is not installed (not an ifmsan dependency)")
+    net = models.load(name)
+    state = torch.load(wheel_weights(name), map_location="cpu", weights_only=True)
+    theirs = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    ours = [v for k, v in net.model.state_dict().items() if not k.endswith("num_batches_tracked")]
+    assert len(theirs) == len(ours) == 322 and all(torch.equal(a, b) for a, b in zip(theirs, ours, strict=True))
+    assert net.input_shape == (3, LITE[name].crop, LITE[name].crop)
+    p = probabilities(net, load_image("skimage:coffee"))
+    assert net.class_names[int(p.argmax())] == "espresso"

@@ -163,15 +163,15 @@ def _blob_array(blob: Any, *, path: Path, layer: str, layer_type: str, index: in
         raise ValueError(f"{where}: has neither a shape nor num/channels/height/width")
     if any(d < 0 for d in dims):
         raise ValueError(f"{where}: negative dimension in shape {dims}")
-    if math.prod(d for d in dims if d) * 4 > np.iinfo(np.intp).max:  # numpy refuses such a shape even with a 0 in it
-        raise ValueError(
-            f"{where}: shape {dims} is too large for a float32 array (its non-zero sizes exceed 2**63 bytes)"
-        )
     count = math.prod(dims)
     source = "double_data" if len(blob.double_data) > 0 else "data"  # Caffe's Blob::FromProto prefers double_data
     stored = getattr(blob, source)
     if len(stored) != count:  # checked before any array is made: a declared shape cannot inflate an allocation
         raise ValueError(f"{where}: shape {dims} needs {count} values but {source} holds {len(stored)}")
+    if math.prod(d for d in dims if d) * 4 > np.iinfo(np.intp).max:  # numpy refuses such a shape even with a 0 in it
+        raise ValueError(
+            f"{where}: shape {dims} is too large for a float32 array (its non-zero sizes exceed 2**63 bytes)"
+        )
     with np.errstate(over="ignore"):  # doubles beyond float32 become inf: ifmsan.models refuses non-finite weights
         wire_dtype = np.float64 if source == "double_data" else np.float32
         values = np.array(stored, dtype=wire_dtype).astype(np.float32, copy=False)

