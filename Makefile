@@ -49,9 +49,11 @@ lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (confi
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakemake --lint --configfile config/real.yaml
+	$(BIN)/snakemake --lint --configfile config/attacks.yaml
 
 bench: $(STAMP)  ## run the performance harness (benchmarks/)
 	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_attacks.py
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -48,7 +48,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     assert main([*sweep, "--knob", "first", "laplace", "--scales", "0,0.5", "--out-dir", str(root / "sw")]) == 0
     assert main([*sweep, "--chain", "conv5@3", "--out", str(root / "chain.nc")]) == 0
+    attack = root / "attack.nc"
+    assert main([
+        "attack", *MODEL, "--layer", "pool5", "--knob", "first", "--values", "3", "--n-train", "4", "--n-test", "4",
+        "--epochs-adaptive", "1", "--epochs-inversion", "1", "--epochs-attribute", "1", "--resolution", "32",
+        "--n-examples", "2", "--sweeps", str(root / "sw" / "first.nc"), "--out", str(attack), *WORKFLOW_ATTRS,
+    ]) == 0  # fmt: skip
     return {
+        "attack": attack,
         "ifms": ifms,
         "window": root / "sw" / "first.nc",
         "scale": root / "sw" / "laplace.nc",
@@ -76,12 +83,12 @@ def required(cells: list[str], kind: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("which", ["ifms", "window", "scale", "chain"])
+@pytest.mark.parametrize("which", ["ifms", "window", "scale", "chain", "attack"])
 def test_netcdf_doc_lists_every_name_a_real_file_has_and_each_always_present_name_is_there(
     files: dict[str, Path], which: str
 ) -> None:
     tables = doc_tables()
-    section = "IFM file" if which == "ifms" else "Sweep file"
+    section = {"ifms": "IFM file", "attack": "Attack file"}.get(which, "Sweep file")
     kind = "scale" if which == "scale" else "window"
     with netCDF4.Dataset(files[which]) as nc:
         dims = list(nc.dimensions)
@@ -114,10 +121,11 @@ def test_netcdf_doc_lists_every_name_a_real_file_has_and_each_always_present_nam
 
 def test_netcdf_doc_lists_every_attribute_the_library_reserves() -> None:
     tables = doc_tables()
-    documented_attrs = set(tables[("IFM file", "Attributes")]) | set(tables[("Sweep file", "Attributes")])
+    sections = ("IFM file", "Sweep file", "Attack file")
+    documented_attrs = set().union(*(tables[(section, "Attributes")] for section in sections))
     assert sorted(set(io.RESERVED_ATTRS) - documented_attrs) == []
-    kinds = {section: tables[(section, "Attributes")][io.KIND_ATTR][2] for section in ("IFM file", "Sweep file")}
-    assert [f'`"{kind}"`' in kinds[section] for kind, section in zip(io.KINDS, kinds, strict=True)] == [True, True]
+    kinds = {section: tables[(section, "Attributes")][io.KIND_ATTR][2] for section in sections}
+    assert [f'`"{kind}"`' in kinds[section] for kind, section in zip(io.KINDS, kinds, strict=True)] == [True] * 3
 
 
 def test_definitions_doc_exists_and_the_modules_point_to_the_docs() -> None:

@@ -102,7 +102,16 @@ def test_every_rule_uses_environment_yml_and_its_post_deploy_script_gets_this_ch
     )
     found = json.loads(result.stdout.strip().splitlines()[-1])
     envs = found["envs"]
-    assert {"fetch_weights", "fetch_mean_file", "fetch_image", "train_mini", "sweep", "tables", "notebook"} <= set(envs)
+    assert {
+        "fetch_weights",
+        "fetch_mean_file",
+        "fetch_image",
+        "train_mini",
+        "sweep",
+        "tables",
+        "notebook",
+        "attack",
+    } <= set(envs)
     assert envs.pop("all") is None
     assert set(envs.values()) == {str(ROOT / "environment.yml")}
     assert found["post_deploy"] == sorted(["None", str(ROOT / "environment.post-deploy.sh")])

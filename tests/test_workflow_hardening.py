@@ -355,7 +355,7 @@ def test_schema_problem_names_the_key(case: str) -> None:
 
 
 def test_the_shipped_configs_pass_every_check() -> None:
-    for name in ("config", "demo", "imagenet16", "real", "imagenet16_lite0"):
+    for name in ("config", "demo", "imagenet16", "real", "imagenet16_lite0", "attacks"):
         config = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
         check_schema(config, SCHEMA)
         check_config(config, cuda_available=False, files=False)

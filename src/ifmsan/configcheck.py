@@ -157,6 +157,9 @@ def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     knobs = schema.get("properties", {}).get("knobs", {}).get("items")
     if isinstance(knobs, dict):
         knobs["enum"] = list(KNOBS)
+    attack_knobs = schema.get("properties", {}).get("attacks", {}).get("properties", {}).get("knobs", {}).get("items")
+    if isinstance(attack_knobs, dict):
+        attack_knobs["enum"] = list(KNOBS)
     return schema
 
 
@@ -311,6 +314,34 @@ def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: li
         )
 
 
+def _check_attacks(config: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
+    """Attacked layers and knobs are swept (n*(γ) comes from the sweeps), in network order; examples fit n_test."""
+    attacks = config.get("attacks")
+    if not attacks:
+        return
+    swept_layers = list(config.get("layers") or (info.layers if info is not None else []))
+    for j, layer in enumerate(attacks.get("layers") or []):
+        if info is not None and layer not in swept_layers:
+            problems.append(
+                f"attacks.layers[{j}]: {layer!r} is not a swept layer; allowed: {', '.join(swept_layers)} "
+                "(n*(gamma) comes from the sweeps: add it to layers)"
+            )
+    for j, knob in enumerate(attacks.get("knobs") or []):
+        if knob not in (config.get("knobs") or []):
+            problems.append(
+                f"attacks.knobs[{j}]: {knob!r} is not a swept knob; allowed: {', '.join(config.get('knobs') or [])}"
+            )
+    for key in ("gammas", "scales", "windows"):
+        for j, value in enumerate(attacks.get(key) or []):
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"attacks.{key}[{j}]: {value!r} is not a finite number")
+    n_examples, n_test = attacks.get("n_examples", 4), attacks.get("n_test", 100)
+    if isinstance(n_examples, int) and isinstance(n_test, int) and n_examples > n_test:
+        problems.append(f"attacks.n_examples: {n_examples} exceeds attacks.n_test {n_test}; keep at most n_test")
+    if config.get("device") == "cuda":
+        problems.append("attacks: the attack stage runs on the CPU only; remove attacks or set device: cpu")
+
+
 def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | None, problems: list[str]) -> None:
     """Every step names a known layer, in network order, before the swept layer, with a window >= 1."""
     if layers is None:
@@ -372,6 +403,7 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
     for i, image in enumerate(config.get("images") or []):
         _check_image(i, image, info, problems)
     _check_lists(config, info, problems)
+    _check_attacks(config, info, problems)
     if config.get("device") == "cuda" and cuda_available is False:
         problems.append(
             "device: 'cuda', but torch sees no CUDA device here; allowed here: cpu (or run the jobs on a GPU node)"

@@ -133,6 +133,7 @@ KIND_ATTR = "ifmsan_kind"
 KINDS: dict[str, str] = {
     "ifms": "the IFM file written by `ifmsan extract`",
     "sweep": "a sweep file written by `ifmsan sweep`",
+    "attack": "an attack file written by `ifmsan attack`",
 }
 PROVENANCE_ATTRS = (
     "model",
@@ -164,7 +165,14 @@ SWEEP_ATTRS = (
     "parameter", "chain", "chain_p", "seed", "ifm_size", "zero_ratio", "n_zeros",
 )  # fmt: skip
 """Every attribute `sweep_dataset` computes (checked like IFMS_ATTRS)."""
-RESERVED_ATTRS: tuple[str, ...] = tuple(sorted(set(IFMS_ATTRS) | set(SWEEP_ATTRS)))
+ATTACK_ATTRS = (
+    *PROVENANCE_ATTRS, "layer", "knob", "parameter", "p0", "original_accuracy", "label_source", "label_majority",
+    "attribute", "attribute_chance", "attribute_majority", "mean_image_psnr", "mean_image_ssim", "data", "n_train",
+    "n_test", "epochs_adaptive", "epochs_inversion", "epochs_attribute", "lr_adaptive", "lr_attack", "resolution",
+    "batch_size", "n_examples", "seed", "threads", "gammas", "n_star", "n_star_per_image",
+)  # fmt: skip
+"""Every attribute `ifmsan attack` computes (docs/netcdf.md)."""
+RESERVED_ATTRS: tuple[str, ...] = tuple(sorted(set(IFMS_ATTRS) | set(SWEEP_ATTRS) | set(ATTACK_ATTRS)))
 """Keys `--attr` may not set: the library computes them, so a user value would make the provenance lie. The
 workflow sets config_hash and run; config_hash is copied from the IFMs into sweeps and must agree with them."""
 MAX_ATTR_KEY = 64
@@ -268,6 +276,16 @@ def read_sweep(path: str | Path) -> xr.Dataset:
     missing += [f"attribute {name}" for name in ("layer", "knob") if attr_text(dataset.attrs.get(name)) == ""]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['sweep']}")
+    return dataset
+
+
+def read_attack(path: str | Path) -> xr.Dataset:
+    """One attack file, checked to be one: scores (parameter x metric), layer and knob present."""
+    dataset = _read_kind(path, "attack")
+    missing = [name for name in ("scores",) if name not in dataset.data_vars]
+    missing += [f"attribute {name}" for name in ("layer", "knob", "p0") if attr_text(dataset.attrs.get(name)) == ""]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['attack']}")
     return dataset
 
 

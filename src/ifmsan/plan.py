@@ -13,6 +13,8 @@ PLAIN = "nonzero_mean"
 """The paper's knob: the one Tables 1/2, the heatmap, eff_san, Figures 4/5 and every chain sweep use."""
 NOTEBOOKS: tuple[str, ...] = ("inspect_ifms", "compare_knobs")
 """The notebooks the workflow executes on a run's results (notebooks/<name>.ipynb)."""
+ATTACK_NOTEBOOK = "attacks"
+"""The notebook that opens the attack files, executed when the config has an attacks section."""
 TABLES: tuple[str, ...] = ("table1", "gamma_report", "gamma_summary")
 """The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
 COMPUTE_KEYS: tuple[str, ...] = (
@@ -29,6 +31,31 @@ def config_hash(config: Mapping[str, Any]) -> str:
     compute = {key: config.get(key) for key in COMPUTE_KEYS}
     compute["knobs"] = sorted(compute["knobs"] or [])  # each knob draws from its own stream: order changes nothing
     return hashlib.sha256(json.dumps(compute, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+ATTACK_TABLE = "attack_summary"
+"""The table `ifmsan attack-report` writes (as .csv and .md) when the config has an attacks section."""
+
+
+def attack_pairs(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(layer, knob) of every attack job, layers in the config's order: none when the attacks section is absent."""
+    attacks = config.get("attacks") or {}
+    return tuple((layer, knob) for layer in attacks.get("layers") or [] for knob in attacks.get("knobs") or [])
+
+
+def attack_figure_names(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    """frontier_<layer> once per layer (first-seen order), then reconstructions_<layer>_<knob> per attack.
+
+    Layer and knob names become file names, so each must be a safe id (ifmsan.io.check_id).
+    """
+    from ifmsan.io import check_id
+
+    pairs = list(dict.fromkeys(pairs))
+    for layer, knob in pairs:
+        check_id(layer, name="layer name (part of a figure file name)")
+        check_id(knob, name="knob name (part of a figure file name)")
+    layers = list(dict.fromkeys(layer for layer, _ in pairs))
+    return [f"frontier_{layer}" for layer in layers] + [f"reconstructions_{layer}_{knob}" for layer, knob in pairs]
 
 
 class Sweep(NamedTuple):
@@ -56,6 +83,10 @@ class Plan(NamedTuple):
     notebooks: tuple[str, ...]
     config_hash: str
     """config_hash(config): the provenance every per-image output carries."""
+    attacks: tuple[tuple[str, str], ...] = ()
+    """(layer, knob) of each attack job (attack_pairs)."""
+    attack_figures: tuple[str, ...] = ()
+    """Figure names of the attack stage (each written as .png and .pdf)."""
 
 
 def figure_names(
@@ -127,18 +158,23 @@ def plan(config: Mapping[str, Any]) -> Plan:
         baseline_layers=tuple(sorted({layer for layer, _ in chains})),
         figures=tuple(figure_names(sweeps=config_sweeps(config, layers), layer_order=layers)),
         tables=tuple(table_names(chains=bool(chains), n_images=len(config["images"]))),
-        notebooks=NOTEBOOKS,
+        notebooks=NOTEBOOKS + ((ATTACK_NOTEBOOK,) if attack_pairs(config) else ()),
         config_hash=config_hash(config),
+        attacks=attack_pairs(config),
+        attack_figures=tuple(attack_figure_names(attack_pairs(config))),
     )
 
 
 __all__ = [
+    "ATTACK_TABLE",
     "COMPUTE_KEYS",
     "NOTEBOOKS",
     "PLAIN",
     "TABLES",
     "Plan",
     "Sweep",
+    "attack_figure_names",
+    "attack_pairs",
     "config_hash",
     "config_sweeps",
     "figure_names",

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 from ifmsan import configcheck
-from ifmsan.knobs import KNOBS
+from ifmsan.knobs import KNOBS, NOISES
 from ifmsan.plan import plan
 
 # Every Snakemake process that runs jobs parses this file (the main one locally, the per-job one on a SLURM node):
@@ -162,8 +162,49 @@ def figure_inputs(wildcards):
     return image_sweeps(wildcards.image)
 
 
-def all_targets():
+def attack_option(key):
+    """One option of the attacks section (defaults filled in by the schema), or None when attacks are off."""
+    return (config.get("attacks") or {}).get(key)
+
+
+def attack_files():
+    return [f"{OUT}/attacks/{layer}/{knob}.nc" for layer, knob in PLAN.attacks]
+
+
+def attack_sweeps(wildcards):
+    """The sweeps of the attacked layer and knob, every image: n*(gamma) is the largest over them."""
+    return expand(f"{OUT}/sweeps/{{image}}/{wildcards.layer}/{wildcards.knob}.nc", image=IMAGES)
+
+
+def attack_values(wildcards):
+    """Windows for the window knobs, scales for the noise knobs, as one --values text."""
+    if wildcards.knob in NOISES:
+        return ",".join(repr(float(s)) for s in attack_option("scales"))
+    return ",".join(str(w) for w in attack_option("windows"))
+
+
+def attack_options():
+    """Sizes, epochs, seed and threads of ifmsan attack, as a list for {params:q}."""
+    if not PLAN.attacks:
+        return []
+    epochs = attack_option("epochs")
     return [
+        *("--n-train", str(attack_option("n_train")), "--n-test", str(attack_option("n_test"))),
+        *("--epochs-adaptive", str(epochs["adaptive"]), "--epochs-inversion", str(epochs["inversion"])),
+        *("--epochs-attribute", str(epochs["attribute"]), "--resolution", str(attack_option("resolution"))),
+        *("--n-examples", str(attack_option("n_examples")), "--seed", str(attack_option("seed"))),
+        *("--batch-size", str(attack_option("batch_size")), "--threads", str(attack_option("threads"))),
+    ]
+
+
+def all_targets():
+    attack_outputs = [
+        f"{OUT}/tables/attack_summary.csv",
+        f"{OUT}/tables/attack_summary.md",
+        *expand(f"{OUT}/figures/attacks/{{name}}.{{ext}}", name=PLAN.attack_figures, ext=("png", "pdf")),
+    ]
+    return [
+        *(attack_outputs if PLAN.attacks else []),
         *[f"{OUT}/tables/{name}" for name in PLAN.tables],
         *expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES),
         *figure_files(),

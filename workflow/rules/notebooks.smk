@@ -9,6 +9,7 @@ rule notebook:
         notebook=os.path.join(workflow.basedir, "notebooks", "{notebook}.ipynb"),
         ifms=expand(f"{OUT}/ifms/{{image}}.nc", image=IMAGES),
         sweeps=sweep_files(),
+        attacks=lambda wildcards: attack_files() if wildcards.notebook == "attacks" else [],
     output:
         f"{OUT}/notebooks/{{notebook}}.ipynb",
     log:

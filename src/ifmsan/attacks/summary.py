@@ -1,0 +1,155 @@
+"""attack_summary: for each attacked (layer, knob) and γ, n*(γ) from the sweeps and the attack scores there.
+
+The verdict asks whether the γ bound survives a server that knows the sanitizer: at the window (or scale) that
+meets γ on every image of the run, is ε_adaptive = ln(p0 / p_adaptive) still >= γ ln 2? The decoder and the probe
+are reported against their references (the mean training image, the unsanitized decoder, chance).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from ifmsan.io import attr_text
+from ifmsan.tabletext import markdown_table, missing, stand_in_note
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "model", "layer", "knob", "parameter", "gamma", "epsilon_bound", "n_star", "legit_accuracy", "epsilon_legit",
+    "adaptive_accuracy", "epsilon_adaptive", "original_accuracy", "label_majority", "inversion_psnr",
+    "psnr_unsanitized", "psnr_mean_image", "inversion_ssim", "ssim_unsanitized", "ssim_mean_image",
+    "attribute_accuracy", "attribute_unsanitized", "attribute_chance", "attribute_majority", "holds", "verdict",
+    "n_train", "n_test", "stand_in",
+)  # fmt: skip
+"""Columns of attack_summary.csv, one row per (layer, knob, γ)."""
+HOLDS = "holds: epsilon_adaptive >= gamma ln 2"
+BROKEN = "broken: the adaptive server recovers, epsilon_adaptive < gamma ln 2"
+UNREACHED = "n*(gamma) not reached in the sweeps"
+NO_SWEEPS = "no sweeps: n*(gamma) unknown"
+
+
+def _score(attack: xr.Dataset, label: str, metric: str) -> float:
+    """One score of one row of an attack file."""
+    return float(attack["scores"].sel(parameter=label, metric=metric))
+
+
+def _n_star_row(attack: xr.Dataset, gamma: str) -> str | None:
+    """The parameter label whose role names n*(γ), if the file has one."""
+    for label, role in zip(attack["parameter"].values, attack["role"].values, strict=True):
+        if f"n_star gamma={gamma}" in attr_text(role).split("; "):
+            return attr_text(label)
+    return None
+
+
+def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per (attack file, γ of that file) with SUMMARY_COLUMNS, layers in layer_order then first seen."""
+    from ifmsan.curves import knob_rank, layer_ranks
+
+    if not attacks:
+        raise ValueError("no attack files given; expected at least one written by `ifmsan attack`")
+    ranks = layer_ranks((attr_text(a.attrs["layer"]) for a in attacks), layer_order=layer_order)
+    ordered = sorted(attacks, key=lambda a: (ranks[attr_text(a.attrs["layer"])], knob_rank(attr_text(a.attrs["knob"]))))
+    rows = []
+    for attack in ordered:
+        a = attack.attrs
+        gammas = json.loads(attr_text(a.get("gammas")) or "[]")
+        chosen = json.loads(attr_text(a.get("n_star")) or "{}")
+        base = {
+            "model": attr_text(a["model"]), "layer": attr_text(a["layer"]), "knob": attr_text(a["knob"]),
+            "parameter": attr_text(a.get("parameter")), "original_accuracy": float(a["original_accuracy"]),
+            "label_majority": float(a["label_majority"]), "psnr_unsanitized": _score(attack, "unsanitized", "inversion_psnr"),
+            "psnr_mean_image": float(a["mean_image_psnr"]), "ssim_unsanitized": _score(attack, "unsanitized", "inversion_ssim"),
+            "ssim_mean_image": float(a["mean_image_ssim"]),
+            "attribute_unsanitized": _score(attack, "unsanitized", "attribute_accuracy"),
+            "attribute_chance": float(a["attribute_chance"]), "attribute_majority": float(a["attribute_majority"]),
+            "n_train": int(a["n_train"]), "n_test": int(a["n_test"]), "stand_in": int(a.get("stand_in", 0)),
+        }  # fmt: skip
+        for gamma in gammas:
+            row: dict[str, Any] = {**base, "gamma": float(gamma), "epsilon_bound": float(gamma) * math.log(2.0)}
+            label = _n_star_row(attack, gamma)
+            if label is None:
+                row["verdict"] = UNREACHED if gamma in chosen else NO_SWEEPS
+                rows.append(row)
+                continue
+            row["n_star"] = float(attack["value"].sel(parameter=label))
+            for metric in ("legit_accuracy", "epsilon_legit", "adaptive_accuracy", "epsilon_adaptive",
+                           "inversion_psnr", "inversion_ssim", "attribute_accuracy"):  # fmt: skip
+                row[metric] = _score(attack, label, metric)
+            row["holds"] = bool(row["epsilon_adaptive"] >= row["epsilon_bound"])
+            row["verdict"] = HOLDS if row["holds"] else BROKEN
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    frame["holds"] = frame["holds"].astype("boolean")
+    return frame
+
+
+def _num(value: Any, spec: str) -> str:
+    """A number as text, '–' when missing."""
+    return "–" if missing(value) else format(value, spec)
+
+
+def attack_summary_markdown(frame: pd.DataFrame) -> str:
+    """The summary as Markdown: per row n*, ε of the unchanged and the adaptive server, the attacks vs references."""
+    lines = ["# Attacks at n*(γ): does the γ bound hold against a server that knows the sanitizer?", ""]
+    lines += stand_in_note(frame)
+    lines += [
+        "n*(γ): the smallest swept value that meets γ on every image of the run (the sweeps' largest n*). At that "
+        "value the adversaries were trained on sanitized IFMs of generated training images and scored on held-out "
+        "ones. ε = ln(p0 / p) with p the mean target probability; γ ln 2 is the bound. References in brackets: "
+        "accuracy (original; label majority), PSNR/SSIM (unsanitized decoder; mean training image), attribute "
+        "(unsanitized probe; chance).",
+        "",
+    ]
+    table = pd.DataFrame(
+        {
+            "layer": frame["layer"],
+            "knob": frame["knob"],
+            "γ": frame["gamma"].map(lambda g: f"{g:g}"),
+            "γ ln 2": frame["epsilon_bound"].map(lambda v: f"{v:.3f}"),
+            "n*": [_num(v, "g") for v in frame["n_star"]],
+            "accuracy, unchanged server": [_num(v, ".3f") for v in frame["legit_accuracy"]],
+            "ε unchanged": [_num(v, ".3f") for v in frame["epsilon_legit"]],
+            "accuracy, adaptive [orig; maj]": [
+                f"{_num(v, '.3f')} [{o:.3f}; {m:.3f}]"
+                for v, o, m in zip(frame["adaptive_accuracy"], frame["original_accuracy"], frame["label_majority"], strict=True)
+            ],
+            "ε adaptive": [_num(v, ".3f") for v in frame["epsilon_adaptive"]],
+            "PSNR dB [unsan; mean]": [
+                f"{_num(v, '.2f')} [{u:.2f}; {m:.2f}]"
+                for v, u, m in zip(frame["inversion_psnr"], frame["psnr_unsanitized"], frame["psnr_mean_image"], strict=True)
+            ],
+            "SSIM [unsan; mean]": [
+                f"{_num(v, '.3f')} [{u:.3f}; {m:.3f}]"
+                for v, u, m in zip(frame["inversion_ssim"], frame["ssim_unsanitized"], frame["ssim_mean_image"], strict=True)
+            ],
+            "attribute [unsan; chance]": [
+                f"{_num(v, '.3f')} [{u:.3f}; {c:.3f}]"
+                for v, u, c in zip(
+                    frame["attribute_accuracy"], frame["attribute_unsanitized"], frame["attribute_chance"], strict=True
+                )
+            ],
+            "verdict": frame["verdict"],
+        }
+    )  # fmt: skip
+    lines.append(markdown_table(table))
+    return "\n".join(lines) + "\n"
+
+
+def check_same_run(attacks: Sequence[xr.Dataset], paths: Sequence[str]) -> None:
+    """Refuse attack files of different models or weights, or two files of the same (layer, knob)."""
+    models = {(attr_text(a.attrs.get("model")), attr_text(a.attrs.get("weights_sha"))) for a in attacks}
+    if len(models) > 1:
+        raise ValueError(f"attack files of different networks: {sorted(models)}; give the files of one run")
+    seen: dict[tuple[str, str], str] = {}
+    for attack, path in zip(attacks, paths, strict=True):
+        key = (attr_text(attack.attrs["layer"]), attr_text(attack.attrs["knob"]))
+        if key in seen:
+            raise ValueError(f"{path} and {seen[key]} both hold layer {key[0]}, knob {key[1]}; give one file each")
+        seen[key] = path
+
+
+__all__ = ["SUMMARY_COLUMNS", "attack_summary", "attack_summary_markdown", "check_same_run"]

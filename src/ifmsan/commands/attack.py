@@ -1,0 +1,131 @@
+"""`ifmsan attack`: train the three adversaries on sanitized IFMs of one layer and score them (ifmsan.attacks)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ifmsan.commands._common import add_model_options, load_model, parse_attrs
+
+HELP = "Score an adaptive server, an image decoder and an attribute probe on sanitized IFMs of one layer."
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the options of this verb."""
+    from ifmsan.attacks import AttackOptions
+    from ifmsan.knobs import KNOBS
+
+    defaults = AttackOptions()
+    add_model_options(parser)
+    parser.add_argument("--layer", required=True, help="the IFM layer whose sanitized IFMs the adversaries see")
+    parser.add_argument("--knob", required=True, choices=KNOBS, help="how the IFM is sanitized")
+    parser.add_argument(
+        "--values", required=True,
+        help="knob values: windows START:STOP[:STEP] or a comma list, scales a comma list; 'unsanitized' (window 1, "
+        "scale 0) is always scored first and may not be listed",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sweeps", nargs="*", type=Path, default=[],
+        help="sweep files of --layer and --knob (unchained, one per image): n*(gamma) of each --gammas, the largest "
+        "over these images, is scored too",
+    )  # fmt: skip
+    parser.add_argument("--gammas", nargs="*", type=float, default=[1.0, 2.0], help="gammas whose n* is scored")
+    for name, help_text in (
+        ("n_train", "training images (minidata train split)"),
+        ("n_test", "held-out images (minidata test split)"),
+        ("epochs_adaptive", "fine-tuning epochs of the adaptive server (0: the unchanged network)"),
+        ("epochs_inversion", "training epochs of the decoder"),
+        ("epochs_attribute", "training epochs of the attribute probe"),
+        ("resolution", "side of the decoded image (32, 64, 128, ...)"),
+        ("batch_size", "training and evaluation batch size"),
+        ("n_examples", "held-out reconstructions kept in the file"),
+        ("seed", "seed of the data, the initialisations, the shuffles and the per-image sanitizer seeds"),
+    ):
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=getattr(defaults, name), help=f"{help_text} (default %(default)s)")
+    parser.add_argument("--lr-adaptive", type=float, default=defaults.lr_adaptive, help="(default %(default)s)")
+    parser.add_argument(
+        "--lr-attack", type=float, default=defaults.lr_attack, help="decoder and probe (default %(default)s)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output .nc (scores: parameter x metric)")
+
+
+NStar = int | float | None
+
+
+def n_star_rows(
+    sweeps: list[Any], *, layer: str, knob: str, gammas: list[float]
+) -> tuple[dict[str, NStar], dict[str, dict[str, NStar]]]:
+    """n*(γ) per γ: the largest over the sweeps' images (None when some image never meets γ), and per image."""
+    from ifmsan.curves import as_curves
+    from ifmsan.metrics import n_star_for_gamma
+
+    curves = as_curves(sweeps)
+    wrong = [f"{c.image_id}: layer {c.layer}, knob {c.knob}, chain {c.chain!r}" for c in curves
+             if (c.layer, c.knob, c.chain) != (layer, knob, "")]  # fmt: skip
+    if wrong:
+        raise ValueError(f"--sweeps must be unchained sweeps of layer {layer} and knob {knob}; got {'; '.join(wrong)}")
+    per_image = {
+        f"{g:g}": {c.image_id: n_star_for_gamma(c.values, c.probabilities, p0=c.p0, gamma=g) for c in curves}
+        for g in gammas
+    }
+    chosen: dict[str, NStar] = {}
+    for gamma, images in per_image.items():
+        found = [v for v in images.values() if v is not None]
+        chosen[gamma] = max(found) if len(found) == len(images) and found else None
+    return chosen, per_image
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every option and file, then train and score the adversaries, and write the NetCDF atomically."""
+    import json
+
+    from ifmsan.attacks import IDENTITY, AttackOptions, run_attacks
+    from ifmsan.commands._args import check_output_file
+    from ifmsan.commands.sweep import parse_values
+    from ifmsan.consistency import check_same_network
+    from ifmsan.io import check_user_attrs, read_sweep, write_netcdf
+    from ifmsan.knobs import get_knob
+    from ifmsan.metrics import check_gamma
+    from ifmsan.sweep import check_layer
+
+    if args.out.suffix != ".nc":
+        raise ValueError(f"--out must end in .nc, got {args.out}")
+    check_output_file("--out", args.out)
+    knob = get_knob(args.knob)
+    values = list(parse_values(args.values, kind=knob.parameter))
+    identity = IDENTITY[knob.parameter]
+    if identity in values:
+        raise ValueError(
+            f"--values holds {identity:g}, the identity ({knob.parameter} {identity:g}); 'unsanitized' is always scored "
+            "as the first row: leave it out"
+        )
+    gammas = [check_gamma(g, name="--gammas value") for g in args.gammas]
+    options = AttackOptions(
+        n_train=args.n_train, n_test=args.n_test, epochs_adaptive=args.epochs_adaptive,
+        epochs_inversion=args.epochs_inversion, epochs_attribute=args.epochs_attribute, lr_adaptive=args.lr_adaptive,
+        lr_attack=args.lr_attack, resolution=args.resolution, batch_size=args.batch_size, n_examples=args.n_examples,
+        seed=args.seed, threads=args.threads or 1,
+    ).check()  # fmt: skip
+    attrs = check_user_attrs(parse_attrs(args.attr))
+    sweeps = [read_sweep(path) for path in args.sweeps]
+    chosen, per_image = n_star_rows(sweeps, layer=args.layer, knob=args.knob, gammas=gammas) if sweeps else ({}, {})
+    roles: dict[int | float, list[str]] = {value: ["grid"] for value in values}
+    for gamma, n_star in chosen.items():
+        if n_star is not None:
+            roles.setdefault(n_star, []).append(f"n_star gamma={gamma}")
+    ordered = sorted(roles)
+    net = load_model(args)
+    check_layer(net, args.layer, name="--layer")
+    for path, sweep in zip(args.sweeps, sweeps, strict=True):
+        check_same_network(sweep.attrs, net, source=f"--sweeps {path}")
+    dataset = run_attacks(net, layer=args.layer, knob=args.knob, values=ordered,
+                          roles=["; ".join(roles[v]) for v in ordered], options=options)  # fmt: skip
+    dataset.attrs.update(attrs)
+    dataset.attrs["gammas"] = json.dumps([f"{g:g}" for g in gammas])
+    dataset.attrs["n_star"] = json.dumps(chosen)
+    dataset.attrs["n_star_per_image"] = json.dumps(per_image)
+    write_netcdf(dataset, args.out)
+    print(dataset["scores"].to_pandas().to_string())
+    return 0

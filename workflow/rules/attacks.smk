@@ -1,0 +1,66 @@
+# The adversaries (docs/attacks.md): one job per attacked (layer, knob), so a cluster spreads them; each reads the
+# run's sweeps of that layer and knob for n*(gamma). Off when the config has no attacks section.
+rule attack:
+    input:
+        sweeps=attack_sweeps,
+        model=model_inputs,
+    output:
+        f"{OUT}/attacks/{{layer}}/{{knob}}.nc",
+    log:
+        f"logs/{RUN}/attacks/{{layer}}/{{knob}}.log",
+    conda:
+        CONDA_ENV_FILE
+    threads: attack_option("threads") or 1
+    resources:
+        mem_mb=attack_option("mem_mb") or 4000,
+        runtime=attack_option("runtime") or 60,
+    params:
+        model=model_args,  # the attack stage runs on the CPU: the config check refuses cuda
+        values=attack_values,
+        gammas=[str(g) for g in attack_option("gammas") or []],
+        options=attack_options(),
+    shell:
+        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        " --values {params.values:q} --sweeps {input.sweeps:q} --gammas {params.gammas:q} {params.options:q}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+# attack_summary (for each gamma: n*(gamma) and the attack scores there, with a verdict) and the attack figures.
+localrules:
+    attack_report,
+
+
+rule attack_report:
+    input:
+        attack_files(),
+    output:
+        **{
+            f"table_{ext}": report(
+                f"{OUT}/tables/attack_summary.{ext}",
+                caption="../report/attack_summary.rst",
+                category="Attacks",
+                labels={"table": "attack_summary", "format": ext},
+            )
+            for ext in ("csv", "md")
+        },
+        **{
+            f"{name}_png": report(
+                f"{OUT}/figures/attacks/{name}.png",
+                caption=f"../report/attack_{name.split('_')[0]}.rst",
+                category="Attacks",
+                labels={"figure": name},
+            )
+            for name in PLAN.attack_figures
+        },
+        **{f"{name}_pdf": f"{OUT}/figures/attacks/{name}.pdf" for name in PLAN.attack_figures},
+    log:
+        f"logs/{RUN}/attack_report.log",
+    conda:
+        CONDA_ENV_FILE
+    params:
+        tables=lambda wildcards, output: os.path.dirname(output.table_csv),
+        figures=lambda wildcards, output: os.path.dirname(output[2]),  # the first figure, after the two tables
+        layer_order=",".join(model_layers()),
+    shell:
+        "ifmsan attack-report --attacks {input:q} --tables-dir {params.tables:q} --figures-dir {params.figures:q}"
+        " --layer-order {params.layer_order:q} > {log:q} 2>&1"
