@@ -79,10 +79,10 @@ def attack_file(
 def example() -> xr.Dataset:
     """Unsanitized, window 5 (n* for γ=1, ε_adaptive 0.9 > ln 2) and 20 (n* for γ=2, ε_adaptive 1.2 < 2 ln 2)."""
     rows = {
-        "unsanitized": {"inversion_psnr": 25.0, "inversion_ssim": 0.8, "attribute_accuracy": 0.3},
-        "5": {"legit_accuracy": 0.5, "epsilon_legit": 1.1, "adaptive_accuracy": 0.6, "epsilon_adaptive": 0.9,
+        "unsanitized": {"inversion_psnr": 25.0, "inversion_ssim": 0.8, "attribute_accuracy": 0.3, "adaptive_p_target": 0.9},
+        "5": {"legit_accuracy": 0.5, "epsilon_legit": 1.1, "adaptive_accuracy": 0.6, "epsilon_adaptive": 0.9, "adaptive_p_target": 0.45,
               "inversion_psnr": 20.0, "inversion_ssim": 0.6, "attribute_accuracy": 0.2},
-        "20": {"legit_accuracy": 0.2, "epsilon_legit": 1.5, "adaptive_accuracy": 0.5, "epsilon_adaptive": 1.2,
+        "20": {"legit_accuracy": 0.2, "epsilon_legit": 1.5, "adaptive_accuracy": 0.5, "epsilon_adaptive": 1.2, "adaptive_p_target": 0.0,
                "inversion_psnr": 16.0, "inversion_ssim": 0.4, "attribute_accuracy": 0.1},
     }  # fmt: skip
     roles = {"unsanitized": "unsanitized", "5": "grid; n_star gamma=1", "20": "n_star gamma=2"}
@@ -96,6 +96,7 @@ def test_summary_reads_the_scores_at_each_n_star_and_judges_against_gamma_ln2() 
     assert frame["epsilon_bound"].tolist() == pytest.approx([math.log(2), 2 * math.log(2)])
     assert frame["epsilon_adaptive"].tolist() == [0.9, 1.2]
     assert frame["adaptive_accuracy"].tolist() == [0.6, 0.5]
+    assert frame["epsilon_adaptive_own"].tolist() == [pytest.approx(math.log(2)), math.inf]  # ln(0.9/0.45); p = 0
     assert frame["inversion_psnr"].tolist() == [20.0, 16.0]
     assert frame["psnr_unsanitized"].tolist() == [25.0, 25.0] and frame["psnr_mean_image"].tolist() == [15.0, 15.0]
     assert frame["attribute_unsanitized"].tolist() == [0.3, 0.3]

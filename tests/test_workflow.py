@@ -95,6 +95,19 @@ def test_tiny_dag_tables_agree_with_the_sweeps(tiny_run: Path) -> None:
     with open(out / "gamma" / "controller" / "mini_test_1.csv") as handle:
         controller = list(csv.DictReader(handle))
     assert len(controller) == 4 and all(r["matches_sweep"] == "True" for r in controller)
+    # the attack stage scored the sweeps' n*(γ): with one image it is that image's n*, as in the γ report
+    attacks = pd.read_csv(out / "tables" / "attack_summary.csv")
+    assert sorted(zip(attacks["knob"], attacks["gamma"], strict=True)) == [("gaussian", 0.5), ("nonzero_mean", 0.5)]
+    for knob in ("nonzero_mean", "gaussian"):
+        sweep = sweeps[("pool5", knob)]
+        values = sweep[sweep.attrs["parameter"]].values
+        expected = metrics.n_star_for_gamma(values, sweep["probability"].values, p0=sweep.attrs["p0"], gamma=0.5)
+        got = attacks.loc[attacks["knob"] == knob, "n_star"].iloc[0]
+        assert (pd.isna(got) and expected is None) or got == expected, (knob, got, expected)
+        attack = read_netcdf(out / "attacks" / "pool5" / f"{knob}.nc")
+        assert (
+            attack["parameter"].values[0] == "unsanitized" and attack.attrs["config_hash"] == sweep.attrs["config_hash"]
+        )
 
 
 def test_tiny_dag_figures_notebooks_and_report(tiny_run: Path) -> None:
@@ -103,7 +116,10 @@ def test_tiny_dag_figures_notebooks_and_report(tiny_run: Path) -> None:
         for ext in ("png", "pdf"):
             path = out / "figures" / "mini_test_1" / f"{name}.{ext}"
             assert path.stat().st_size > 1000, path
-    for name in ("inspect_ifms", "compare_knobs"):
+    for name in ("frontier_pool5", "reconstructions_pool5_nonzero_mean", "reconstructions_pool5_gaussian"):
+        for ext in ("png", "pdf"):
+            assert (out / "figures" / "attacks" / f"{name}.{ext}").stat().st_size > 1000, name
+    for name in ("inspect_ifms", "compare_knobs", "attacks"):
         notebook = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
         assert all(cell.outputs is not None for cell in code)

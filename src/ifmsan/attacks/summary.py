@@ -20,7 +20,7 @@ from ifmsan.tabletext import markdown_table, missing, stand_in_note
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "layer", "knob", "parameter", "gamma", "epsilon_bound", "n_star", "legit_accuracy", "epsilon_legit",
-    "adaptive_accuracy", "epsilon_adaptive", "original_accuracy", "label_majority", "inversion_psnr",
+    "adaptive_accuracy", "epsilon_adaptive", "epsilon_adaptive_own", "original_accuracy", "label_majority", "inversion_psnr",
     "psnr_unsanitized", "psnr_mean_image", "inversion_ssim", "ssim_unsanitized", "ssim_mean_image",
     "attribute_accuracy", "attribute_unsanitized", "attribute_chance", "attribute_majority", "holds", "verdict",
     "n_train", "n_test", "stand_in",
@@ -79,6 +79,10 @@ def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] 
             for metric in ("legit_accuracy", "epsilon_legit", "adaptive_accuracy", "epsilon_adaptive",
                            "inversion_psnr", "inversion_ssim", "attribute_accuracy"):  # fmt: skip
                 row[metric] = _score(attack, label, metric)
+            # the adaptive server against its own unsanitized p: fine-tuning on hard labels alone can raise p above p0
+            own = _score(attack, "unsanitized", "adaptive_p_target")
+            p = _score(attack, label, "adaptive_p_target")
+            row["epsilon_adaptive_own"] = math.inf if p == 0 else math.log(own / p)
             row["holds"] = bool(row["epsilon_adaptive"] >= row["epsilon_bound"])
             row["verdict"] = HOLDS if row["holds"] else BROKEN
             rows.append(row)
