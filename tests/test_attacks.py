@@ -331,6 +331,7 @@ def test_cli_attack_scores_the_n_star_of_each_gamma(
         ({"--gammas": "0"}, "--gammas", "--gammas value must be a finite number > 0"),
         ({"--layer": "conv9", "--sweeps": None}, "--layer", "--layer"),
         ({"--n-train": "1"}, "--n-train", "n_train must be an integer >= 2"),
+        ({"--device": "cuda"}, "--device", "--device cuda: the attack stage runs on the CPU only"),
     ],
 )
 def test_cli_bad_inputs_exit_non_zero_and_leave_no_file(

@@ -148,7 +148,7 @@ def test_user_attrs_are_written_next_to_computed_ones(made, tmp_path: Path) -> N
     )
 
 
-def test_reserved_list_is_exactly_what_extract_and_sweep_compute(made, tmp_path: Path) -> None:
+def test_reserved_list_is_exactly_what_extract_sweep_and_attack_compute(made, tmp_path: Path) -> None:
     ifms = io.read_ifms(made["ifms"])
     assert set(ifms.attrs) - {"config_hash"} == set(io.IFMS_ATTRS) - {"preprocess"}  # preprocess: bvlc_alexnet only
     net = models.load("alexnet_mini")
@@ -157,7 +157,14 @@ def test_reserved_list_is_exactly_what_extract_and_sweep_compute(made, tmp_path:
     from ifmsan.extract import provenance
 
     assert provenance(models.load("bvlc_alexnet", preprocess="pycaffe"))["preprocess"] == "pycaffe"
-    assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS)
+    attack = tmp_path / "attack.nc"
+    assert main([
+        "attack", "--model", "alexnet_mini", "--layer", "fc8", "--knob", "first", "--values", "3", "--n-train", "2",
+        "--n-test", "2", "--epochs-adaptive", "0", "--epochs-inversion", "1", "--epochs-attribute", "1",
+        "--resolution", "32", "--n-examples", "1", "--out", str(attack),
+    ]) == 0  # fmt: skip
+    assert set(io.read_attack(attack).attrs) == set(io.ATTACK_ATTRS) - {"preprocess"}  # preprocess: bvlc_alexnet only
+    assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS) | set(io.ATTACK_ATTRS)
 
 
 @pytest.mark.parametrize("key", ["target", "p0", "ifm_layers"])

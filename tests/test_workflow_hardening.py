@@ -594,10 +594,14 @@ def test_schema_is_2020_12_and_its_knob_list_is_the_packages(monkeypatch: pytest
     assert "definitions" not in raw and "safe_id" in raw["$defs"]
     assert "enum" not in raw["properties"]["knobs"]["items"]  # the list lives in ifmsan.knobs only
     assert SCHEMA["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
+    assert SCHEMA["properties"]["attacks"]["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
     monkeypatch.setattr(knobs, "KNOBS", ("nonzero_mean", "median"))
-    check_schema(with_change(DEMO, "knobs", ["median"]), configcheck.load_schema(path))
+    demo = with_change(DEMO, "attacks", {**DEMO["attacks"], "knobs": ["median"]})
+    check_schema(with_change(demo, "knobs", ["median"]), configcheck.load_schema(path))
     with pytest.raises(ValueError, match=r"knobs\[0\]: 'first' is not one of \['nonzero_mean', 'median'\]"):
-        check_schema(with_change(DEMO, "knobs", ["first"]), configcheck.load_schema(path))
+        check_schema(with_change(demo, "knobs", ["first"]), configcheck.load_schema(path))
+    with pytest.raises(ValueError, match=r"attacks.knobs\[1\]: 'gaussian' is not one of \['nonzero_mean', 'median'\]"):
+        check_schema(with_change(demo, "attacks", DEMO["attacks"]), configcheck.load_schema(path))
 
 
 def test_every_object_of_the_schema_rejects_unknown_keys() -> None:

@@ -338,8 +338,6 @@ def _check_attacks(config: Mapping[str, Any], info: ModelInfo | None, problems: 
     n_examples, n_test = attacks.get("n_examples", 4), attacks.get("n_test", 100)
     if isinstance(n_examples, int) and isinstance(n_test, int) and n_examples > n_test:
         problems.append(f"attacks.n_examples: {n_examples} exceeds attacks.n_test {n_test}; keep at most n_test")
-    if config.get("device") == "cuda":
-        problems.append("attacks: the attack stage runs on the CPU only; remove attacks or set device: cpu")
 
 
 def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | None, problems: list[str]) -> None:

@@ -31,7 +31,16 @@ TINY = REPO / "tests" / "data" / "tiny.yaml"
 PROFILE = REPO / "profiles" / "slurm"
 BIN = Path(sys.executable).parent
 # Rules the Snakefile declares as localrules: they run beside snakemake, never through sbatch.
-LOCAL_RULES = {"fetch_weights", "fetch_mean_file", "fetch_image", "tables", "figures", "notebook", "all"}
+LOCAL_RULES = {
+    "fetch_weights",
+    "fetch_mean_file",
+    "fetch_image",
+    "tables",
+    "figures",
+    "notebook",
+    "attack_report",
+    "all",
+}
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
@@ -208,6 +217,7 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
         "sweep": images * layers,
         "chain_sweep": images * len(config["chains"]),
         "gamma_controller": images,
+        "attack": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
     }
     jobs = slurm_jobs(result.stdout, slurm_env)
     assert collections.Counter(rule for rule, _ in jobs) == expected, jobs
@@ -226,7 +236,8 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
     assert not different, different
     suffixes = collections.Counter(name.suffix for name in compared)
     assert (
-        suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) and suffixes[".pt"] == 1
+        suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) + expected["attack"]
+        and suffixes[".pt"] == 1
     )
     assert suffixes[".csv"] >= 4
     print(

@@ -15,7 +15,7 @@ rule attack:
         mem_mb=attack_option("mem_mb") or 4000,
         runtime=attack_option("runtime") or 60,
     params:
-        model=model_args,  # the attack stage runs on the CPU: the config check refuses cuda
+        model=attack_model_args,
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),

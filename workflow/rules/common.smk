@@ -183,6 +183,12 @@ def attack_values(wildcards):
     return ",".join(str(w) for w in attack_option("windows"))
 
 
+def attack_model_args(wildcards=None):
+    """The model options of the other jobs, with --device cpu: the attack stage runs on the CPU (docs/attacks.md)."""
+    args = model_args(wildcards)
+    return [*args[: args.index("--device")], "--device", "cpu"]
+
+
 def attack_options():
     """Sizes, epochs, seed and threads of ifmsan attack, as a list for {params:q}."""
     if not PLAN.attacks:

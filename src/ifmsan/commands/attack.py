@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan.metrics import check_gamma
     from ifmsan.sweep import check_layer
 
+    if args.device != "cpu":
+        raise ValueError(f"--device {args.device}: the attack stage runs on the CPU only; use --device cpu")
     if args.out.suffix != ".nc":
         raise ValueError(f"--out must end in .nc, got {args.out}")
     check_output_file("--out", args.out)
