@@ -76,7 +76,7 @@ def _check_options(
 
 
 @contextlib.contextmanager
-def _reproducible_torch(*, seed: int, threads: int) -> Iterator[None]:
+def reproducible_torch(*, seed: int, threads: int) -> Iterator[None]:
     """Seed torch, pin the thread count and force deterministic kernels; restore the global state afterwards."""
     import torch
 
@@ -179,7 +179,7 @@ def train_mini(
     from ifmsan.io import all_or_none
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    with _reproducible_torch(seed=seed, threads=threads):
+    with reproducible_torch(seed=seed, threads=threads):
         net = models.load(MODEL_NAME, seed=seed)
         if tuple(net.class_names) != CLASS_NAMES:
             raise ValueError(f"{MODEL_NAME} class_names {net.class_names} differ from ifmsan.minidata.CLASS_NAMES")

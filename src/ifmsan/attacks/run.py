@@ -275,7 +275,7 @@ def run_attacks(
     from ifmsan.extract import provenance
     from ifmsan.knobs import check_knob_values, get_knob
     from ifmsan.sweep import check_layer
-    from ifmsan.train import _reproducible_torch
+    from ifmsan.train import reproducible_torch
 
     o = (options or AttackOptions()).check()
     check_layer(net, layer)
@@ -292,7 +292,7 @@ def run_attacks(
     sanitize = sanitizer or knob_sanitizer(knob)
     disable = None if progress is None else not progress
 
-    with _reproducible_torch(seed=o.seed, threads=o.threads):
+    with reproducible_torch(seed=o.seed, threads=o.threads):
         started = time.perf_counter()
         data = _prepare(net, layer=layer, options=o, progress=progress)
         if timings is not None:
