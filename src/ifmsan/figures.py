@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -410,8 +410,13 @@ def write_figures(
         )
     for name in sorted(draws.keys() - set(names)):
         log.info("skipped %s: the sweeps lack what it needs", name)
+    return draw_all(draws, names, out)
+
+
+def draw_all(draws: Mapping[str, Callable[[Path], Plotted]], names: Sequence[str], out: Path) -> dict[str, Plotted]:
+    """Draw each named figure into out/<name>.{png,pdf}, all or none: a figure that fails takes the earlier away."""
     made: dict[str, Plotted] = {}
-    with all_or_none(out) as written:  # a figure that fails takes the ones drawn before it away: all or none
+    with all_or_none(out) as written:
         for name in names:
             made[name] = draws[name](out / name)
             written.extend(made[name].files)

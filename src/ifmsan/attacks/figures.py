@@ -9,7 +9,6 @@ and returned as a `Plotted` whose tidy DataFrame holds exactly the points drawn.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -22,11 +21,9 @@ import pandas as pd
 import xarray as xr
 
 from ifmsan.attacks.run import UNSANITIZED
-from ifmsan.figures import KNOB_LABELS, Plotted, _finish, _new_figure, _style
-from ifmsan.io import all_or_none, attr_text
+from ifmsan.figures import KNOB_LABELS, Plotted, _finish, _new_figure, _style, draw_all
+from ifmsan.io import attr_text
 from ifmsan.plan import attack_figure_names
-
-log = logging.getLogger(__name__)
 
 X_METRIC = "legit_accuracy"
 """The utility axis of the frontier: top-1 accuracy of the unchanged network after the layer on sanitized IFMs."""
@@ -359,14 +356,8 @@ def write_attack_figures(attacks: Sequence[xr.Dataset], out_dir: Path) -> list[P
         layer, knob = _pair(attack)
         draws.setdefault(f"frontier_{layer}", partial(_frontier_to, checked, layer=layer))
         draws[f"reconstructions_{layer}_{knob}"] = partial(_reconstructions_to, attack)
-    paths: list[Path] = []
-    with all_or_none(out) as written:  # a figure that fails takes the ones drawn before it away
-        for name in attack_figure_names(_pair(a) for a in checked):
-            files = draws[name](out / name).files
-            written.extend(files)
-            paths.extend(files)
-            log.info("wrote %s.png and %s.pdf", out / name, out / name)
-    return paths
+    made = draw_all(draws, attack_figure_names(_pair(a) for a in checked), out)
+    return [path for plotted in made.values() for path in plotted.files]
 
 
 __all__ = [
