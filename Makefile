@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ifmsan-installed
 # the rules call the `ifmsan` command: put the venv's tools first on PATH for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all setup demo real test test-fast lint report bench clean-venv help
+.PHONY: all setup demo real test test-fast lint report bench bench-dag clean-venv help
 
 all: help
 
@@ -54,6 +54,9 @@ lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (confi
 bench: $(STAMP)  ## run the performance harness (benchmarks/)
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_attacks.py
+
+bench-dag: $(STAMP)  ## time whole DAGs from local files (paper, 16 images): wall, efficiency; BEFORE=REV compares
+	$(BIN)/python benchmarks/bench_dag.py $(if $(BEFORE),--before $(BEFORE))
 
 clean-venv:  ## remove the virtual environment
 	rm -rf $(VENV)

@@ -69,3 +69,32 @@ def test_sanitize_missing_or_corrupt_input(tmp_path: Path, capsys: pytest.Captur
     assert main(["sanitize", "--window", "2", str(tmp_path / "nan.npy"), str(tmp_path / "o.npy")]) == 2
     assert "NaN or infinite" in capsys.readouterr().err
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_command_exits_fast_with_its_output_and_code_intact(tmp_path: Path, fast: bool) -> None:
+    """The `ifmsan` command (cli.console) skips the interpreter's teardown: the file, the message on a pipe and the
+    exit code are what main() produced, as with IFMSAN_NO_FAST_EXIT=1's normal exit."""
+    import hashlib
+    import os
+
+    ifm = np.random.default_rng(1).normal(size=(4, 5, 5)).astype(np.float32)
+    np.save(tmp_path / "in.npy", ifm)
+    env = {**os.environ, "IFMSAN_NO_FAST_EXIT": "" if fast else "1"}
+    code = "import sys; from ifmsan.cli import console; sys.argv[0] = 'ifmsan'; console(); print('not reached')"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", code, *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+    done = run("sanitize", "--window", "3", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"))
+    assert done.returncode == 0 and "not reached" not in done.stdout
+    assert np.array_equal(np.load(tmp_path / "out.npy"), ifmsan.sample_and_hold(torch.from_numpy(ifm), 3).numpy())
+    source = tmp_path / "source.txt"
+    source.write_text("hello\n")
+    digest = hashlib.sha256(b"hello\n").hexdigest()
+    fetched = run("fetch", source.as_uri(), str(tmp_path / "copy.txt"), "--sha256", digest)
+    assert fetched.returncode == 0 and fetched.stdout.strip() == str(tmp_path / "copy.txt")  # printed through a pipe
+    assert (tmp_path / "copy.txt").read_text() == "hello\n"
+    failed = run("sanitize", "--window", "0", str(tmp_path / "in.npy"), str(tmp_path / "bad.npy"))
+    assert failed.returncode == 2 and "--window" in failed.stderr and not (tmp_path / "bad.npy").exists()

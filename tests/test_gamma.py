@@ -150,3 +150,56 @@ def test_controller_table_rows_against_a_sweep_and_a_disagreeing_one(net: models
         controller_table(
             net, {layer: ifm}, layers=[layer, "fc6"], gammas=gammas[:1], windows=list(windows), target=target
         )
+
+
+def test_one_pass_finds_what_each_single_gamma_controller_finds_at_the_cost_of_the_largest(
+    net: models.LayeredNet, x: torch.Tensor
+) -> None:
+    """controller_table searches all γ of a layer in one growing pass: every row equals a GammaSanitizer for that γ
+    alone, and the pass sanitizes no more windows than the largest n*(γ) needs (all of them when some γ is not met)."""
+    from ifmsan.gamma import controller_table
+
+    layer, windows, batch = "pool5", list(range(2, 60)), 5
+    with torch.inference_mode():
+        ifm = net.ifms(x[None])[layer][0]
+        original = torch.softmax(net(x[None]).double(), 1)[0]
+    target = int(original.argmax())
+    curve = naive_curve(net, ifm, layer, windows, target)
+    reachable = math.log2(float(original[target]) / min(curve))
+    gammas = [reachable * f for f in (0.1, 0.4, 0.8)]
+    singles = {}
+    for gamma in gammas:
+        controller = GammaSanitizer(net, layer, gamma, windows=windows, batch_size=batch, target=target)
+        singles[gamma] = controller.sanitize_ifm(ifm)[0]
+    sanitized: list[int] = []
+    original_apply = net.forward_from
+
+    def counting_forward(start: str, batch_in: torch.Tensor, **options: object) -> torch.Tensor:
+        sanitized.append(batch_in.shape[0])
+        return original_apply(start, batch_in, **options)
+
+    net.forward_from = counting_forward  # type: ignore[method-assign]
+    try:
+        frame = controller_table(net, {layer: ifm}, layers=[layer], gammas=gammas, windows=windows, target=target,
+                                 batch_size=batch)  # fmt: skip
+    finally:
+        del net.forward_from
+    for row, gamma in zip(frame.itertuples(), gammas, strict=True):
+        single = singles[gamma]
+        assert (row.window, row.probability, row.p0, row.prediction, row.evaluated) == (
+            single.window, single.probability, single.p0, single.prediction, single.evaluated,
+        )  # fmt: skip
+    largest = max(single.window for single in singles.values())
+    needed = -(-(windows.index(largest) + 1) // batch) * batch  # whole batches up to the largest n*
+    assert sum(sanitized) == 1 + needed  # one unsanitized forward for p0, then the batches of the one pass
+    with pytest.raises(GammaNotReached):
+        GammaSanitizer(net, layer, reachable * 1.5, windows=windows, batch_size=batch, target=target).sanitize_ifm(ifm)
+    sanitized.clear()
+    net.forward_from = counting_forward  # type: ignore[method-assign]
+    try:
+        frame = controller_table(net, {layer: ifm}, layers=[layer], gammas=[*gammas, reachable * 1.5],
+                                 windows=windows, target=target, batch_size=batch)  # fmt: skip
+    finally:
+        del net.forward_from
+    assert list(frame["status"]) == ["met", "met", "met", "not reached"]
+    assert sum(sanitized) == 1 + len(windows)  # an unmet γ scans every window once, as the sweep does

@@ -213,6 +213,35 @@ def test_imagenet_class_names(bvlc: models.LayeredNet) -> None:
     assert bvlc.class_names[281] == "tabby"
 
 
+def test_shipped_class_names_are_torchvisions() -> None:
+    """The class-name file the package ships (so jobs need not import torchvision.models) is torchvision's list."""
+    from torchvision.models import AlexNet_Weights
+
+    from ifmsan.models.caffe_alexnet import _imagenet_class_names
+
+    assert _imagenet_class_names() == tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def test_sweep_command_imports_neither_torchvision_models_nor_other_verbs() -> None:
+    """A DAG job pays only for what it uses: parsing `ifmsan sweep` and building bvlc_alexnet load no torchvision
+    models, no attack code and no plotting library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ifmsan.cli import build_parser, chosen_verb\n"
+        "build_parser(chosen_verb(['sweep', '--help']))\n"
+        "from ifmsan import models\n"
+        "models.load('bvlc_alexnet', weights=None, seed=0)\n"
+        "heavy = [m for m in ('torchvision.models', 'ifmsan.attacks', 'matplotlib', 'seaborn', 'torch._dynamo')"
+        " if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
+
+
 def test_default_init_is_seeded_kaiming_and_ignores_global_rng() -> None:
     torch.manual_seed(123)
     state = torch.get_rng_state()

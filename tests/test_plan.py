@@ -167,3 +167,23 @@ def test_config_hash_ignores_knob_order_images_and_gammas_but_not_what_jobs_comp
     for change in ({"seed": 1}, {"knobs": ["nonzero_mean", "first"]}, {"model": {"name": "bvlc_alexnet"}}):
         assert plan.config_hash({**base, **change}) != plan.config_hash(base), change
     assert len(plan.config_hash(base)) == 16 and int(plan.config_hash(base), 16) >= 0
+
+
+def test_scaling_doc_quotes_the_planned_job_counts() -> None:
+    """docs/scaling.md's job counts are what ifmsan.plan.planned_jobs gives (itself checked against snakemake -n)."""
+    import yaml
+    from snakemake.utils import validate
+
+    from ifmsan.plan import planned_jobs
+
+    repo = Path(__file__).resolve().parents[1]
+    text = " ".join((repo / "docs" / "scaling.md").read_text(encoding="utf-8").split())
+    for config, pattern in (
+        ("config.yaml", "The paper config plans {} jobs"),
+        ("imagenet16.yaml", "`config/imagenet16.yaml` {},"),
+        ("imagenet1000.yaml", "`config/imagenet1000.yaml` {} ("),
+    ):
+        settings = yaml.safe_load((repo / "config" / config).read_text())
+        validate(settings, str(repo / "workflow" / "schemas" / "config.schema.yaml"))
+        total = sum(planned_jobs(settings).values())
+        assert pattern.format(f"{total:,}".replace(",", " ")) in text, (config, total)

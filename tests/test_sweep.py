@@ -215,3 +215,23 @@ def test_sweep_takes_a_knob_object(net: models.LayeredNet, extracted) -> None:
     with torch.inference_mode():
         p0 = float(torch.softmax(net.forward_from("pool5", ifm[None]).double(), 1)[0, target])
     np.testing.assert_allclose(curves["probability"], p0, rtol=1e-6)
+
+
+def test_read_ifms_reads_only_the_layers_asked_for(extracted, tmp_path: Path) -> None:
+    """A sweep job reads its layer's IFM only: the others are checked to exist, not loaded; an unknown layer names
+    the layers the file has; the IFMs read are the written ones bit for bit."""
+    from ifmsan.io import read_ifms
+
+    write_netcdf(extracted, tmp_path / "ifms.nc")
+    whole = ifms_of(read_ifms(tmp_path / "ifms.nc"))
+    part = read_ifms(tmp_path / "ifms.nc", layers=["pool5", "norm2"])
+    assert set(part.data_vars) == set(extracted.data_vars) - (set(whole) - {"pool5", "norm2"})
+    assert set(part.encoding["skipped_variables"]) == set(whole) - {"pool5", "norm2"}
+    got = ifms_of(part)
+    assert list(got) == ["norm2", "pool5"] and all(torch.equal(got[k], whole[k]) for k in got)
+    with pytest.raises(ValueError, match=r"holds no IFM of layer pool9; it has conv1, norm1, .*fc8"):
+        read_ifms(tmp_path / "ifms.nc", layers=["pool5", "pool9"])
+    broken = extracted.drop_vars("conv1")
+    write_netcdf(broken, tmp_path / "broken.nc")
+    with pytest.raises(ValueError, match="lacks variable conv1"):  # a missing layer is found without loading it
+        read_ifms(tmp_path / "broken.nc", layers=["pool5"])

@@ -340,3 +340,182 @@ def test_report_cli_names_the_file_that_is_not_a_sweep(tmp_path: Path, capsys: p
         assert main(["report", "--sweeps", str(bad), "--out-dir", str(tmp_path / "out")]) == 2
         assert bad.name in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def step_curve(n_star: int | None, *, windows: range = range(2, 9), p0: float = 0.8) -> list[float]:
+    """p(n) = p0 below n*, 0.3 (< p0/2 = 0.4, so γ = 1 is met) from n* on; never met when n_star is None."""
+    return [p0 if n_star is None or n < n_star else 0.3 for n in windows]
+
+
+FIVE_N_STARS = {"a": 3, "b": 4, "c": 6, "d": 7, "e": 8, "f": None}
+"""Five images that meet γ = 1 at known n* and one (f) that never does, windows 2..8."""
+
+
+def five_image_report() -> pd.DataFrame:
+    images = [make_sweep(step_curve(n), p0=0.8, image_id=image) for image, n in FIVE_N_STARS.items()]
+    return gamma_report.gamma_report([concat_images(images)], gammas=[1.0])
+
+
+def test_gamma_summary_quantiles_by_hand() -> None:
+    report = five_image_report()
+    assert report["n_star"].tolist() == [3, 4, 6, 7, 8, None]
+    summary = gamma_report.gamma_summary(report)
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert row["group"] == "all"
+    # f never meets γ: it counts in the fraction, not in the n* statistics
+    assert (row["n_images"], row["n_reachable"]) == (6, 5) and row["reachable_fraction"] == pytest.approx(5 / 6)
+    assert (row["n_star_min"], row["n_star_max"]) == (3, 8) and row["n_star_mean"] == pytest.approx(5.6)
+    # linear interpolation (Hyndman & Fan type 7) over the sorted [3, 4, 6, 7, 8]: h = 4q, x[⌊h⌋] + (h - ⌊h⌋)·step
+    # q05: h = 0.2 -> 3 + 0.2·1 = 3.2; q25: h = 1 -> 4; median: h = 2 -> 6; q75: h = 3 -> 7; q95: h = 3.8 -> 7.8
+    expected = {"n_star_q05": 3.2, "n_star_q25": 4.0, "n_star_median": 6.0, "n_star_q75": 7.0, "n_star_q95": 7.8}
+    assert {key: row[key] for key in expected} == pytest.approx(expected)
+    text = gamma_report.gamma_summary_markdown(summary)
+    cells = markdown_rows(text)
+    assert "group" not in cells[0]  # no class groups: the column would only say "all"
+    assert cells[1][cells[0].index("n* median [q25, q75]")] == "6 [4, 7]"
+    assert cells[1][cells[0].index("n* q05–q95")] == "3.2–7.8"
+    assert cells[1][cells[0].index("reachable")] == "5/6 (0.83)"
+    assert "Hyndman & Fan type 7" in text
+
+
+def test_gamma_summary_columns_are_stable() -> None:
+    summary = gamma_report.gamma_summary(five_image_report())
+    assert tuple(summary.columns) == gamma_report.GAMMA_SUMMARY_COLUMNS
+    assert gamma_report.GAMMA_SUMMARY_COLUMNS[5:7] == ("gamma", "group")
+    for name, _ in gamma_report.N_STAR_QUANTILES:
+        assert name in gamma_report.GAMMA_SUMMARY_COLUMNS
+    empty = gamma_report.gamma_summary(five_image_report().iloc[0:0])
+    assert tuple(empty.columns) == gamma_report.GAMMA_SUMMARY_COLUMNS
+    grouped = gamma_report.gamma_summary(five_image_report(), groups=dict.fromkeys(FIVE_N_STARS, "g"))
+    assert tuple(grouped.columns) == gamma_report.GAMMA_SUMMARY_COLUMNS
+
+
+def test_gamma_summary_per_group() -> None:
+    groups = {"a": "x", "b": "y", "c": "x", "d": "y", "e": "y", "f": "x", "unused": "z"}
+    summary = gamma_report.gamma_summary(five_image_report(), groups=groups)
+    assert summary["group"].tolist() == ["all", "x", "y"]  # the rows over all images first, then groups by name
+    by_group = summary.set_index("group")
+    assert by_group.loc["all", "n_images"] == 6 and by_group.loc["all", "n_star_median"] == 6.0
+    x, y = by_group.loc["x"], by_group.loc["y"]
+    # x: a (3), c (6), f (never): 2 of 3 reachable; n* statistics over [3, 6] only
+    assert (x["n_images"], x["n_reachable"]) == (3, 2) and x["reachable_fraction"] == pytest.approx(2 / 3)
+    assert (x["n_star_min"], x["n_star_max"], x["n_star_median"]) == (3, 6, 4.5)
+    assert x["n_star_q05"] == pytest.approx(3.15) and x["n_star_q75"] == pytest.approx(5.25)
+    assert x["n_star_std"] == pytest.approx(math.sqrt(4.5))
+    assert x["verdict"] == "met in 2/3 image(s); n* mean 4.5 (min 3, max 6)"
+    # y: b (4), d (7), e (8); linear: q25 h = 0.5 -> 5.5, q95 h = 1.9 -> 7.9
+    assert (y["n_images"], y["n_reachable"], y["reachable_fraction"]) == (3, 3, 1.0)
+    assert (y["n_star_q25"], y["n_star_median"]) == (5.5, 7.0) and y["n_star_q95"] == pytest.approx(7.9)
+    cells = markdown_rows(gamma_report.gamma_summary_markdown(summary))
+    assert [row[cells[0].index("group")] for row in cells[1:]] == ["all", "x", "y"]
+    assert cells[2][cells[0].index("reachable")] == "2/3 (0.67)"
+
+
+def test_gamma_summary_group_with_no_reachable_image() -> None:
+    groups = {**dict.fromkeys("abcde", "met"), "f": "never"}
+    row = gamma_report.gamma_summary(five_image_report(), groups=groups).set_index("group").loc["never"]
+    assert (row["n_images"], row["n_reachable"], row["reachable_fraction"]) == (1, 0, 0.0)
+    assert row["n_star_min"] is None and math.isnan(row["n_star_median"]) and math.isnan(row["n_star_q95"])
+    assert row["verdict"] == "not reachable in range in any of 1 image(s)"
+
+
+def test_gamma_summary_refuses_bad_groups() -> None:
+    report = five_image_report()
+    with pytest.raises(ValueError, match=r"2 image\(s\) of the report have no group: 'e', 'f'"):
+        gamma_report.gamma_summary(report, groups=dict.fromkeys("abcd", "x"))
+    with pytest.raises(ValueError, match="image 'a' has the group 'all', which names the rows over every image"):
+        gamma_report.gamma_summary(report, groups={**dict.fromkeys("bcdef", "x"), "a": "all"})
+    with pytest.raises(ValueError, match="image 'a' has the group ''; expected a non-empty name"):
+        gamma_report.gamma_summary(report, groups={**dict.fromkeys("bcdef", "x"), "a": ""})
+
+
+def test_load_image_groups(tmp_path: Path) -> None:
+    mapping = tmp_path / "groups.yaml"
+    mapping.write_text("a: x\nb: y\n")
+    assert gamma_report.load_image_groups(mapping) == {"a": "x", "b": "y"}
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "images:\n  - {id: a, source: skimage:cat, group: x}\n  - {id: b, source: skimage:astronaut, group: y}\n"
+    )
+    assert gamma_report.load_image_groups(config) == {"a": "x", "b": "y"}
+    config.write_text("images:\n  - {id: a, source: skimage:cat, group: x}\n  - {id: b, source: skimage:astronaut}\n")
+    with pytest.raises(ValueError, match=r"images\[1\] \('b'\) has no group"):
+        gamma_report.load_image_groups(config)
+    mapping.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="expected a mapping image_id: group"):
+        gamma_report.load_image_groups(mapping)
+    mapping.write_text("a: [x\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        gamma_report.load_image_groups(mapping)
+
+
+def test_report_cli_with_image_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    images = [make_sweep(step_curve(n), p0=0.8, image_id=image) for image, n in FIVE_N_STARS.items()]
+    files = write_all(tmp_path, [concat_images(images)])
+    groups = tmp_path / "groups.yaml"
+    groups.write_text("".join(f"{image}: {'x' if image in 'acf' else 'y'}\n" for image in FIVE_N_STARS))
+    out = tmp_path / "out"
+    args = ["report", "--sweeps", *files, "--out-dir", str(out), "--gammas", "1", "2"]
+    assert main([*args, "--image-groups", str(groups)]) == 0
+    summary = pd.read_csv(out / "gamma_summary.csv")
+    assert summary["group"].tolist() == ["all", "x", "y"] * 2
+    assert summary["n_star_median"].tolist()[:3] == [6.0, 4.5, 7.0]
+    assert "| group" in (out / "gamma_summary.md").read_text()
+    groups.write_text("a: x\n")
+    assert main([*args, "--out-dir", str(tmp_path / "out2"), "--image-groups", str(groups)]) == 2
+    assert "5 image(s) of the report have no group" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+    assert main([*args, "--out-dir", str(tmp_path / "out3")]) == 0
+    assert pd.read_csv(tmp_path / "out3" / "gamma_summary.csv")["group"].tolist() == ["all", "all"]
+    # the workflow's form: one --image-group ID=GROUP per image, winning over the file's entry for that image
+    pairs = [arg for image in FIVE_N_STARS for arg in ("--image-group", f"{image}={'x' if image in 'acf' else 'y'}")]
+    assert main([*args, "--out-dir", str(tmp_path / "out4"), *pairs]) == 0
+    assert pd.read_csv(tmp_path / "out4" / "gamma_summary.csv").equals(summary)
+    assert main([*args, "--out-dir", str(tmp_path / "out5"), "--image-group", "a"]) == 2
+    assert "--image-group must look like ID=GROUP, got 'a'" in capsys.readouterr().err
+
+
+def test_gamma_summary_columns_are_documented() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "definitions.md").read_text(encoding="utf-8")
+    section = text.split("## The γ summary over images", 1)[1].split("\n## ", 1)[0]
+    keys = {"model", "layer", "chain", "knob", "parameter", "gamma"}
+    undocumented = [c for c in gamma_report.GAMMA_SUMMARY_COLUMNS if c not in keys and f"`{c}`" not in section]
+    assert undocumented == []
+
+
+def test_controller_check_against_the_sweeps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ifmsan report --controller` (the workflow's check of the runtime controller): each row's window must be n*(γ)
+    of the image's unchained sweep, 'not reached' where the sweep never meets γ; anything else writes nothing."""
+    images = [make_sweep(step_curve(n), p0=0.8, image_id=image) for image, n in FIVE_N_STARS.items()]
+    sweeps = [concat_images(images)]
+    files = write_all(tmp_path, sweeps)
+    rows = [
+        {"image_id": image, "model": "alexnet_mini", "layer": "pool5", "knob": "nonzero_mean", "gamma": gamma,
+         "window": n if gamma == 1 else None, "status": "met" if n and gamma == 1 else "not reached"}
+        for image, n in FIVE_N_STARS.items()
+        for gamma in (1.0, 5.0)  # step_curve drops to 0.3 * p0 at n*: γ=1 is met there, γ=5 never
+    ]  # fmt: skip
+    good = pd.DataFrame(rows)
+    assert gamma_report.check_controller(sweeps, good) == 12
+    bad = good.copy()
+    bad.loc[4, "window"] = 5  # image c at γ = 1 (rows: a 1, a 5, b 1, b 5, c 1, ...): its n*(1) is 6
+    with pytest.raises(ValueError, match=r"1 row\(s\):\n  alexnet_mini/c/pool5/nonzero_mean gamma=1.0: controller "
+                       r"window 5, sweep n\* 6"):  # fmt: skip
+        gamma_report.check_controller(sweeps, bad)
+    other = good.assign(layer="fc6")
+    with pytest.raises(ValueError, match="(?s)12 row.*no unchained sweep of this image, layer and knob"):
+        gamma_report.check_controller(sweeps, other)
+    with pytest.raises(ValueError, match="lacks the columns window"):
+        gamma_report.check_controller(sweeps, good.drop(columns="window"))
+    good.to_csv(tmp_path / "good.csv", index=False)
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    args = ["report", "--sweeps", *files, "--gammas", "1"]
+    assert main([*args, "--out-dir", str(tmp_path / "ok"), "--controller", str(tmp_path / "good.csv")]) == 0
+    assert (tmp_path / "ok" / "gamma_report.csv").is_file()
+    assert main([*args, "--out-dir", str(tmp_path / "no"), "--controller", str(tmp_path / "bad.csv")]) == 2
+    assert "disagrees with the sweeps' n*(gamma)" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists() or not any((tmp_path / "no").iterdir())
+    assert main([*args, "--out-dir", str(tmp_path / "no"), "--controller", str(tmp_path / "none.csv")]) == 2
+    assert "--controller" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists() or not any((tmp_path / "no").iterdir())

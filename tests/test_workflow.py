@@ -18,6 +18,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from ifmsan import metrics
 from ifmsan.io import read_netcdf
@@ -94,7 +95,15 @@ def test_tiny_dag_tables_agree_with_the_sweeps(tiny_run: Path) -> None:
         assert (pd.isna(got) and expected is None) or got == expected
     with open(out / "gamma" / "controller" / "mini_test_1.csv") as handle:
         controller = list(csv.DictReader(handle))
-    assert len(controller) == 4 and all(r["matches_sweep"] == "True" for r in controller)
+    assert len(controller) == 4
+    for row in controller:  # the tables job checked the controller against the sweeps; so do we, independently
+        base = sweeps[(row["layer"], "nonzero_mean")]
+        expected = metrics.n_star_for_gamma(
+            base["window"].values, base["probability"].values, p0=base.attrs["p0"], gamma=float(row["gamma"])
+        )
+        assert (row["window"] == "" and expected is None) or int(row["window"]) == expected, row
+    log = (tiny_run / "logs" / "tiny" / "tables.log").read_text()
+    assert "the gamma controller agrees with the sweeps' n*(gamma) in all 4 rows checked" in log
     # the attack stage scored the sweeps' n*(γ): with one image it is that image's n*, as in the γ report
     attacks = pd.read_csv(out / "tables" / "attack_summary.csv")
     assert sorted(zip(attacks["knob"], attacks["gamma"], strict=True)) == [("gaussian", 0.5), ("nonzero_mean", 0.5)]
@@ -216,6 +225,7 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             "config/config.yaml",
             {
                 "fetch_weights": 1,
+                "convert_weights": 1,
                 "fetch_mean_file": 1,
                 "fetch_image": 1,
                 "extract": 1,
@@ -231,6 +241,7 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             "config/imagenet16.yaml",
             {
                 "fetch_weights": 1,
+                "convert_weights": 1,
                 "fetch_mean_file": 1,
                 "fetch_image": 16,
                 "extract": 16,
@@ -306,6 +317,14 @@ def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: d
     counts = job_counts(result.stdout + result.stderr)
     assert counts.pop("all") == 1 and counts.pop("total") == sum(counts.values()) + 1
     assert counts == expected
+    # the package's own count (what docs/scaling.md and config/imagenet1000.yaml's header use) is Snakemake's
+    from snakemake.utils import validate
+
+    from ifmsan.plan import planned_jobs
+
+    settings = yaml.safe_load((REPO / config).read_text())
+    validate(settings, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # fills in the defaults
+    assert planned_jobs(settings) == {**expected, "all": 1}
 
 
 def test_offline_paper_run_stops_at_the_first_download_with_instructions(tmp_path: Path) -> None:

@@ -74,6 +74,18 @@ def file_entry_path(entry: Mapping[str, Any]) -> str:
     return f"data/{entry['file']}" if "url" in entry else str(entry["path"])
 
 
+def converted_weights_path(model: Mapping[str, Any]) -> str | None:
+    """The .safetensors file the workflow converts bvlc_alexnet's caffemodel into, once, for every job to load
+    (ifmsan.models.converted): the weights file's folder and stem; None for other models and weights."""
+    from ifmsan.models.converted import SUFFIX, converted_path
+
+    weights = model.get("weights")
+    if model.get("name") != "bvlc_alexnet" or not isinstance(weights, Mapping):
+        return None
+    path = file_entry_path(weights)
+    return None if path.endswith(SUFFIX) else str(converted_path(path))  # _check_model refuses a .safetensors entry
+
+
 # --- the JSON schema, with messages that name the key and what is allowed --------------------------------------
 
 
@@ -223,6 +235,11 @@ def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | N
                 problems.append(
                     f"model.weights: {weights!r} is not a weights name of {name}; allowed: {', '.join(valid)}"
                 )
+    if name == "bvlc_alexnet" and isinstance(weights, Mapping) and file_entry_path(weights).endswith(".safetensors"):
+        problems.append(
+            f"model.weights: {file_entry_path(weights)!r} is a converted .safetensors file; give the .caffemodel it was "
+            "converted from, with its sha1: the workflow converts it once (docs/models.md)"
+        )
     if mean is not None and name != "bvlc_alexnet":
         problems.append(
             f"model.mean_file: Caffe's mean file applies to bvlc_alexnet only, not {name!r}; set it to null"

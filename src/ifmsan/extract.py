@@ -107,8 +107,12 @@ def extract_ifms(
 
 
 def ifms_of(dataset: xr.Dataset) -> dict[str, torch.Tensor]:
-    """The IFMs of an extracted Dataset as tensors without batch dim, in network order."""
-    layers = [str(layer) for layer in dataset["layer"].values]
+    """The IFMs of an extracted Dataset as tensors without batch dim, in network order.
+
+    Layers that io.read_ifms(..., layers=...) left unread (encoding["skipped_variables"]) are left out.
+    """
+    skipped = set(dataset.encoding.get("skipped_variables", ()))
+    layers = [str(layer) for layer in dataset["layer"].values if str(layer) not in skipped]
     missing = [layer for layer in layers if layer not in dataset]
     if missing:
         raise ValueError(f"IFM dataset lacks the variables {missing}; expected one per layer in {layers}")

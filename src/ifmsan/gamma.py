@@ -88,47 +88,16 @@ class GammaSanitizer:
         """Search the windows in batches for one IFM (no batch dim); return the result and the sanitized IFM."""
         self._searching = True
         try:
-            original = torch.softmax(self.net.forward_from(self.layer, ifm.unsqueeze(0)).double(), dim=1)[0]
-            chosen = self.target if target is None else target
-            chosen = int(original.argmax()) if chosen is None else int(chosen)
-            if not 0 <= chosen < original.numel():
-                raise ValueError(f"target must be a class index in [0, {original.numel()}), got {chosen}")
-            p0 = float(original[chosen])
-            bound = p0 / 2.0**self.gamma
-            lowest, evaluated = math.inf, 0
-            for start in range(0, len(self.windows), self.batch_size):
-                chunk = self.windows[start : start + self.batch_size]
-                batch = self.knob.apply_batch(ifm, chunk)
-                probs = torch.softmax(self.net.forward_from(self.layer, batch).double(), dim=1)
-                evaluated += len(chunk)
-                p = probs[:, chosen]
-                lowest = min(lowest, float(p.min()))
-                meets = torch.nonzero(p <= bound)
-                if meets.numel():
-                    i = int(meets[0, 0])
-                    probability = float(p[i])
-                    result = GammaResult(
-                        window=chunk[i],
-                        epsilon=math.log(p0 / probability) if probability > 0 else math.inf,
-                        probability=probability,
-                        p0=p0,
-                        bound=bound,
-                        target=chosen,
-                        prediction=int(probs[i].argmax()),
-                        probabilities=probs[i].float(),
-                        evaluated=evaluated,
-                    )
-                    return result, batch[i].clone()
-            raise GammaNotReached(
-                layer=self.layer,
-                gamma=self.gamma,
-                p0=p0,
-                bound=bound,
-                max_window=self.windows[-1],
-                min_probability=lowest,
-            )
+            found = search_gammas(
+                self.net, self.layer, ifm, gammas=[self.gamma], windows=self.windows, knob=self.knob,
+                target=self.target if target is None else target, batch_size=self.batch_size, keep_sanitized=True,
+            )  # fmt: skip
         finally:
             self._searching = False
+        result = found[self.gamma]
+        if isinstance(result, GammaNotReached):
+            raise result
+        return result
 
     def __call__(self, x: torch.Tensor) -> GammaResult:
         """Sanitize one preprocessed image, (C, H, W) or a batch of one, and report the chosen window."""
@@ -159,6 +128,68 @@ class GammaSanitizer:
         return self.net.layer_module(self.layer).register_forward_pre_hook(self._pre_hook)
 
 
+@torch.inference_mode()
+def search_gammas(
+    net: LayeredNet,
+    layer: str,
+    ifm: torch.Tensor,
+    *,
+    gammas: Sequence[float],
+    windows: Sequence[int],
+    knob: Any,
+    target: int | None,
+    batch_size: int,
+    keep_sanitized: bool = False,
+) -> dict[float, Any]:
+    """The controller's search for every γ at once: one growing pass over `windows` in batches of `batch_size`.
+
+    Each γ gets what a controller for that γ alone finds (the same batches, so the same p(n) bit for bit): a
+    (GammaResult, sanitized IFM or None) pair at its first window with p(n) <= p0/2^γ, else a GammaNotReached. The
+    pass stops once every γ is met, so it evaluates max over γ of n*(γ)'s batches, never more than a sweep's windows.
+    """
+    original = torch.softmax(net.forward_from(layer, ifm.unsqueeze(0)).double(), dim=1)[0]
+    chosen = int(original.argmax()) if target is None else int(target)
+    if not 0 <= chosen < original.numel():
+        raise ValueError(f"target must be a class index in [0, {original.numel()}), got {chosen}")
+    p0 = float(original[chosen])
+    bounds = {float(gamma): p0 / 2.0 ** float(gamma) for gamma in gammas}
+    found: dict[float, Any] = {}
+    lowest, evaluated = math.inf, 0
+    for start in range(0, len(windows), batch_size):
+        pending = [gamma for gamma in bounds if gamma not in found]
+        if not pending:
+            break
+        chunk = list(windows[start : start + batch_size])
+        batch = knob.apply_batch(ifm, chunk)
+        probs = torch.softmax(net.forward_from(layer, batch).double(), dim=1)
+        evaluated += len(chunk)
+        p = probs[:, chosen]
+        lowest = min(lowest, float(p.min()))
+        for gamma in pending:
+            meets = torch.nonzero(p <= bounds[gamma])
+            if meets.numel():
+                i = int(meets[0, 0])
+                probability = float(p[i])
+                result = GammaResult(
+                    window=chunk[i],
+                    epsilon=math.log(p0 / probability) if probability > 0 else math.inf,
+                    probability=probability,
+                    p0=p0,
+                    bound=bounds[gamma],
+                    target=chosen,
+                    prediction=int(probs[i].argmax()),
+                    probabilities=probs[i].float(),
+                    evaluated=evaluated,
+                )
+                found[gamma] = (result, batch[i].clone() if keep_sanitized else None)
+    for gamma, bound in bounds.items():
+        if gamma not in found:
+            found[gamma] = GammaNotReached(
+                layer=layer, gamma=gamma, p0=p0, bound=bound, max_window=int(windows[-1]), min_probability=lowest
+            )
+    return found
+
+
 def controller_table(
     net: LayeredNet,
     ifms: Mapping[str, torch.Tensor],
@@ -176,7 +207,8 @@ def controller_table(
 
     references maps a layer to its unchained sweep of `knob` (checked by the caller to belong to these IFMs); where one
     is given the row gets the sweep's n*(γ), and any disagreement is a ValueError listing the rows, before any output.
-    Every controller is built (so every argument checked) before the first search.
+    Every controller is built (so every argument checked) before the first search; each layer is then searched for all
+    γ in one pass (search_gammas), which finds what each controller would, at the cost of the largest n*(γ) alone.
     """
     import pandas as pd
 
@@ -190,20 +222,34 @@ def controller_table(
     if missing:
         raise ValueError(f"the IFMs hold no layer {', '.join(map(repr, missing))}; expected one per layer of layers")
     device = next(net.parameters()).device
+    searched = {
+        layer: search_gammas(
+            net,
+            layer,
+            ifms[layer].to(device),
+            gammas=[controllers[layer, g].gamma for g in gammas],
+            windows=controllers[layer, gammas[0]].windows,
+            knob=controllers[layer, gammas[0]].knob,
+            target=target,
+            batch_size=batch_size,
+        )  # fmt: skip
+        for layer in dict.fromkeys(layers)
+    }
     rows: list[dict[str, Any]] = []
     for (layer, gamma), controller in controllers.items():
         row: dict[str, Any] = {"image_id": image_id, "model": net.name, "layer": layer, "knob": knob}
         row["gamma"] = controller.gamma
-        try:
-            result, _ = controller.sanitize_ifm(ifms[layer].to(device), target=target)
+        outcome = searched[layer][controller.gamma]
+        if isinstance(outcome, GammaNotReached):
+            row.update(
+                window=None, epsilon=None, probability=outcome.min_probability, p0=outcome.p0, bound=outcome.bound,
+                prediction=None, evaluated=len(controller.windows), status="not reached",
+            )  # fmt: skip
+        else:
+            result, _ = outcome
             row.update(
                 window=result.window, epsilon=result.epsilon, probability=result.probability, p0=result.p0,
                 bound=result.bound, prediction=result.prediction, evaluated=result.evaluated, status="met",
-            )  # fmt: skip
-        except GammaNotReached as exc:
-            row.update(
-                window=None, epsilon=None, probability=exc.min_probability, p0=exc.p0, bound=exc.bound,
-                prediction=None, evaluated=len(controller.windows), status="not reached",
             )  # fmt: skip
         if layer in references:
             sweep = references[layer]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,11 +76,15 @@ def netcdf_memory_limit(size: int) -> int:
     return min(NETCDF_MAX_BYTES, max(NETCDF_FLOOR_BYTES, NETCDF_EXPANSION * size))
 
 
-def read_netcdf(path: str | Path, *, max_bytes: int | None = None) -> xr.Dataset:
-    """Read a whole NetCDF file into memory and close it, with a clear error for missing, foreign or inflated files.
+def read_netcdf(
+    path: str | Path, *, max_bytes: int | None = None, skip: Callable[[xr.Dataset], Collection[str]] | None = None
+) -> xr.Dataset:
+    """Read a NetCDF file into memory and close it, with a clear error for missing, foreign or inflated files.
 
     The variables' declared shapes are checked against `max_bytes` (default netcdf_memory_limit of the file
-    size) before anything is loaded, so a small file cannot ask for gigabytes.
+    size) before anything is loaded, so a small file cannot ask for gigabytes. The data variables `skip` names (it is
+    given the file opened lazily) are not read (a job needs one IFM of thirteen); encoding["skipped_variables"] lists
+    them.
     """
     source = Path(path)
     if not source.is_file():
@@ -102,7 +106,10 @@ def read_netcdf(path: str | Path, *, max_bytes: int | None = None) -> xr.Dataset
                 f"{size}-byte file (ifmsan.io.netcdf_memory_limit); declared: {shapes[:500]}"
             )
         with xr.open_dataset(source, engine="netcdf4") as dataset:  # opening already loads index coordinates
-            return dataset.load()
+            skipped = [] if skip is None else [str(name) for name in skip(dataset) if name in dataset.data_vars]
+            loaded = dataset.drop_vars(skipped).load()
+        loaded.encoding["skipped_variables"] = tuple(skipped)
+        return loaded
     except _TooLarge as exc:
         raise ValueError(str(exc)) from None
     except MemoryError:
@@ -235,23 +242,34 @@ def describe(dataset: xr.Dataset) -> str:
     return "neither an IFM file nor a sweep file (no `softmax`/`layer` and no `probability` variable)"
 
 
-def _read_kind(path: str | Path, kind: str) -> xr.Dataset:
+def _read_kind(
+    path: str | Path, kind: str, *, skip: Callable[[xr.Dataset], Collection[str]] | None = None
+) -> xr.Dataset:
     """Read a NetCDF file and refuse it unless it is of `kind`, saying what it is instead."""
-    dataset = read_netcdf(path)
+    dataset = read_netcdf(path, skip=skip)
     if file_kind(dataset) != kind:
         raise ValueError(f"{path} is {describe(dataset)}; expected {KINDS[kind]}")
     dataset.encoding["source"] = str(path)
     return dataset
 
 
-def read_ifms(path: str | Path) -> xr.Dataset:
-    """The IFM file of one image, checked to be one: its layers, softmax, target and p0 present."""
-    dataset = _read_kind(path, "ifms")
+def read_ifms(path: str | Path, *, layers: Collection[str] | None = None) -> xr.Dataset:
+    """The IFM file of one image, checked to be one: its layers, softmax, target and p0 present.
+
+    With `layers`, only those IFM variables are read (the others are checked to exist, not loaded); a name the file
+    does not hold is a ValueError listing the layers it has.
+    """
+    wanted = None if layers is None else set(layers)
+    dataset = _read_kind(path, "ifms", skip=None if wanted is None else _other_ifm_variables(wanted))
+    present = set(dataset.data_vars) | set(dataset.encoding.get("skipped_variables", ()))
     missing = [name for name in ("softmax",) if name not in dataset.data_vars]
     missing += [name for name in ("layer",) if name not in dataset.coords]
     missing += [f"attribute {name}" for name in ("model", "target", "p0") if attr_text(dataset.attrs.get(name)) == ""]
-    layers = [attr_text(layer) for layer in dataset["layer"].values] if "layer" in dataset.coords else []
-    missing += [f"variable {layer}" for layer in layers if layer not in dataset.data_vars]
+    names = [attr_text(layer) for layer in dataset["layer"].values] if "layer" in dataset.coords else []
+    missing += [f"variable {layer}" for layer in names if layer not in present]
+    if not missing and wanted is not None and not wanted <= set(names):
+        unknown = ", ".join(sorted(wanted - set(names)))
+        raise ValueError(f"{path} holds no IFM of layer {unknown}; it has {', '.join(names)}")
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['ifms']}")
     try:
@@ -267,6 +285,16 @@ def read_ifms(path: str | Path) -> xr.Dataset:
     if not 0 <= target < dataset["softmax"].size:
         raise ValueError(f"{path}: target {target:g} is not a class index in [0, {dataset['softmax'].size})")
     return dataset
+
+
+def _other_ifm_variables(wanted: set[str]) -> Callable[[xr.Dataset], list[str]]:
+    """skip for read_netcdf: the IFM variables (one per entry of the `layer` coordinate) of layers not wanted."""
+
+    def skip(dataset: xr.Dataset) -> list[str]:
+        layers = [attr_text(layer) for layer in dataset["layer"].values] if "layer" in dataset.coords else []
+        return [layer for layer in layers if layer not in wanted]
+
+    return skip
 
 
 def read_sweep(path: str | Path) -> xr.Dataset:

@@ -165,6 +165,37 @@ def plan(config: Mapping[str, Any]) -> Plan:
     )
 
 
+def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
+    """Jobs per rule that `snakemake` plans for a validated config with its defaults filled in (the same
+    counts as `snakemake -n --quiet rules`, `all` included; tests/test_workflow.py checks them against dry runs), read
+    off plan(): a 1000-image DAG is sized without Snakemake's 90-s dry run (docs/scaling.md)."""
+    from ifmsan.configcheck import converted_weights_path, image_file, is_url
+
+    the_plan = plan(config)
+    images = config["images"]
+    n = len(images)
+    model = config["model"]
+    downloads = {image_file(image) for image in images if is_url(image["source"])}
+    jobs = {
+        "fetch_weights": int(isinstance(model.get("weights"), Mapping) and "url" in model["weights"]),
+        "convert_weights": int(converted_weights_path(model) is not None),
+        "fetch_mean_file": int(isinstance(model.get("mean_file"), Mapping) and "url" in model["mean_file"]),
+        "train_mini": int(model.get("weights") == "train"),
+        "fetch_image": len(downloads),
+        "extract": n,
+        "sweep": n * len(the_plan.layers),
+        "chain_sweep": n * len(the_plan.chains),
+        "tables": 1,
+        "figures": n if the_plan.figures else 0,
+        "gamma_controller": n,
+        "notebook": len(the_plan.notebooks),
+        "attack": len(the_plan.attacks),
+        "attack_report": int(bool(the_plan.attacks)),
+        "all": 1,
+    }
+    return {rule: count for rule, count in jobs.items() if count}
+
+
 __all__ = [
     "ATTACK_TABLE",
     "COMPUTE_KEYS",
@@ -179,5 +210,6 @@ __all__ = [
     "config_sweeps",
     "figure_names",
     "plan",
+    "planned_jobs",
     "table_names",
 ]

@@ -2,13 +2,15 @@
 
 The cluster tests install SLURM with apt-get, start it (tests/cluster/start_cluster.sh) for the session and always stop
 it by PID (stop_cluster.sh); without root or apt they are skipped with the reason. They check that the tiny config gives
-byte-identical results on SLURM and locally, and that a failed cluster job is reported, logged and resumed after a fix.
+byte-identical results on SLURM and locally, with the profile as it is and with its group-jobs block uncommented (one
+SLURM job per image), and that a failed cluster job is reported, logged and resumed after a fix.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import itertools
 import os
 import re
 import shutil
@@ -30,9 +32,14 @@ REPO = HERE.parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
 PROFILE = REPO / "profiles" / "slurm"
 BIN = Path(sys.executable).parent
+# The rules profiles/slurm's group-jobs block puts into the group `image`; Snakemake names a group job
+# <group>_<its rules, sorted>, and the SLURM plugin comments it rule_<that name>.
+GROUPED_RULES = ("extract", "sweep", "chain_sweep", "gamma_controller")
+GROUP_JOB = "image_" + "_".join(sorted(GROUPED_RULES))
 # Rules the Snakefile declares as localrules: they run beside snakemake, never through sbatch.
 LOCAL_RULES = {
     "fetch_weights",
+    "convert_weights",
     "fetch_mean_file",
     "fetch_image",
     "tables",
@@ -66,13 +73,29 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900)
     return result
 
 
-def cluster_options() -> list[str]:
-    """profiles/slurm as a user runs it, with the partition and account of the test cluster and a 1 s first status check."""
-    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    resources = {**profile["default-resources"], "slurm_partition": "debug", "slurm_account": "root"}
+def grouped_profile(directory: Path) -> Path:
+    """A copy of profiles/slurm in `directory` with its group-jobs block uncommented, as docs/cluster.md tells users to.
+
+    The block is the run of lines that starts with the line `#groups:` and ends before the next line that does not start
+    with "#"; uncommenting deletes the first character of each of its lines.
+    """
+    lines = (PROFILE / "config.yaml").read_text().splitlines(keepends=True)
+    start = lines.index("#groups:\n")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("#")), len(lines))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(
+        "".join(lines[:start] + [line[1:] for line in lines[start:end]] + lines[end:])
+    )
+    return directory
+
+
+def cluster_options(profile: Path = PROFILE) -> list[str]:
+    """The profile as a user runs it, with the partition and account of the test cluster and a 1 s first status check."""
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    resources = {**settings["default-resources"], "slurm_partition": "debug", "slurm_account": "root"}
     return [
         "--profile",
-        str(PROFILE),
+        str(profile),
         "--default-resources",
         *(f"{key}={value}" for key, value in resources.items()),
         "--slurm-init-seconds-before-status-checks",
@@ -80,30 +103,75 @@ def cluster_options() -> list[str]:
     ]
 
 
-def slurm_jobs(output: str, env: dict[str, str]) -> list[tuple[str, str]]:
-    """(rule, SLURM state) of every job a snakemake run submitted, as SLURM's accounting recorded them."""
+def slurm_records(output: str, env: dict[str, str]) -> list[dict[str, str]]:
+    """SLURM's accounting record of every job a snakemake run submitted: JobID, State, ReqCPUS, ReqMem, Timelimit and
+    rule (the rule, or for a group job <group>_<its rules>, from the plugin's job comment)."""
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     if not ids:
         return []
+    fields = ["JobID", "State", "ReqCPUS", "ReqMem", "Timelimit", "Comment"]
     deadline = time.monotonic() + 60
     while True:  # accounting records a job's end a moment after squeue does
         result = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", "JobID,State,Comment"],
+            ["sacct", "-X", "-n", "-P", "-j", ",".join(ids), "-o", ",".join(fields)],
             capture_output=True,
             text=True,
             env=env,
             check=True,
         )
-        rows = [line.split("|", 2) for line in result.stdout.splitlines() if line.strip()]
+        rows = [
+            dict(zip(fields, line.split("|", len(fields) - 1), strict=True))
+            for line in result.stdout.splitlines()
+            if line.strip()
+        ]
         if (
             len(rows) == len(ids)
-            and all(state not in ("PENDING", "RUNNING") for _, state, _ in rows)
+            and all(row["State"] not in ("PENDING", "RUNNING") for row in rows)
             or time.monotonic() > deadline
         ):
             break
         time.sleep(1)
-    # the plugin's job comment is rule_<rule>[_wildcards_<values>]
-    return [(re.match(r"rule_(.+?)(?:_wildcards_.*)?$", comment)[1], state) for _, state, comment in rows]
+    for row in rows:  # the plugin's job comment is rule_<rule>[_wildcards_<values>], rule_<group job name> for a group
+        row["rule"] = re.match(r"rule_(.+?)(?:_wildcards_.*)?$", row["Comment"])[1]
+    return rows
+
+
+def slurm_jobs(output: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    """(rule, SLURM state) of every job a snakemake run submitted, as SLURM's accounting recorded them."""
+    return [(row["rule"], row["State"]) for row in slurm_records(output, env)]
+
+
+def job_steps(jobid: str, env: dict[str, str]) -> list[tuple[str, str]]:
+    """(start, end) of each srun step of SLURM job `jobid` (<jobid>.0, .1, ...; not .batch), in step order."""
+    result = subprocess.run(
+        ["sacct", "-n", "-P", "-j", jobid, "-o", "JobID,Start,End"], capture_output=True, text=True, env=env, check=True
+    )
+    steps = [line.split("|") for line in result.stdout.splitlines() if re.match(rf"{jobid}\.\d+\|", line)]
+    return [(start, end) for _, start, end in sorted(steps, key=lambda step: int(step[0].split(".")[1]))]
+
+
+def minutes(timelimit: str) -> int:
+    """A SLURM time limit ([days-]hours:minutes:seconds) in minutes."""
+    days, _, clock = timelimit.rpartition("-")
+    hours, mins, _ = (int(part) for part in clock.split(":"))
+    return int(days or 0) * 24 * 60 + hours * 60 + mins
+
+
+def megabytes(reqmem: str) -> int:
+    """A sacct ReqMem (2500M, 4G; SLURM 22.05 and later, without the per-node/per-CPU suffix) in MB."""
+    number, unit = re.fullmatch(r"(\d+)([MG])", reqmem).groups()
+    return int(number) * (1024 if unit == "G" else 1)
+
+
+def assert_same_results(first: Path, second: Path) -> list[Path]:
+    """The same result files in both folders, byte for byte but for the wall time in metrics.json and the notebooks'
+    run times; the names compared."""
+    names = {p.relative_to(first) for p in first.rglob("*") if p.is_file()}
+    assert names == {p.relative_to(second) for p in second.rglob("*") if p.is_file()}
+    compared = [name for name in sorted(names) if name.name != "metrics.json" and name.suffix != ".ipynb"]
+    different = [str(name) for name in compared if (first / name).read_bytes() != (second / name).read_bytes()]
+    assert not different, (first, second, different)
+    return compared
 
 
 def node_resources() -> dict[str, int]:
@@ -130,7 +198,7 @@ def slurm_installed() -> None:
         pytest.skip(f"could not install SLURM with apt-get (is apt reachable?):\n{tail}")
     resources = node_resources()
     if resources["CPUs"] < 2 or resources["RealMemory"] < 4000:
-        pytest.skip(f"the tiny DAG's jobs ask for up to 2 CPUs and 3000 MB; this machine has {resources}")
+        pytest.skip(f"the tiny DAG's jobs ask for up to 2 CPUs and 4000 MB; this machine has {resources}")
 
 
 @pytest.fixture(scope="session")
@@ -190,22 +258,61 @@ def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> Non
         )
 
 
+def test_grouped_profile_bundles_each_image_or_k_images(tmp_path: Path) -> None:
+    """The uncommented group-jobs block parses and makes one group job of each image's extract, sweeps, chain sweeps and
+    gamma controller, or of K images' with --group-components image=K (the demo's 3 images, K=2: 2 group jobs, of 2
+    images and of 1); the grouped rules, and only they, take a group_slot."""
+    profile = grouped_profile(tmp_path / "profile")
+    demo = REPO / "config" / "demo.yaml"
+    config = yaml.safe_load(demo.read_text())
+    images, layers, chains = len(config["images"]), len(config["layers"]), len(config["chains"])
+    assert images == 3
+    out = snakemake(
+        tmp_path / "work", "--profile", str(profile), "-n", "--configfile", str(demo), "--group-components", "image=2"
+    ).stdout
+    groups = out.split("Group job image (jobs in lexicogr. order):")[1:]
+    # a group's jobs are printed indented, the jobs outside it are not
+    sizes = sorted(
+        (collections.Counter(re.findall(r"^    rule (\w+):", group, re.M)) for group in groups),
+        key=lambda jobs: jobs["extract"],
+    )
+    assert sizes == [
+        {"extract": k, "sweep": k * layers, "chain_sweep": k * chains, "gamma_controller": k} for k in (1, 2)
+    ], out[-3000:]
+    slots = {
+        match["rule"]: dict(re.findall(r"(\w+)=([^,\s]+)", match["resources"])).get("group_slot")
+        for match in re.finditer(r"^ *rule (?P<rule>\w+):\n(?: {4,}.*\n)*? +resources: (?P<resources>.*)$", out, re.M)
+    }
+    assert {rule for rule, slot in slots.items() if slot == "1"} == set(GROUPED_RULES)
+    assert {rule for rule, slot in slots.items() if slot is None} == {"train_mini", "attack"} | (
+        LOCAL_RULES & set(slots)
+    )
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_tiny_dag_on_slurm_gives_the_local_results(
     slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The tiny config through profiles/slurm: the expected jobs on SLURM, the localrules beside it, the local run's bytes."""
-    local, cluster = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+    """The tiny config locally, through profiles/slurm as it is and with its group-jobs block uncommented: the expected
+    SLURM jobs (grouped: one per image for extract, sweeps, chain sweeps and gamma controller, which run inside it one
+    after the other, and a request sized for that), the localrules beside them, the local run's bytes in both."""
+    local, cluster, grouped = (tmp_path_factory.mktemp(name) for name in ("local", "slurm", "slurm-grouped"))
+    profile = grouped_profile(tmp_path_factory.mktemp("profile") / "slurm-grouped")
 
     def timed(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         started = time.monotonic()
         return snakemake(workdir, *args), time.monotonic() - started
 
-    # The local run goes alongside: the SLURM run spends most of its time waiting between status checks.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    # The three runs go side by side: the SLURM runs spend most of their time waiting between status checks. The grouped
+    # run keeps the SLURM logs of its successful jobs, to show what ran inside the group job.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         local_run = pool.submit(timed, local, "--cores", "2", "--configfile", str(TINY))
+        grouped_run = pool.submit(
+            timed, grouped, *cluster_options(profile), "--slurm-keep-successful-logs", "--configfile", str(TINY)
+        )
         result, cluster_seconds = timed(cluster, *cluster_options(), "--configfile", str(TINY))
+        grouped_result, grouped_seconds = grouped_run.result()
         _, local_seconds = local_run.result()
 
     # Every job but the localrules went through sbatch and SLURM recorded it COMPLETED: one per image x layer sweep.
@@ -219,21 +326,44 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
         "gamma_controller": images,
         "attack": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
     }
-    jobs = slurm_jobs(result.stdout, slurm_env)
+    records = slurm_records(result.stdout, slurm_env)
+    jobs = [(row["rule"], row["State"]) for row in records]
     assert collections.Counter(rule for rule, _ in jobs) == expected, jobs
     assert {state for _, state in jobs} == {"COMPLETED"}, jobs
-    assert re.search(r"^localrule tables:", result.stdout, re.M) and re.search(
-        r"^localrule figures:", result.stdout, re.M
-    )
+    for out in (result.stdout, grouped_result.stdout):
+        assert re.search(r"^localrule tables:", out, re.M) and re.search(r"^localrule figures:", out, re.M)
     assert not LOCAL_RULES & {rule for rule, _ in jobs}
 
+    # Grouped: one SLURM job per image instead of the image's extract, sweeps, chain sweeps and gamma controller.
+    grouped_records = slurm_records(grouped_result.stdout, slurm_env)
+    grouped_expected = {"train_mini": 1, GROUP_JOB: images, "attack": expected["attack"]}
+    assert collections.Counter(row["rule"] for row in grouped_records) == grouped_expected, grouped_records
+    assert {row["State"] for row in grouped_records} == {"COMPLETED"}, grouped_records
+    assert len(grouped_records) < len(records)
+    # The group job asks for its largest job's CPUs and memory and the sum of its jobs' time limits (the ungrouped run's
+    # jobs of the one image), not for the sum of those that could run side by side; they ran inside it as its job steps,
+    # one after the other (the plugin runs a group's jobs one at a time: if that changes, so must the group_slot).
+    assert images == 1, "the group job's request is checked against the ungrouped jobs of the tiny config's one image"
+    members = [row for row in records if row["rule"] in GROUPED_RULES]
+    (group,) = (row for row in grouped_records if row["rule"] == GROUP_JOB)
+    assert int(group["ReqCPUS"]) == max(int(row["ReqCPUS"]) for row in members), (group, members)
+    assert megabytes(group["ReqMem"]) == max(megabytes(row["ReqMem"]) for row in members), (group, members)
+    assert minutes(group["Timelimit"]) == sum(minutes(row["Timelimit"]) for row in members), (group, members)
+    steps = job_steps(group["JobID"], slurm_env)
+    assert len(steps) == len(members), steps
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(steps)), steps
+    # Its SLURM log is the group's: .snakemake/slurm_logs/group_<group job name>/<SLURM job id>.log names every job that
+    # the ungrouped run submitted on its own for those rules.
+    log = grouped / ".snakemake" / "slurm_logs" / f"group_{GROUP_JOB}" / f"{group['JobID']}.log"
+    job_wildcards = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$"
+    planned = {(rule, wildcards) for rule, wildcards in re.findall(job_wildcards, result.stdout, re.M)}
+    ran = set(re.findall(job_wildcards, log.read_text(), re.M))
+    assert ran == {(rule, wildcards) for rule, wildcards in planned if rule in GROUPED_RULES}, ran
+    assert len(ran) == len(members)
+
     # Byte-identical results (the rules pass fixed --threads); metrics.json holds a wall time, notebooks their run times.
-    first, second = local / "results", cluster / "results"
-    names = {p.relative_to(first) for p in first.rglob("*") if p.is_file()}
-    assert names == {p.relative_to(second) for p in second.rglob("*") if p.is_file()}
-    compared = [name for name in sorted(names) if name.name != "metrics.json" and name.suffix != ".ipynb"]
-    different = [str(name) for name in compared if (first / name).read_bytes() != (second / name).read_bytes()]
-    assert not different, different
+    compared = assert_same_results(local / "results", cluster / "results")
+    assert assert_same_results(local / "results", grouped / "results") == compared
     suffixes = collections.Counter(name.suffix for name in compared)
     assert (
         suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) + expected["attack"]
@@ -241,8 +371,10 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
     )
     assert suffixes[".csv"] >= 4
     print(
-        f"\ntiny DAG: {len(jobs)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s on SLURM, "
-        f"{local_seconds:.0f} s locally (--cores 2, at the same time); {len(compared)} result files identical"
+        f"\ntiny DAG: {len(records)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s "
+        f"on SLURM; grouped {len(grouped_records)} SLURM jobs (the group: {group['ReqCPUS']} CPU, {group['ReqMem']}, "
+        f"{group['Timelimit']}, {len(steps)} steps) in {grouped_seconds:.0f} s; {local_seconds:.0f} s locally "
+        f"(--cores 2; all three at the same time); {len(compared)} result files identical"
     )
 
 

@@ -7,6 +7,7 @@ rule chain_sweep:
         f"{OUT}/chains/{{image}}/{{layer}}/{{steps}}.nc",
     log:
         f"logs/{RUN}/chains/{{image}}/{{layer}}/{{steps}}.log",
+    priority: job_priority
     conda:
         CONDA_ENV_FILE
     threads: config["threads"]

@@ -76,6 +76,11 @@ def image_input(wildcards):
     return [path] if path else []
 
 
+def image_group_args():
+    """--image-group ID=GROUP of ifmsan report, for each image the config gives a class group (the summary's rows)."""
+    return [arg for i in IMAGES.values() if i.get("group") for arg in ("--image-group", f"{i['id']}={i['group']}")]
+
+
 def image_args(wildcards):
     """--image/--image-sha256/--target options of ifmsan extract for one image, as a list for {params:q}."""
     image = IMAGES[wildcards.image]
@@ -88,12 +93,23 @@ def image_args(wildcards):
 
 
 def weights_file():
+    """The weights file as configured (a download lands here), or the trained alexnet_mini; None for none."""
     weights = config["model"]["weights"]
     if isinstance(weights, dict):
         return configcheck.file_entry_path(weights)
     if weights == "train":
         return f"{OUT}/model/alexnet_mini.pt"
     return None
+
+
+def converted_weights_file():
+    """bvlc_alexnet's caffemodel converted once to .safetensors (rule convert_weights), else None."""
+    return configcheck.converted_weights_path(config["model"])
+
+
+def job_weights_file():
+    """The weights file the model-using jobs load: the converted one for bvlc_alexnet's caffemodel, else weights_file()."""
+    return converted_weights_file() or weights_file()
 
 
 def mean_file():
@@ -104,20 +120,22 @@ def mean_file():
 def model_inputs(wildcards=None):
     """Weights and mean file that model-using jobs wait for; asked at DAG time, so the device check runs here."""
     check_device()
-    return [path for path in (weights_file(), mean_file()) if path]
+    return [path for path in (job_weights_file(), mean_file()) if path]
 
 
 def checksum_args(option, entry):
-    """--<option>-sha256 X / --<option>-sha1 X: the job verifies the file again before it loads it."""
-    return [arg for a in ("sha256", "sha1") if entry.get(a) for arg in (f"--{option}-{a}", entry[a])]
+    """--<option>-sha256 X / --<option>-sha1 X (option None: --sha256 X / --sha1 X): the job verifies the file again
+    before it loads it; for a converted caffemodel the sums it recorded are compared, nothing is hashed."""
+    prefix = f"--{option}-" if option else "--"
+    return [arg for a in ("sha256", "sha1") if entry.get(a) for arg in (f"{prefix}{a}", entry[a])]
 
 
 def model_args(wildcards=None):
     """--model/--weights/--mean-file/--preprocess options shared by extract, sweep and gamma, as a list for {params:q}."""
     weights, mean = config["model"]["weights"], config["model"]["mean_file"]
     args = ["--model", config["model"]["name"]]
-    if weights_file():
-        args += ["--weights", weights_file()]
+    if job_weights_file():
+        args += ["--weights", job_weights_file()]
         if isinstance(weights, dict):
             args += checksum_args("weights", weights)
     elif isinstance(weights, str):
@@ -201,6 +219,22 @@ def attack_options():
         *("--n-examples", str(attack_option("n_examples")), "--seed", str(attack_option("seed"))),
         *("--batch-size", str(attack_option("batch_size")), "--threads", str(attack_option("threads"))),
     ]
+
+
+def job_priority(wildcards):
+    """Local scheduling order among ready jobs, longest first: a job sweeping from an earlier layer runs more of the
+    network (conv1's sweep costs about 10x fc6's); the gamma controller (all layers) and an image's figures (the
+    longest of the final jobs) outrank every sweep."""
+    layers = list(PLAN.layers)
+    layer = getattr(wildcards, "layer", None)
+    return len(layers) + 1 if layer is None else len(layers) - layers.index(layer) if layer in layers else 0
+
+
+def controller_files():
+    """The gamma controller's CSV of every image, which the tables rule checks against the nonzero_mean sweeps."""
+    if "nonzero_mean" not in config["knobs"]:
+        return []  # no sweep of the controller's knob to check against
+    return expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES)
 
 
 def all_targets():

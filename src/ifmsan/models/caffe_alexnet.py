@@ -64,6 +64,20 @@ class MaxPoolFlatten(CaffeMaxPool):
         return torch.flatten(super().forward(x), 1)
 
 
+def _materialize(module: nn.Module) -> None:
+    """Give every meta parameter and buffer uninitialised CPU storage of its shape and dtype (what to_empty does, but
+    without torch's Python meta kernels: to_empty imports sympy and the decompositions, 0.5 s of a job's start-up)."""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None:
+                sub._parameters[name] = nn.Parameter(
+                    torch.empty(param.shape, dtype=param.dtype), requires_grad=param.requires_grad
+                )
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None:
+                sub._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype)
+
+
 class CaffeAlexNet(LayeredNet):
     """BVLC AlexNet's layers, named after the IFMs they consume, so the state dict reads conv1.weight ... fc8.bias.
 
@@ -103,7 +117,7 @@ class CaffeAlexNet(LayeredNet):
             self.fc6 = LinearReLUDropout(c5 * 6 * 6, fc_width)
             self.fc7 = LinearReLUDropout(fc_width, fc_width)
             self.fc8 = nn.Linear(fc_width, num_classes)
-        self.to_empty(device="cpu")
+        _materialize(self)
         self._set_stages([(layer, getattr(self, layer)) for layer in IFM_LAYERS])
         self.eval()
 
@@ -143,11 +157,17 @@ class CaffeAlexNet(LayeredNet):
             _bias(layer).copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
+@functools.cache
 def _imagenet_class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in index order, as torchvision ships them (no download)."""
-    from torchvision.models import AlexNet_Weights
+    """The 1000 ImageNet class names in index order: torchvision's list, shipped as a file (importing torchvision.models
+    costs a job 1.9 s; tests/test_models_caffe.py checks the file against torchvision)."""
+    from importlib.resources import files
 
-    return tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    text = files("ifmsan.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    names = tuple(text.splitlines())
+    if len(names) != 1000:
+        raise RuntimeError(f"ifmsan/models/imagenet_classes.txt holds {len(names)} class names, expected 1000")
+    return names
 
 
 def build_bvlc_alexnet(
@@ -166,10 +186,21 @@ def build_bvlc_alexnet(
     check_caffe_preprocessing(preprocess)
     mean = None if mean_file is None else load_mean_file(mean_file)
     transform = caffe_preprocessor(preprocess, mean=mean)
+    blobs: dict[str, list] | None = None  # the converted file's tensors, read before the net is built
     if weights is None:
         info: dict[str, object] = {
             "source": f"seeded Kaiming-normal initialisation (seed {seed})", "sha1": None, "trained": False,
             "stand_in": False, "note": "bvlc_alexnet architecture with untrained random weights",
+        }  # fmt: skip
+    elif os.fspath(weights).endswith(".safetensors"):  # converted once from the caffemodel (models/converted.py)
+        from ifmsan.models.converted import load_converted
+
+        path = existing_file(weights, what="bvlc_alexnet weights (converted .safetensors)")
+        tensors, recorded = load_converted(path)  # memory-mapped; format, names, shapes and dtypes checked
+        blobs = {layer: [tensors[f"{layer}.weight"], tensors[f"{layer}.bias"]] for layer in PARAMETER_LAYERS}
+        info = {  # the caffemodel's sha1 and note: outputs carry the same weights provenance as from the caffemodel
+            "source": str(path), "sha1": recorded["caffemodel_sha1"], "trained": True, "stand_in": False,
+            "note": "BVLC AlexNet (Caffe bvlc_alexnet.caffemodel)", "converted_from": recorded["caffemodel"],
         }  # fmt: skip
     else:
         path = existing_file(weights, what="bvlc_alexnet weights (.caffemodel)")
@@ -186,6 +217,8 @@ def build_bvlc_alexnet(
     )  # fmt: skip
     if weights is None:
         net.init_weights(seed=seed)
+    elif blobs is not None:
+        net.load_caffe_blobs(blobs, path=path)
     else:
         from ifmsan.caffe import read_caffemodel
 
