@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -39,6 +38,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from ifmsan.fetch import file_checksum
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -76,15 +77,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def sha(path: Path, algorithm: str) -> str:
-    """The file's hex digest."""
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bvlc_caffemodel(cache: Path) -> Path:
     """A full-size BVLC AlexNet caffemodel with seeded random weights (tests/caffemodel_writer.py), written once."""
     path = cache / "bvlc_alexnet_seed0.caffemodel"
@@ -119,16 +111,20 @@ def local_config(name: str, *, samples: Path, cache: Path) -> dict[str, Any] | N
     weights = bvlc_caffemodel(cache)
     config["model"]["weights"] = {
         "url": weights.as_uri(),
-        "sha1": sha(weights, "sha1"),
+        "sha1": file_checksum(weights, algorithm="sha1"),
         "file": "bvlc_alexnet.caffemodel",
     }
     mean = mean_file(samples, cache)
-    config["model"]["mean_file"] = {"url": mean.as_uri(), "sha256": sha(mean, "sha256"), "file": "ilsvrc_2012_mean.npy"}
+    config["model"]["mean_file"] = {
+        "url": mean.as_uri(),
+        "sha256": file_checksum(mean, algorithm="sha256"),
+        "file": "ilsvrc_2012_mean.npy",
+    }
     images = []
     for image in config["images"]:
         local = samples / "imagenet-samples" / str(image["source"]).rsplit("/", 1)[-1]
         if local.is_file():
-            images.append({**image, "source": local.as_uri(), "sha256": sha(local, "sha256")})
+            images.append({**image, "source": local.as_uri(), "sha256": file_checksum(local, algorithm="sha256")})
         elif name == "paper":
             images.append({"id": image["id"], "source": "skimage:chelsea", "target": image.get("target")})
         else:

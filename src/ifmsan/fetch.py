@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-_HEX = {"sha256": 64, "sha1": 40}
+HEX_DIGITS = {"sha256": 64, "sha1": 40}
 URL_SCHEMES = ("http", "https", "file")
 """The URL schemes ifmsan downloads from (image sources, weights and mean file)."""
 
@@ -49,14 +49,17 @@ def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") ->
     return digest.hexdigest()
 
 
-def _checksums(sha256: str | None, sha1: str | None) -> dict[str, str]:
-    """Validated expected checksums, lower-cased, by algorithm."""
+def checked_sums(sha256: str | None, sha1: str | None, *, what: str = "") -> dict[str, str]:
+    """Validated expected checksums, lower-cased, by algorithm; a ValueError (its text starting with `what`) for
+    anything but 64 / 40 hex digits."""
     expected: dict[str, str] = {}
     for algorithm, value in (("sha256", sha256), ("sha1", sha1)):
         if value is None:
             continue
-        if not isinstance(value, str) or not re.fullmatch(rf"[0-9a-fA-F]{{{_HEX[algorithm]}}}", value):
-            raise ValueError(f"{algorithm} must be {_HEX[algorithm]} hexadecimal digits, got {value!r}")
+        if not isinstance(value, str) or not re.fullmatch(rf"[0-9a-fA-F]{{{HEX_DIGITS[algorithm]}}}", value):
+            raise ValueError(
+                f"{what}{' ' if what else ''}{algorithm} must be {HEX_DIGITS[algorithm]} hexadecimal digits, got {value!r}"
+            )
         expected[algorithm] = value.lower()
     return expected
 
@@ -106,7 +109,7 @@ def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None, sha1
     The sidecar records the digests with the file's size, mtime and inode; any change to the file invalidates it.
     A mismatch raises a ValueError naming the file, the expected and the actual sum, and how to fix it.
     """
-    expected = _checksums(sha256, sha1)
+    expected = checked_sums(sha256, sha1)
     if not expected:
         raise ValueError(f"verifying {path}: give sha256= or sha1=")
     path = Path(path)
@@ -239,7 +242,7 @@ def fetch(
         or (split.scheme.lower() != "file" and not split.netloc)
     ):
         raise ValueError(f"url must be an http://, https:// or file:// URL, got {url!r}")
-    expected = _checksums(sha256, sha1)
+    expected = checked_sums(sha256, sha1)
     if not expected and not allow_unverified:
         raise ValueError(f"fetching {url}: give sha256= or sha1= (or allow_unverified=True to skip verification)")
     if not isinstance(retries, int) or retries < 0:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ifmsan.fetch import CHUNK, HEX_DIGITS, checked_sums
+
 if TYPE_CHECKING:
     import torch
 
@@ -44,7 +46,6 @@ LAYOUT = (
     "float32 little-endian, C order, in Caffe's blob shapes: convolution weight (out, in/group, kh, kw), "
     "fully connected weight (out, in), bias (out,)"
 )
-_HEX = {"sha1": 40, "sha256": 64}
 _HOW = "(ifmsan convert-weights CAFFEMODEL --out FILE.safetensors; docs/models.md)"
 
 
@@ -63,23 +64,9 @@ def converted_path(caffemodel: str | os.PathLike[str]) -> Path:
     return Path(caffemodel).with_suffix(SUFFIX)
 
 
-def _checked_sums(sha1: str | None, sha256: str | None, *, what: str) -> dict[str, str]:
-    """Expected checksums by algorithm, lower-cased; a ValueError for anything but 40 / 64 hex digits."""
-    sums: dict[str, str] = {}
-    for algorithm, value in (("sha1", sha1), ("sha256", sha256)):
-        if value is None:
-            continue
-        if not isinstance(value, str) or not re.fullmatch(rf"[0-9a-fA-F]{{{_HEX[algorithm]}}}", value):
-            raise ValueError(f"{what} {algorithm} must be {_HEX[algorithm]} hexadecimal digits, got {value!r}")
-        sums[algorithm] = value.lower()
-    return sums
-
-
 def _digests(path: Path) -> dict[str, str]:
     """sha1 and sha256 of a file in one pass."""
-    from ifmsan.fetch import CHUNK
-
-    digests = {algorithm: hashlib.new(algorithm) for algorithm in _HEX}
+    digests = {algorithm: hashlib.new(algorithm) for algorithm in HEX_DIGITS}
     with path.open("rb") as handle:
         while block := handle.read(CHUNK):
             for digest in digests.values():
@@ -131,7 +118,7 @@ def convert_caffemodel(
     source, target = Path(caffemodel), Path(out)
     if target.suffix != SUFFIX:
         raise ValueError(f"output {target} must end in {SUFFIX}, got suffix {target.suffix or '(none)'!r}")
-    expected = _checked_sums(sha1, sha256, what="expected caffemodel")
+    expected = checked_sums(sha256, sha1, what="expected caffemodel")
     if not source.exists():
         raise FileNotFoundError(f"caffemodel not found: {source}")
     if not source.is_file():
@@ -212,9 +199,9 @@ def _check_header(path: Path, handle: Any) -> dict[str, str]:
         )
     for key in ("caffemodel_sha1", "caffemodel_sha256"):
         algorithm = key.removeprefix("caffemodel_")
-        if not re.fullmatch(rf"[0-9a-f]{{{_HEX[algorithm]}}}", metadata.get(key, "")):
+        if not re.fullmatch(rf"[0-9a-f]{{{HEX_DIGITS[algorithm]}}}", metadata.get(key, "")):
             raise ValueError(
-                f"{path}: metadata {key} is {metadata.get(key)!r}, expected {_HEX[algorithm]} lower-case hex digits; "
+                f"{path}: metadata {key} is {metadata.get(key)!r}, expected {HEX_DIGITS[algorithm]} lower-case hex digits; "
                 f"convert the caffemodel again {_HOW}"
             )
     expected = expected_tensors()
@@ -263,7 +250,7 @@ def verify_converted(
     sha1 / sha256 name the caffemodel the file was converted from (as --weights-sha1/-sha256 do for bvlc_alexnet);
     at least one is required. Returns the metadata; a ValueError names the file and both sums.
     """
-    expected = _checked_sums(sha1, sha256, what="expected caffemodel")
+    expected = checked_sums(sha256, sha1, what="expected caffemodel")
     if not expected:
         raise ValueError(f"verifying {path}: give sha1= or sha256= (of the caffemodel it was converted from)")
     path = Path(path)
@@ -277,7 +264,7 @@ def load_converted(
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors of a converted file, read through a memory map, and its metadata, after every check of
     read_converted_metadata and (when given) of the recorded caffemodel sums against `sha1` / `sha256`."""
-    expected = _checked_sums(sha1, sha256, what="expected caffemodel")
+    expected = checked_sums(sha256, sha1, what="expected caffemodel")
     path = Path(path)
     with _open(path) as handle:
         metadata = _check_header(path, handle)
