@@ -4,18 +4,23 @@ For one image it runs `ifmsan.sweep.sweep_ifm` (the engine behind `ifmsan sweep`
 sanitizer and the forward passes inside it, then the same forward batches on the unsanitized IFM, and prints and
 writes as JSON (median, min and max over --reps) per layer and in total:
 
-- sanitize_s, forward_s, sweep_s (wall time of sweep_ifm), bare_forward_s, overhead = sanitize_s / bare_forward_s;
-- flop_efficiency = useful FLOPs / (sweep_s × the FLOP rate of a large torch.mm measured right before and after each
-  layer's sweep, as the machine may be shared), where
-  useful FLOPs are 2 × the multiply-accumulates of every convolution and fully connected layer the partial forward
-  passes run (LRN, pooling, ReLU and softmax are not counted);
+- sanitize_s, forward_s, sweep_s (wall time of sweep_ifm), bare_forward_s, overhead = sanitize_s / bare_forward_s,
+  forward_share = the layer's bare_forward_s / the total's (the overhead target counts per layer from 2 % on);
+- sweep_gflops = useful FLOPs / sweep_s, where useful FLOPs are 2 × the multiply-accumulates of every convolution and
+  fully connected layer the partial forward passes run (LRN, pooling, ReLU and softmax are not counted), against two
+  limits (benchmarks/machine_limits.py): flop_efficiency = sweep_gflops / the GEMM limit (the best of a torch.mm scan over
+  the sweep's own GEMM shapes and square sizes, and of every layer's rate inside the sweeps: it cannot exceed 1), and
+  peak_efficiency = sweep_gflops / the theoretical peak (cores × clock × fp32 lanes × 2 × FMA units, assumptions in
+  the JSON);
 - peak_rss_mb, the process's peak resident memory during the sweep (model, IFMs and buffers included);
 - with --before, sanitize_before_s and overhead_before: the same sanitizer calls on the torch path (the algorithm
   before this issue), timed beside the fused path;
 - naive_speedup: a per-window transcription of Algorithm 1 with torch ops against the vectorized sanitizer on pool5
   (python_speedup: the same against a plain-Python transcription).
 
-Optional: --dag times a Snakemake run of the demo DAG in a temporary folder; --forward-before re-runs every sweep
+Optional: --profile splits the sanitizer's time (stream tables, mean and distance pass, fill, call overhead, first
+touch of the batch buffer); --compare-cpu (with --device cuda) compares p(n) and the sanitized IFMs with the CPU
+path; --dag times a Snakemake run of the demo DAG in a temporary folder; --forward-before re-runs every sweep
 with the forward path as it was before the fused layers (nn.LocalResponseNorm, torch max pooling, no gathered
 head), back to back, and reports the forward time ratio, max |Δp| and eff_san changes.
 Run it as `make bench` or `.venv/bin/python benchmarks/bench_sweep.py --help`.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -39,6 +45,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import machine_limits as limits  # benchmarks/machine_limits.py and profile_sanitizer.py, next to this script
+import profile_sanitizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,6 +98,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also time the bare forward per layer at these batch sizes (e.g. 16,32,64,149), "
         "contiguous and channels_last, to choose the sweep's batch size and memory format",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also split the sanitizer's time: stream tables, mean and distance pass, fill, call overhead, first touch",
+    )
+    parser.add_argument(
+        "--compare-cpu",
+        action="store_true",
+        help="also run every sweep and sanitizer call on the CPU and compare (for --device cuda): max |Δp|, "
+        "windows whose sanitized IFM differs",
+    )
     parser.add_argument("--dag", action="store_true", help="also time the demo DAG with Snakemake (several minutes)")
     parser.add_argument("--dag-config", type=Path, default=ROOT / "config" / "demo.yaml", help="config for --dag")
     parser.add_argument(
@@ -128,23 +148,6 @@ def synchronize(device: str) -> None:
 
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def mm_flop_rate(device: str, *, size: int = 3072, reps: int = 3) -> float:
-    """FLOP/s of a large float32 torch.mm on this device (median of reps, after one warm-up)."""
-    import torch
-
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    torch.mm(a, b)
-    times = []
-    for _ in range(reps):
-        synchronize(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
 
 
 def useful_flops(net: Any, layers: Sequence[str]) -> dict[str, float]:
@@ -545,6 +548,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 everywhere: the limits and the CPU comparison assume it
+    torch.backends.cudnn.allow_tf32 = False
     import ifmsan
     import ifmsan.sanitize as sanitize
     from ifmsan import models
@@ -572,6 +577,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sanitize.sample_and_hold_sweep(torch.ones(8), [2, 3])
     startup_s = time.perf_counter() - warm
     flops = useful_flops(net, layers)
+    sync = functools.partial(synchronize, args.device)
+    peak = limits.device_peak(args.device, threads=torch.get_num_threads())
     meta = {
         "when": datetime.datetime.now().isoformat(timespec="seconds"),
         "argv": sys.argv[1:],
@@ -602,23 +609,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{meta['threads']} threads, sanitizer: {meta['sanitizer_path']} (startup {startup_s:.2f} s)",
         flush=True,
     )
+    if peak.get("gflops"):
+        print(f"theoretical peak {peak['gflops']:.1f} GFLOP/s: {'; '.join(peak['assumptions'])}", flush=True)
+    else:
+        print(f"theoretical peak: not computed ({peak.get('why')})", flush=True)
 
     per_layer: dict[str, dict[str, list[float]]] = {layer: {} for layer in layers}
     totals: dict[str, list[float]] = {}
     probabilities: dict[str, Any] = {}
     naive: list[dict[str, float]] = []
+    scans: list[list[dict[str, Any]]] = []
+    limit_sources: list[str] = []
+    shapes: dict[tuple[int, int, int], dict[str, Any]] = {}
     for rep in range(args.reps):
-        rate_before = mm_flop_rate(args.device)
-        rep_totals = dict.fromkeys(("sanitize_s", "forward_s", "sweep_s", "bare_forward_s", "useful_flops"), 0.0)
-        rep_totals["peak_rss_mb"] = 0.0
-        peak_work = 0.0
+        in_sweep: dict[str, dict[str, float]] = {}
+        rep_figures: dict[str, dict[str, float]] = {}
         for layer in layers:
-            figures, probability = sweep_layer(
-                net, ifms[layer], layer=layer, windows=windows, target=target, batch_size=batch_size, device=args.device
-            )
-            rate_after = mm_flop_rate(args.device)
-            rate = (rate_before + rate_after) / 2  # the machine is shared: the mm rate right around this sweep
-            rate_before = rate_after
+            clock = limits.OpClock(net, synchronize=sync)
+            with clock.watch():
+                figures, probability = sweep_layer(
+                    net,
+                    ifms[layer],
+                    layer=layer,
+                    windows=windows,
+                    target=target,
+                    batch_size=batch_size,
+                    device=args.device,
+                )
+            in_sweep[layer] = clock.rates()
+            shapes.update(clock.shapes)
             probabilities[layer] = probability
             figures["bare_forward_s"] = bare_forward(
                 net, ifms[layer], layer=layer, n_values=len(windows), batch_size=batch_size, device=args.device
@@ -630,20 +649,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ifms[layer], windows, batch_size=batch_size, device=args.device
                 )
                 figures["overhead_before"] = figures["sanitize_before_s"] / figures["bare_forward_s"]
-            figures["mm_gflops"] = rate / 1e9
-            figures["flop_efficiency"] = figures["useful_flops"] / (figures["sweep_s"] * rate)
-            peak_work += figures["sweep_s"] * rate
-            for key, value in figures.items():
-                per_layer[layer].setdefault(key, []).append(value)
-            for key in ("sanitize_s", "forward_s", "sweep_s", "bare_forward_s", "useful_flops", "sanitize_before_s"):
-                if key in figures:
-                    rep_totals[key] = rep_totals.get(key, 0.0) + figures[key]
-            rep_totals["peak_rss_mb"] = max(rep_totals["peak_rss_mb"], figures["peak_rss_mb"])
-        rep_totals["mm_gflops"] = peak_work / rep_totals["sweep_s"] / 1e9  # weighted by each layer's sweep time
+            rep_figures[layer] = figures
+        scans.append(limits.gemm_scan(list(shapes.values()), device=args.device, reps=3, synchronize=sync))
+        limit = limits.gemm_limit(scans[-1], in_sweep)
+        limit_sources.append(limit["source"])
+        rep_totals = {
+            key: sum(figures.get(key, 0.0) for figures in rep_figures.values())
+            for key in ("sanitize_s", "forward_s", "sweep_s", "bare_forward_s", "useful_flops", "sanitize_before_s")
+        }
+        if not args.before:
+            del rep_totals["sanitize_before_s"]
+        rep_totals["peak_rss_mb"] = max(figures["peak_rss_mb"] for figures in rep_figures.values())
+        rep_totals["gemm_limit_gflops"] = limit["gflops"]
+        rep_totals["best_scan_gflops"] = limit["best_scan_gflops"]
+        for part in [*rep_figures.values(), rep_totals]:
+            part["sweep_gflops"] = part["useful_flops"] / part["sweep_s"] / 1e9
+            part["flop_efficiency"] = part["sweep_gflops"] / limit["gflops"]  # <= 1 by construction (machine_limits.py)
+            if peak.get("gflops"):
+                part["peak_efficiency"] = part["sweep_gflops"] / peak["gflops"]
         rep_totals["overhead"] = rep_totals["sanitize_s"] / rep_totals["bare_forward_s"]
         if args.before:
             rep_totals["overhead_before"] = rep_totals["sanitize_before_s"] / rep_totals["bare_forward_s"]
-        rep_totals["flop_efficiency"] = rep_totals["useful_flops"] / peak_work
+        for layer, figures in rep_figures.items():
+            figures["forward_share"] = figures["bare_forward_s"] / rep_totals["bare_forward_s"]
+            for key, value in figures.items():
+                per_layer[layer].setdefault(key, []).append(value)
         for key, value in rep_totals.items():
             totals.setdefault(key, []).append(value)
         if not args.skip_naive:
@@ -653,15 +683,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             speedup += (
                 f", torch-path sanitize {rep_totals['sanitize_before_s']:.2f} s ({rep_totals['overhead_before']:.4f})"
             )
+        peak_part = f", {rep_totals['peak_efficiency']:.3f} of the peak" if "peak_efficiency" in rep_totals else ""
         print(
             f"rep {rep + 1}/{args.reps}: sanitize {rep_totals['sanitize_s']:.2f} s, forward {rep_totals['forward_s']:.2f} s, "
             f"bare forward {rep_totals['bare_forward_s']:.2f} s, overhead {rep_totals['overhead']:.4f}, "
-            f"flop_efficiency {rep_totals['flop_efficiency']:.3f} (mm {rep_totals['mm_gflops']:.1f} GFLOP/s){speedup}",
+            f"sweep {rep_totals['sweep_gflops']:.1f} GFLOP/s = {rep_totals['flop_efficiency']:.3f} of the GEMM limit "
+            f"({limit['gflops']:.1f} GFLOP/s: {limit['source']}){peak_part}{speedup}",
             flush=True,
         )
 
     result: dict[str, Any] = {
         "meta": meta,
+        "limits": {
+            "gemm": "the best of the GEMM scan (torch.mm, same threads) and of every conv/fc layer's rate inside the "
+            "measured sweeps; sweep FLOPs / sweep time cannot exceed it (see benchmarks/machine_limits.py)",
+            "gemm_limit_source": limit_sources,
+            "scan": scans,
+            "peak": peak,
+        },
         "total": {key: spread(values) for key, values in totals.items()},
         "layers": {
             layer: {key: spread(values) for key, values in figures.items()} for layer, figures in per_layer.items()
@@ -692,8 +731,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             baseline=probabilities,
             eff_san=eff_san,
             reps=args.reps,
-            rate=statistics.median(totals["mm_gflops"]) * 1e9,
-            flops=flops,
         )
     if args.scan:
         result["scan"] = scan_batches(
@@ -705,11 +742,72 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             device=args.device,
             sizes=[int(size) for size in args.scan.split(",")],
         )
+    if args.profile:
+        result["profile"] = profile_sanitizer.profile(
+            {layer: ifms[layer] for layer in layers}, windows, batch_size=batch_size, reps=args.reps
+        )
+    if args.compare_cpu:
+        result["compare_cpu"] = compare_with_cpu(
+            net, ifms, layers=layers, windows=windows, target=target, batch_size=batch_size, probabilities=probabilities
+        )
     if args.dag:
         result["dag"] = time_dag(args.dag_config, cores=[int(c) for c in args.cores.split(",")], reduce=args.dag_reduce)
     result["meta"]["load_average_end"] = os.getloadavg()
     result["meta"]["max_probability"] = {layer: float(np.max(p)) for layer, p in probabilities.items()}
     return result
+
+
+def compare_with_cpu(
+    net: Any,
+    ifms: dict[str, Any],
+    *,
+    layers: list[str],
+    windows: list[int],
+    target: int,
+    batch_size: int,
+    probabilities: dict[str, Any],
+) -> dict[str, Any]:
+    """The same sweeps on a CPU copy of the network (max |Δp| per layer) and every sanitizer call on the CPU (how many
+    windows' sanitized IFMs differ in any bit, and by how much at most)."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from ifmsan.sanitize import sample_and_hold_sweep
+
+    cpu_net = copy.deepcopy(net).to("cpu")
+    rows = {}
+    for layer in layers:
+        here = ifms[layer]
+        there = here.detach().cpu()
+        _, p_cpu = sweep_layer(
+            cpu_net, there, layer=layer, windows=windows, target=target, batch_size=batch_size, device="cpu"
+        )
+        differing, largest = 0, 0.0
+        for first in range(0, len(windows), batch_size):
+            chunk = windows[first : first + batch_size]
+            on_device = sample_and_hold_sweep(here, chunk).cpu()
+            on_cpu = sample_and_hold_sweep(there, chunk)
+            same = (on_device.view(torch.int32) == on_cpu.view(torch.int32)).reshape(len(chunk), -1).all(dim=1)
+            differing += int((~same).sum())
+            largest = max(largest, float((on_device - on_cpu).abs().max()))
+        rows[layer] = {
+            "max_abs_delta_p": float(np.max(np.abs(probabilities[layer] - p_cpu))),
+            "windows_differing": differing,
+            "max_abs_delta_sanitized": largest,
+        }
+    summary = {
+        "max_abs_delta_p": max(row["max_abs_delta_p"] for row in rows.values()),
+        "windows_differing": sum(row["windows_differing"] for row in rows.values()),
+        "windows": len(windows) * len(layers),
+    }
+    print(
+        f"{next(net.parameters()).device} against CPU: max |Δp| {summary['max_abs_delta_p']:.3g}, sanitized IFMs "
+        f"differing in {summary['windows_differing']} of {summary['windows']} (layer, window) pairs",
+        flush=True,
+    )
+    return {"layers": rows, **summary}
 
 
 def forward_before_experiment(
@@ -724,8 +822,6 @@ def forward_before_experiment(
     baseline: dict[str, Any],
     eff_san: Callable[..., float],
     reps: int,
-    rate: float,
-    flops: dict[str, float],
 ) -> dict[str, Any]:
     """Per layer, the sweep now and with the earlier forward path back to back: sweep times, max |Δp|, eff_san changes."""
     import numpy as np
@@ -787,18 +883,71 @@ def _version(package: str) -> str | None:
         return None
 
 
+OVERHEAD_TARGET = 0.03
+"""The sanitizer's share of the bare forward time, in total and per layer."""
+SHARE_FOR_LAYER_TARGET = 0.02
+"""A layer's overhead counts once its bare forward is at least this share of the total (tiny forwards are noise)."""
+
+
+def verdict(result: dict[str, Any]) -> dict[str, Any]:
+    """The overhead target in total and per layer (medians), and both FLOP ratios."""
+    total = result["total"]
+    layers = {
+        layer: {
+            "overhead": figures["overhead"]["median"],
+            "forward_share": figures["forward_share"]["median"],
+            "counts": figures["forward_share"]["median"] >= SHARE_FOR_LAYER_TARGET,
+        }
+        for layer, figures in result["layers"].items()
+    }
+    checked = {layer: row for layer, row in layers.items() if row["counts"]}
+    return {
+        "overhead_target": OVERHEAD_TARGET,
+        "total_overhead": total["overhead"]["median"],
+        "total_ok": total["overhead"]["median"] <= OVERHEAD_TARGET,
+        "layers_checked": f"bare forward >= {SHARE_FOR_LAYER_TARGET:.0%} of the total",
+        "layers": layers,
+        "layers_ok": all(row["overhead"] <= OVERHEAD_TARGET for row in checked.values()),
+        "flop_efficiency": total["flop_efficiency"]["median"],
+        "peak_efficiency": total["peak_efficiency"]["median"] if "peak_efficiency" in total else None,
+    }
+
+
 def print_table(result: dict[str, Any]) -> None:
-    """Per-layer medians and the totals with their min..max, as plain text."""
-    keys = ("sanitize_s", "forward_s", "bare_forward_s", "overhead", "flop_efficiency", "peak_rss_mb")
+    """Per-layer medians, the totals with their min..max, and the targets, as plain text."""
+    keys = (
+        "sanitize_s",
+        "bare_forward_s",
+        "forward_share",
+        "overhead",
+        "flop_efficiency",
+        "peak_efficiency",
+        "peak_rss_mb",
+    )
+    keys = tuple(key for key in keys if key in result["total"] or key == "forward_share")
     if "overhead_before" in result["total"]:
         keys += ("overhead_before",)
-    print(f"{'layer':8s}" + "".join(f"{key:>17s}" for key in keys))
+    print(f"{'layer':8s}" + "".join(f"{key:>16s}" for key in keys))
     for layer, figures in result["layers"].items():
-        print(f"{layer:8s}" + "".join(f"{figures[key]['median']:17.4f}" for key in keys))
+        print(f"{layer:8s}" + "".join(f"{figures[key]['median']:16.4f}" for key in keys))
     print("total (median [min, max]):")
     for key, value in result["total"].items():
         if key != "useful_flops":
-            print(f"  {key:16s} {value['median']:.4f} [{value['min']:.4f}, {value['max']:.4f}]")
+            print(f"  {key:18s} {value['median']:.4f} [{value['min']:.4f}, {value['max']:.4f}]")
+    check = result["verdict"]
+    mark = {True: "ok", False: "ABOVE"}
+    print(
+        f"sweep FLOP rate: {check['flop_efficiency']:.3f} of the GEMM limit (cannot exceed 1), "
+        + (
+            f"{check['peak_efficiency']:.3f} of the theoretical peak"
+            if check["peak_efficiency"]
+            else "no peak computed"
+        )
+    )
+    print(f"overhead <= {OVERHEAD_TARGET}: total {check['total_overhead']:.4f} {mark[check['total_ok']]}; per layer "
+          f"({check['layers_checked']}): " + ", ".join(
+              f"{layer} {row['overhead']:.4f} {mark[row['overhead'] <= OVERHEAD_TARGET]}"
+              for layer, row in check["layers"].items() if row["counts"]))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -810,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     use_openmp_advice()  # OMP_WAIT_POLICY=PASSIVE unless the user chose, before run() imports torch
 
     result = run(args)
+    result["verdict"] = verdict(result)
     print_table(result)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or RESULTS / f"bench_{stamp}_t{args.threads}_{args.sanitizer}.json"

@@ -188,3 +188,51 @@ def test_kernel_false_always_takes_the_torch_path(monkeypatch: pytest.MonkeyPatc
     assert_bitwise_equal(plain, fast)
     with pytest.raises(AssertionError, match="fused path ran"):
         ifmsan.sample_and_hold_sweep(torch.from_numpy(array), [2, 7, 50])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vector_distance_pass_keeps_the_first_of_equal_distances(seed: int) -> None:
+    """Windows long enough for the vector pass (two chains of LANES lanes, then a merge of the lanes): with values from a
+    handful of quarter steps the window mean is often halfway between two of them, so equal distances fall in every
+    lane, chain and tail position; the first in stream order must win, as in the naive Algorithm 1."""
+    rng = np.random.default_rng(seed)
+    array = (rng.integers(-3, 4, 6001) / 4).astype(np.float32)
+    array[rng.random(6001) < 0.3] = 0.0
+    lanes = sanitize_kernels.LANES
+    shortest = sanitize_kernels.VECTOR_MIN_WINDOW
+    windows = [shortest - 1, shortest, lanes * 2, lanes * 2 + 1, lanes * 3 - 1, 33, 47, 64, 100, 149, 150, 1000, 6001]
+    expected = naive_rows(array, windows)
+    ties = sum(
+        int(np.count_nonzero(np.isclose(np.abs(w - np.mean(w[w != 0])), np.abs(w - np.mean(w[w != 0])).min())) > 1)
+        for n in windows
+        for w in np.array_split(array.astype(np.float64), range(n, array.size, n))
+        if np.any(w != 0)
+    )
+    assert ties > 100  # the case under test does occur, often
+    assert_bitwise_equal(fused(array, windows), expected)
+
+
+@pytest.mark.parametrize("length", [16, 37, 40])
+def test_vector_distance_pass_breaks_a_tie_between_any_two_positions(length: int) -> None:
+    """Windows of zeros but for two samples equally far from their mean (1 and 3 around 2), at every pair of positions
+    (any lane of either chain, the tail) and in both orders: the first of the two is held."""
+    windows = []
+    for first in range(length):
+        for second in range(first + 1, length):
+            for low_first in (True, False):
+                window = np.zeros(length, dtype=np.float32)
+                window[first], window[second] = (1.0, 3.0) if low_first else (3.0, 1.0)
+                windows.append(window)
+    stream = np.concatenate(windows)
+    held = fused(stream, [length]).reshape(len(windows), length)
+    expected = np.array([w[np.flatnonzero(w)[0]] for w in windows], dtype=np.float32)
+    np.testing.assert_array_equal(held, np.repeat(expected[:, None], length, axis=1))
+
+
+def test_the_kernel_refuses_an_output_with_too_few_rows() -> None:
+    """The compiled kernel checks no bounds per sample, so it checks its arguments' shapes once per call."""
+    stream_tables, hold_windows = sanitize_kernels.compiled_kernels()
+    x = np.arange(1, 65, dtype=np.float32)
+    rows = np.zeros((3, 64), dtype=np.float32)
+    with pytest.raises(ValueError, match="a row of the stream's length per window"):
+        hold_windows(x, *stream_tables(x), np.array([2, 3, 4], np.int64), 0, np.zeros(1, np.int64), rows[:2])

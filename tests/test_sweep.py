@@ -235,3 +235,48 @@ def test_read_ifms_reads_only_the_layers_asked_for(extracted, tmp_path: Path) ->
     write_netcdf(broken, tmp_path / "broken.nc")
     with pytest.raises(ValueError, match="lacks variable conv1"):  # a missing layer is found without loading it
         read_ifms(tmp_path / "broken.nc", layers=["pool5"])
+
+
+def test_fault_in_touches_one_value_per_page_of_a_cpu_buffer() -> None:
+    """The sweep's batch buffer is faulted in at allocation (not in the first sanitizer call): one write per 4 KiB page."""
+    from ifmsan.sweep import fault_in
+
+    buffer = torch.full((3, 5000), 7.0)
+    assert fault_in(buffer) is buffer
+    flat = buffer.view(-1)
+    touched = torch.zeros_like(flat, dtype=torch.bool)
+    touched[::1024] = True  # 1024 float32 = 4 KiB
+    assert bool((flat[touched] == 0).all()) and bool((flat[~touched] == 7.0).all())
+    doubles = torch.full((1500,), 7.0, dtype=torch.float64)
+    fault_in(doubles)
+    assert int((doubles == 0).sum()) == 3  # 0, 512, 1024
+    assert fault_in(torch.empty(0)).numel() == 0
+
+
+def test_drain_in_threads_runs_every_item_once_on_reused_threads() -> None:
+    """The kernels' thread split: each item exactly once, the helper threads kept between calls, errors raised."""
+    import threading
+
+    from ifmsan.jit import drain_in_threads
+
+    names: set[str] = set()
+    for call in range(3):
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def task(item: int, seen: list[int] = seen, lock: threading.Lock = lock) -> None:
+            with lock:
+                seen.append(item)
+                names.add(threading.current_thread().name)
+
+        drain_in_threads(task, 40, workers=3)
+        assert sorted(seen) == list(range(40)), call
+    helpers = {name for name in names if name.startswith("ifmsan-kernel")}
+    assert len(helpers) <= 2  # at most workers - 1 helpers over all three calls: the same threads each time
+
+    def fail(item: int) -> None:
+        if item == 5:
+            raise RuntimeError("item 5 failed")
+
+    with pytest.raises(RuntimeError, match="item 5 failed"):
+        drain_in_threads(fail, 10, workers=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +23,11 @@ def numba_compile(*functions: Callable[..., Any]) -> tuple[Callable[..., Any], .
 
 
 def drain_in_threads(task: Callable[[int], None], count: int, *, workers: int) -> None:
-    """Run task(0..count-1) on `workers` threads taking one item at a time, so a thread the OS holds back delays nobody."""
+    """Run task(0..count-1) on `workers` threads taking one item at a time, so a thread the OS holds back delays nobody.
+
+    The helpers are the persistent threads of `helper_pool`: starting threads anew for each call cost more than a
+    small call's work (a sweep calls the sanitizer for every batch).
+    """
     workers = max(1, min(workers, count))
     counter = itertools.count()
 
@@ -34,8 +39,24 @@ def drain_in_threads(task: Callable[[int], None], count: int, *, workers: int) -
     if workers == 1:
         drain()
         return
-    with ThreadPoolExecutor(max_workers=workers - 1) as pool:
-        helpers = [pool.submit(drain) for _ in range(workers - 1)]
+    pool = helper_pool(workers - 1)
+    helpers = [pool.submit(drain) for _ in range(workers - 1)]
+    try:
         drain()
+    finally:
         for helper in helpers:
             helper.result()
+
+
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def helper_pool(size: int) -> ThreadPoolExecutor:
+    """A process-wide pool of at least `size` idle threads (they sleep between calls), replaced by a larger one if need be."""
+    with _POOL_LOCK:
+        if not _POOL or _POOL[0]._max_workers < size:
+            if _POOL:
+                _POOL.pop().shutdown(wait=False)
+            _POOL.append(ThreadPoolExecutor(max_workers=size, thread_name_prefix="ifmsan-kernel"))
+        return _POOL[0]

@@ -11,6 +11,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,8 +23,15 @@ _FAR = 1e300
 """Stands in for a zero sample in the distance pass: farther from any float32 window mean than every nonzero sample."""
 _EXACT = 2**53
 """Below this many units every partial sum of a window is an exact float64, so any summation order gives the same sum."""
-PARALLEL_MIN_SAMPLES = 1 << 16
+PARALLEL_MIN_SAMPLES = 1 << 14
 """IFMs from this many samples on share their window sizes among torch's threads; smaller ones are not worth a thread."""
+LANES = 8
+"""Samples per vector step of the distance pass (8 float64: one AVX-512 register, two AVX2 ones)."""
+VECTOR_MIN_WINDOW = 16
+"""Windows from this many samples on take the vector distance pass; shorter ones the scalar loop, which is faster there."""
+GROUPS_PER_WORKER = 4
+"""The window sizes of a call are handed to the threads in about this many groups per thread: few calls into the
+kernel (each costs the GIL a moment), enough groups that a thread the OS holds back delays the others little."""
 KERNEL_MIN_WORK = 1 << 22
 """Samples × window sizes from which a call loads the compiled kernels (about 1 s, once per process); smaller calls
 take the torch path until they are loaded, so short jobs on small IFMs do not pay for them."""
@@ -34,7 +42,8 @@ def stream_tables(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
     Every nonzero float32 is an integer multiple of `unit`, the spacing of the smallest binade present; `sums` and
     `magnitudes` are prefix sums of those integers (wrapping int64: window differences stay exact), `counts` is the
-    prefix count of nonzeros, and `near` is the stream in float64 with zeros moved out of reach (_FAR).
+    prefix count of nonzeros, and `near` is the stream in float64 with zeros moved out of reach (_FAR), padded with
+    2 x LANES more _FAR so that the vector distance pass may read whole vectors past a window's last sample.
     """
     size = x.shape[0]
     bits = x.view(np.uint32)
@@ -46,7 +55,7 @@ def stream_tables(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
             lowest = min(lowest, exponent)
             highest = max(highest, exponent)
     lowest = min(lowest, highest)
-    near = np.empty(size, np.float64)
+    near = np.full(size + 2 * LANES, _FAR)
     sums = np.empty(size + 1, np.int64)
     magnitudes = np.empty(size + 1, np.int64)
     counts = np.empty(size + 1, np.int64)
@@ -81,6 +90,8 @@ def hold_windows(
 ) -> None:
     """Write each window size's sanitized stream into its row of out: per window, pick the held sample and fill."""
     size = x.shape[0]
+    if out.shape[0] < windows.shape[0] or out.shape[1] < size or near.shape[0] < size + 2 * LANES:
+        raise ValueError("hold_windows: out needs a row of the stream's length per window, near the padded stream")
     pick = 0
     for row in range(windows.shape[0]):
         window = windows[row]
@@ -107,20 +118,126 @@ def hold_windows(
                     for i in range(start, stop):
                         total += np.float64(x[i])
                 mean = total / count
-                best = np.inf
-                for i in range(start, stop):
-                    distance = abs(near[i] - mean)
-                    if distance < best:
-                        best = distance
-                        held = i
+                if stop - start >= VECTOR_MIN_WINDOW:
+                    held = start + nearest(near, start, stop - start, mean)
+                else:
+                    best = np.inf
+                    base = np.uint64(start)
+                    for j in range(stop - start):
+                        distance = abs(near[base + np.uint64(j)] - mean)
+                        closer = distance < best
+                        held = start + j if closer else held
+                        best = distance if closer else best
             target[start:stop] = x[held]
+
+
+def nearest(near: np.ndarray, start: int, length: int, mean: float) -> int:
+    """Offset of the first of near[start:start + length] closest to mean; compiled code gets the vector form."""
+    distances = np.abs(near[start : start + length] - mean)
+    return int(np.argmin(distances))  # argmin keeps the first of equal distances
+
+
+def register_vector_nearest() -> None:
+    """Give compiled code a vector `nearest`, a numba intrinsic (the compiler does not vectorize an argmin itself).
+
+    Two chains of LANES samples per step turn distances into int64 keys (|d| as float64 bits orders like |d| as an
+    int64, ties included) and keep each lane's first smallest key and its offset; then the smallest key over the lanes,
+    and the smallest offset among the lanes that hold it: the first of the closest samples, branch-free. It reads up to
+    2 x LANES - 1 samples past the window (the padding of `near`) and keys them out.
+    """
+    from llvmlite import ir
+    from numba import types
+    from numba.extending import intrinsic, overload
+
+    i32, i64, f64 = ir.IntType(32), ir.IntType(64), ir.DoubleType()
+    vf, vi = ir.VectorType(f64, LANES), ir.VectorType(i64, LANES)
+    far = ir.Constant(vi, [2**63 - 1] * LANES)  # also the mask that clears the sign bit
+    lanes = ir.Constant(vi, list(range(LANES)))
+
+    def splat(builder: ir.IRBuilder, value: ir.Value, vector: ir.VectorType) -> ir.Value:
+        """The scalar in every lane."""
+        first = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(i32, 0))
+        return builder.shuffle_vector(
+            first, ir.Constant(vector, ir.Undefined), ir.Constant(ir.VectorType(i32, LANES), [0] * LANES)
+        )
+
+    def reduce(builder: ir.IRBuilder, operation: str, vector: ir.Value) -> ir.Value:
+        """LLVM's horizontal reduction of an int64 vector (smin or umin)."""
+        name = f"llvm.vector.reduce.{operation}.v{LANES}i64"
+        function = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(i64, [vi]), name=name
+        )
+        return builder.call(function, [vector])
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Sequence[ir.Value]) -> ir.Value:
+        """Emit the pass: two vectors per step over the window (two chains), their merge, then the lanes' merge."""
+        array, start, length, mean = args
+        base = builder.gep(context.make_array(signature.args[0])(context, builder, array).data, [start])
+        means, lengths = splat(builder, mean, vf), splat(builder, length, vi)
+
+        def step(offset_vector: ir.Value, keys: ir.Value, offsets: ir.Value) -> tuple[ir.Value, ir.Value]:
+            """One vector of distances: keys out lanes past the window, keep each lane's first smallest key."""
+            first = builder.extract_element(offset_vector, ir.Constant(i32, 0))
+            values = builder.load(builder.bitcast(builder.gep(base, [first]), vf.as_pointer()), align=8)
+            step_keys = builder.and_(builder.bitcast(builder.fsub(values, means), vi), far)
+            step_keys = builder.select(builder.icmp_signed("<", offset_vector, lengths), step_keys, far)
+            closer = builder.icmp_signed("<", step_keys, keys)  # strictly: a lane keeps its first smallest key
+            return builder.select(closer, step_keys, keys), builder.select(closer, offset_vector, offsets)
+
+        entry = builder.block
+        loop, done = builder.append_basic_block("nearest.loop"), builder.append_basic_block("nearest.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        offset_a, keys_a, offsets_a = builder.phi(vi), builder.phi(vi), builder.phi(vi)
+        keys_b, offsets_b = builder.phi(vi), builder.phi(vi)
+        new_a = step(offset_a, keys_a, offsets_a)
+        offset_b = builder.add(offset_a, ir.Constant(vi, [LANES] * LANES))
+        new_b = step(offset_b, keys_b, offsets_b)
+        next_a = builder.add(offset_a, ir.Constant(vi, [2 * LANES] * LANES))
+        for phi, first_value, looped in (
+            (offset_a, lanes, next_a),
+            (keys_a, far, new_a[0]),
+            (offsets_a, lanes, new_a[1]),
+            (keys_b, far, new_b[0]),
+            (offsets_b, lanes, new_b[1]),
+        ):
+            phi.add_incoming(first_value, entry)
+            phi.add_incoming(looped, loop)
+        next_first = builder.extract_element(next_a, ir.Constant(i32, 0))
+        builder.cbranch(builder.icmp_signed("<", next_first, length), loop, done)
+        builder.position_at_end(done)
+        (keys_a, offsets_a), (keys_b, offsets_b) = new_a, new_b
+        nearer = builder.select(builder.icmp_signed("<", keys_b, keys_a), keys_b, keys_a)
+        smallest = splat(builder, reduce(builder, "smin", nearer), vi)
+        candidates_a = builder.select(builder.icmp_signed("==", keys_a, smallest), offsets_a, far)
+        candidates_b = builder.select(builder.icmp_signed("==", keys_b, smallest), offsets_b, far)
+        first = builder.select(builder.icmp_unsigned("<", candidates_b, candidates_a), candidates_b, candidates_a)
+        return reduce(builder, "umin", first)  # the smallest offset among the lanes that hold the smallest key
+
+    @intrinsic
+    def vector_form(typingctx: Any, near: Any, start: Any, length: Any, mean: Any) -> Any:
+        """Typed for a C-contiguous float64 array, int64 start and length, float64 mean."""
+        if not (isinstance(near, types.Array) and near.dtype == types.float64 and near.layout == "C"):
+            return None
+        return types.int64(near, types.int64, types.int64, types.float64), codegen
+
+    @overload(nearest)
+    def compiled_nearest(near, start, length, mean):  # numba wants the same parameters as `nearest`, unannotated
+        """What hold_windows calls once compiled."""
+        return lambda near, start, length, mean: vector_form(near, start, length, mean)
 
 
 @functools.cache
 def compiled_kernels() -> tuple[Callable[..., tuple], Callable[..., None]] | None:
-    """The two kernels compiled by numba (cached on disk), or None where numba is not installed or IFMSAN_NO_NUMBA is set."""
+    """The two kernels compiled by numba (cached on disk), or None where numba is not installed or IFMSAN_NO_NUMBA is set.
+
+    The vector `nearest` lives in this module so that numba's disk cache, keyed on this file, sees its changes.
+    """
     kernels = numba_compile(stream_tables, hold_windows)
-    return None if kernels is None else (kernels[0], kernels[1])
+    if kernels is None:
+        return None
+    register_vector_nearest()  # before the first call compiles (or loads) hold_windows
+    return (kernels[0], kernels[1])
 
 
 def kernel_pays(work: int) -> bool:
@@ -161,11 +278,14 @@ def sweep_with_kernels(
         hold_windows(x, *tables, windows, mode, picks(0, len(sizes)), rows)
         return
 
-    def hold_one(row: int) -> None:
-        """One window size into its row of the output."""
-        hold_windows(x, *tables, windows[row : row + 1], mode, picks(row, row + 1), rows[row : row + 1])
+    group = -(-len(sizes) // (workers * GROUPS_PER_WORKER))
 
-    drain_in_threads(hold_one, len(sizes), workers=workers)
+    def hold_group(item: int) -> None:
+        """A few consecutive window sizes into their rows of the output."""
+        first, stop = item * group, min((item + 1) * group, len(sizes))
+        hold_windows(x, *tables, windows[first:stop], mode, picks(first, stop), rows[first:stop])
+
+    drain_in_threads(hold_group, -(-len(sizes) // group), workers=workers)
 
 
 _TABLES = threading.local()
