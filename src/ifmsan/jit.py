@@ -45,18 +45,20 @@ def drain_in_threads(task: Callable[[int], None], count: int, *, workers: int) -
         drain()
     finally:
         for helper in helpers:
-            helper.result()
+            if not helper.cancel():  # one that never started (its thread busy elsewhere) has nothing left to do
+                helper.result()
 
 
-_POOL: list[ThreadPoolExecutor] = []
+_POOL: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 _POOL_LOCK = threading.Lock()
 
 
 def helper_pool(size: int) -> ThreadPoolExecutor:
     """A process-wide pool of at least `size` idle threads (they sleep between calls), replaced by a larger one if need be."""
     with _POOL_LOCK:
-        if not _POOL or _POOL[0]._max_workers < size:
-            if _POOL:
-                _POOL.pop().shutdown(wait=False)
-            _POOL.append(ThreadPoolExecutor(max_workers=size, thread_name_prefix="ifmsan-kernel"))
-        return _POOL[0]
+        current = _POOL.get("helpers")
+        if current is None or current[0] < size:
+            if current is not None:
+                current[1].shutdown(wait=False)
+            _POOL["helpers"] = (size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="ifmsan-kernel"))
+        return _POOL["helpers"][1]
