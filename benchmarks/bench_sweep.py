@@ -151,33 +151,19 @@ def synchronize(device: str) -> None:
 
 
 def useful_flops(net: Any, layers: Sequence[str]) -> dict[str, float]:
-    """FLOPs per image of forward_from(layer): 2 × multiply-accumulates of every Conv2d and Linear it runs."""
+    """FLOPs per image of forward_from(layer): 2 × multiply-accumulates of every Conv2d and Linear it runs (counted by
+    the same hooks that time the layers inside the sweeps)."""
     import torch
 
-    counted: list[float] = []
-
-    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        """Add this layer's multiply-accumulates for one image."""
-        if isinstance(module, torch.nn.Conv2d):
-            per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-            counted.append(2.0 * output[0].numel() * per_output)
-        else:
-            counted.append(2.0 * module.in_features * module.out_features)
-
-    handles = [
-        m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
-    ]
     device = next(net.parameters()).device
     flops = {}
-    try:
-        with torch.inference_mode():
-            for layer in layers:
-                counted.clear()
-                net.forward_from(layer, torch.zeros((1, *net.ifm_shape(layer)), device=device))
-                flops[layer] = sum(counted)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.inference_mode():
+        for layer in layers:
+            batch = torch.zeros((1, *net.ifm_shape(layer)), device=device)  # outside the hooks: it may probe the net
+            clock = limits.OpClock(net, synchronize=lambda: None)
+            with clock.watch():
+                net.forward_from(layer, batch)
+            flops[layer] = sum(clock.flops.values())
     return flops
 
 
@@ -653,12 +639,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scans.append(limits.gemm_scan(list(shapes.values()), device=args.device, reps=3, synchronize=sync))
         limit = limits.gemm_limit(scans[-1], in_sweep)
         limit_sources.append(limit["source"])
-        rep_totals = {
-            key: sum(figures.get(key, 0.0) for figures in rep_figures.values())
-            for key in ("sanitize_s", "forward_s", "sweep_s", "bare_forward_s", "useful_flops", "sanitize_before_s")
-        }
-        if not args.before:
-            del rep_totals["sanitize_before_s"]
+        summed = ("sanitize_s", "forward_s", "sweep_s", "bare_forward_s", "useful_flops")
+        summed += ("sanitize_before_s",) if args.before else ()
+        rep_totals = {key: sum(figures[key] for figures in rep_figures.values()) for key in summed}
         rep_totals["peak_rss_mb"] = max(figures["peak_rss_mb"] for figures in rep_figures.values())
         rep_totals["gemm_limit_gflops"] = limit["gflops"]
         rep_totals["best_scan_gflops"] = limit["best_scan_gflops"]

@@ -65,7 +65,9 @@ def profile_ifm(ifm: Any, windows: list[int], *, batch_size: int, reps: int) -> 
         "stream_tables_s": best_of(reps, lambda: stream_tables(x)),
         "fill_s": best_of(reps, lambda: kernel(sanitize_kernels.KERNEL_MODES["first"])),
         "hold_s": best_of(reps, lambda: kernel(sanitize_kernels.KERNEL_MODES["nonzero_mean"])),
-        "short_windows_s": best_of(reps, lambda: kernel(0, short)) if short else 0.0,
+        "short_windows_s": best_of(reps, lambda: kernel(sanitize_kernels.KERNEL_MODES["nonzero_mean"], short))
+        if short
+        else 0.0,
     }
     figures["mean_and_distance_s"] = figures["hold_s"] - figures["fill_s"]
     threads = torch.get_num_threads()

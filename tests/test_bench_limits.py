@@ -151,3 +151,15 @@ def test_the_sanitizer_profile_splits_a_call_into_parts() -> None:
     assert parts["mean_and_distance_s"] == pytest.approx(parts["hold_s"] - parts["fill_s"])
     assert 0 < parts["short_windows_s"] < parts["hold_s"] and parts["stream_tables_s"] > 0
     assert parts["samples_x_windows"] == ifm.numel() * 38
+
+
+def test_useful_flops_on_a_fresh_network_count_each_layer_once() -> None:
+    """The first ifm_shape call runs the network to learn the shapes: that run must not be counted."""
+    from ifmsan import models
+
+    net = models.load("alexnet_mini")
+    flops = bench_sweep.useful_flops(net, net.ifm_layers[:2])
+    conv1 = net.conv1
+    out_h, out_w = net.ifm_shape(net.ifm_layers[1])[1:]
+    by_hand = 2 * conv1.out_channels * out_h * out_w * conv1.in_channels * conv1.kernel_size[0] * conv1.kernel_size[1]
+    assert flops[net.ifm_layers[0]] - flops[net.ifm_layers[1]] == by_hand
