@@ -5,7 +5,7 @@ import os
 
 from snakemake.utils import min_version, validate
 
-from ifmsan.configcheck import check_schema
+from ifmsan.workflow.configcheck import check_schema
 
 min_version("9.0")
 

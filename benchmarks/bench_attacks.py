@@ -50,9 +50,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from ifmsan import models
+    from ifmsan._shared.values import parse_values
     from ifmsan.attacks import AttackOptions, run_attacks
-    from ifmsan.commands.sweep import parse_values
-    from ifmsan.knobs import get_knob
+    from ifmsan.core.knobs import get_knob
 
     adaptive, inversion, attribute = (int(e) for e in args.epochs.split(","))
     options = AttackOptions(

@@ -1,6 +1,6 @@
 """Performance harness: the full Table 1 sweep of BVLC AlexNet (13 IFMs × windows 2..150) through ifmsan's sweep path.
 
-For one image it runs `ifmsan.sweep.sweep_ifm` (the engine behind `ifmsan sweep`) on every layer, timing the
+For one image it runs `ifmsan.steps.sweep.sweep_ifm` (the engine behind `ifmsan sweep`) on every layer, timing the
 sanitizer and the forward passes inside it, then the same forward batches on the unsanitized IFM, and prints and
 writes as JSON (median, min and max over --reps) per layer and in total:
 
@@ -260,9 +260,9 @@ class TimedKnob:
 def sweep_layer(
     net: Any, ifm: Any, *, layer: str, windows: list[int], target: int, batch_size: int, device: str, head: bool = True
 ) -> tuple[dict[str, float], Any]:
-    """One layer's sweep through ifmsan.sweep.sweep_ifm: its timings, peak RSS, and p(n)."""
-    from ifmsan.knobs import get_knob
-    from ifmsan.sweep import sweep_ifm
+    """One layer's sweep through ifmsan.steps.sweep.sweep_ifm: its timings, peak RSS, and p(n)."""
+    from ifmsan.core.knobs import get_knob
+    from ifmsan.steps.sweep import sweep_ifm
 
     timed = TimedNet(net, device=device)
     knob = TimedKnob(get_knob("nonzero_mean"), device=device)
@@ -297,7 +297,7 @@ class IdentityKnob:
 
 def bare_forward(net: Any, ifm: Any, *, layer: str, n_values: int, batch_size: int, device: str) -> float:
     """Forward time of the sweep's own batches (sweep_ifm: same sizes, same head) on the unsanitized IFM."""
-    from ifmsan.sweep import sweep_ifm
+    from ifmsan.steps.sweep import sweep_ifm
 
     timed = TimedNet(net, device=device)
     sweep_ifm(
@@ -339,7 +339,7 @@ def torch_path_sanitize(ifm: Any, windows: list[int], *, batch_size: int, device
     """Seconds of the sweep's sanitizer calls with the fused path switched off (the torch path, pre-issue algorithm)."""
     import torch
 
-    from ifmsan.sanitize import sample_and_hold_sweep
+    from ifmsan.core.sanitize import sample_and_hold_sweep
 
     buffer = torch.empty((min(batch_size, len(windows)), *ifm.shape), dtype=ifm.dtype, device=ifm.device)
     elapsed = 0.0
@@ -372,7 +372,7 @@ def naive_comparison(ifm: Any, windows: list[int], *, batch_size: int) -> dict[s
     import numpy as np
     import torch
 
-    from ifmsan.sanitize import sample_and_hold_sweep
+    from ifmsan.core.sanitize import sample_and_hold_sweep
     from ifmsan.testing import naive_algorithm1  # the plain-Python reference the tests check the sanitizer against
 
     cpu = ifm.detach().cpu()
@@ -410,8 +410,8 @@ def check_paths(ifms: dict[str, Any], windows: list[int], *, batch_size: int) ->
     """Compare the fused sanitizer with the torch path bit for bit on every IFM and window (nonzero_mean, first, random)."""
     import torch
 
-    import ifmsan.sanitize as sanitize
-    from ifmsan.sanitize_kernels import compiled_kernels
+    import ifmsan.core.sanitize as sanitize
+    from ifmsan.core.kernels import compiled_kernels
 
     kernels = compiled_kernels()
     mismatches = []
@@ -537,13 +537,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 everywhere: the limits and the CPU comparison assume it
     torch.backends.cudnn.allow_tf32 = False
     import ifmsan
-    import ifmsan.sanitize as sanitize
+    import ifmsan.core.sanitize as sanitize
     from ifmsan import models
-    from ifmsan.extract import extract_ifms, ifms_of
-    from ifmsan.images import load_image
-    from ifmsan.metrics import eff_san
-    from ifmsan.sanitize_kernels import compiled_kernels
-    from ifmsan.sweep import DEFAULT_BATCH_SIZE
+    from ifmsan.core.kernels import compiled_kernels
+    from ifmsan.core.metrics import eff_san
+    from ifmsan.steps.extract import extract_ifms, ifms_of
+    from ifmsan.steps.images import load_image
+    from ifmsan.steps.sweep import DEFAULT_BATCH_SIZE
 
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE
     first, _, last = args.windows.partition(":")
@@ -757,7 +757,7 @@ def compare_with_cpu(
     import numpy as np
     import torch
 
-    from ifmsan.sanitize import sample_and_hold_sweep
+    from ifmsan.core.sanitize import sample_and_hold_sweep
 
     cpu_net = copy.deepcopy(net).to("cpu")
     rows = {}
@@ -936,7 +936,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Measure, print, write the JSON atomically."""
     args = parse_args(argv)
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
     from ifmsan.cli import use_openmp_advice
 
     use_openmp_advice()  # OMP_WAIT_POLICY=PASSIVE unless the user chose, before run() imports torch

@@ -2,7 +2,7 @@
 
 For one image it prints, as Markdown tables (docs/preprocessing.md shows a run on the king penguin):
 
-- the JPEG decode: cv2.imdecode (what Caffe's cv::imread does) against PIL's decode (what ifmsan.images does);
+- the JPEG decode: cv2.imdecode (what Caffe's cv::imread does) against PIL's decode (what ifmsan.steps.images does);
 - per preprocessing mode, the (3, 227, 227) mean-subtracted BGR tensor; max and mean |Δ| between every pair of modes,
   between caffe_cpp on the PIL decode and caffe_cpp on the OpenCV decode (the whole C++ Caffe pipeline), between
   pycaffe and OpenCV's warp at pycaffe's geometry (whole image to 227, channel means: the filter alone), and between
@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from ifmsan.images import load_image
     from ifmsan.models.preprocess import (
         CAFFE_PREPROCESSING,
         caffe_channel_mean,
@@ -86,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         caffe_preprocessor,
         load_mean_file,
     )
+    from ifmsan.steps.images import load_image
 
     mean_file = None if args.mean_file.lower() == "none" else Path(args.mean_file)
     mean = None if mean_file is None else load_mean_file(mean_file)

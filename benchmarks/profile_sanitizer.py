@@ -32,9 +32,9 @@ def profile_ifm(ifm: Any, windows: list[int], *, batch_size: int, reps: int) -> 
     import numpy as np
     import torch
 
-    from ifmsan import sanitize_kernels
-    from ifmsan.sanitize import sample_and_hold_sweep
-    from ifmsan.sweep import even_chunks, fault_in
+    from ifmsan.core import kernels as sanitize_kernels
+    from ifmsan.core.sanitize import sample_and_hold_sweep
+    from ifmsan.steps.sweep import even_chunks, fault_in
 
     reps = max(reps, 5)  # parts of a few ms: the shortest of several
     kernels = sanitize_kernels.compiled_kernels()

@@ -1,4 +1,4 @@
-"""Test utility: write caffemodels byte by byte (protobuf wire format by hand), independent of ifmsan.caffe.
+"""Test utility: write caffemodels byte by byte (protobuf wire format by hand), independent of ifmsan.models.caffe.
 
 Not library code. It writes both NetParameter forms (V1 `layers` = 2 as in the 2014 bvlc_alexnet.caffemodel,
 and `layer` = 100), old 4-D blob dims or BlobShape, packed or unpacked floats, float or double data, with
@@ -46,7 +46,7 @@ BVLC_LAYERS: list[tuple[str, int, str, tuple[str, ...], tuple[str, ...]]] = [
     ("loss", 21, "SoftmaxWithLoss", ("fc8", "label"), ("loss",)),
 ]
 
-# Written here from BVLC's deploy.prototxt, on purpose not imported from ifmsan.caffe.
+# Written here from BVLC's deploy.prototxt, on purpose not imported from ifmsan.models.caffe.
 BVLC_SHAPES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "conv1": ((96, 3, 11, 11), (96,)),
     "conv2": ((256, 48, 5, 5), (256,)),

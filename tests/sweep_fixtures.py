@@ -31,7 +31,7 @@ def make_sweep(
     target: int = 3,
 ) -> xr.Dataset:
     """One sweep: `probability`, `top1`, `top1_probability` over `window` (int64) or `scale` (float64), with the
-    attrs of docs/netcdf.md plus the extras src/ifmsan/sweep.py writes (n_zeros, chain_p, seed, trained)."""
+    attrs of docs/netcdf.md plus the extras src/ifmsan/steps/sweep.py writes (n_zeros, chain_p, seed, trained)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if values is None:
         values = range(2, 2 + probs.size) if parameter == "window" else np.linspace(0.0, 1.0, probs.size)
@@ -88,7 +88,7 @@ def concat_images(sweeps: Sequence[xr.Dataset]) -> xr.Dataset:
 
 
 def write_sweep(sweep: xr.Dataset, path: Path) -> Path:
-    """Write a sweep to NetCDF the way the sweep engine does (ifmsan.io.write_netcdf: compressed, atomic)."""
-    from ifmsan.io import write_netcdf
+    """Write a sweep to NetCDF the way the sweep engine does (ifmsan.steps.io.write_netcdf: compressed, atomic)."""
+    from ifmsan.steps.io import write_netcdf
 
     return write_netcdf(sweep, path)

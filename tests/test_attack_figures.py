@@ -14,7 +14,7 @@ import xarray as xr
 
 from ifmsan.attacks import IDENTITY, METRICS, UNSANITIZED
 from ifmsan.attacks import figures as af
-from ifmsan.figures import KNOB_LABELS
+from ifmsan.report.figures import KNOB_LABELS
 
 PARAMETERS = {"nonzero_mean": "window", "first": "window", "gaussian": "scale", "laplace": "scale"}
 
@@ -121,8 +121,8 @@ def test_figure_names_frontier_per_layer_first_seen_then_reconstructions_per_pai
 
 
 def test_figure_names_are_the_workflow_plans() -> None:
-    """The workflow names its outputs with ifmsan.plan before any figure is drawn: one function decides both."""
-    from ifmsan import plan
+    """The workflow names its outputs with ifmsan.workflow.plan before any figure is drawn: one function decides both."""
+    from ifmsan.workflow import plan
 
     assert af.attack_figure_names is plan.attack_figure_names
 

@@ -15,7 +15,7 @@ import torch
 from ifmsan.attacks import AttackOptions, scores
 from ifmsan.attacks.data import N_ATTRIBUTES, attack_images, downsample, image_seed
 from ifmsan.attacks.nets import GRID, Decoder, Probe, check_resolution
-from ifmsan.minidata import BACKGROUNDS, CLASS_NAMES, IMAGE_SIZE, sample_spec
+from ifmsan.steps.minidata import BACKGROUNDS, CLASS_NAMES, IMAGE_SIZE, sample_spec
 
 RNG = np.random.default_rng(0)
 

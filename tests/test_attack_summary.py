@@ -16,12 +16,12 @@ import pytest
 import xarray as xr
 import yaml
 
-from ifmsan import plan
 from ifmsan.attacks import METRICS
 from ifmsan.attacks.summary import BROKEN, HOLDS, NO_SWEEPS, UNREACHED, attack_summary, attack_summary_markdown
 from ifmsan.cli import main
-from ifmsan.configcheck import check_config, check_schema, config_problems
-from ifmsan.io import write_netcdf
+from ifmsan.steps.io import write_netcdf
+from ifmsan.workflow import plan
+from ifmsan.workflow.configcheck import check_config, check_schema, config_problems
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

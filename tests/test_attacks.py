@@ -21,12 +21,13 @@ import pytest
 import torch
 import xarray as xr
 
-from ifmsan import io, models
+from ifmsan import models
 from ifmsan.attacks import IDENTITY, METRICS, UNSANITIZED, AttackOptions, run_attacks
 from ifmsan.attacks import run as attack_run
 from ifmsan.attacks.data import attack_images, downsample
 from ifmsan.cli import main
-from ifmsan.train import train_mini
+from ifmsan.steps import io
+from ifmsan.steps.train import train_mini
 
 TRAIN = {"epochs": 4, "n_train_per_class": 40, "n_test_per_class": 5, "threads": 1, "n_examples": 0}
 """alexnet_mini for these tests, ~20 s: 0.34 held out on its own 50 test images, 0.39 on the 300 of IDENTITY_OPTIONS

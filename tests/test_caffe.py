@@ -1,4 +1,4 @@
-"""ifmsan.caffe: caffemodels written byte by byte by tests/caffemodel_writer.py are read back exactly."""
+"""ifmsan.models.caffe: caffemodels written byte by byte by tests/caffemodel_writer.py are read back exactly."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from caffemodel_writer import (
     write_chunks,
 )
 
-from ifmsan.caffe import BVLC_ALEXNET_BLOB_SHAPES, read_caffemodel, validate_bvlc_alexnet
+from ifmsan.models.caffe import BVLC_ALEXNET_BLOB_SHAPES, read_caffemodel, validate_bvlc_alexnet
 
 # BVLC AlexNet's parameter shapes from models/bvlc_alexnet/deploy.prototxt, written out by hand:
 # conv (out, in/group, kh, kw), fc (out, in), bias (out,); groups of 2 on conv2, conv4, conv5.

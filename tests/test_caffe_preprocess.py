@@ -254,7 +254,7 @@ def test_caffe_cpp_on_the_king_penguin_matches_the_whole_opencv_pipeline() -> No
         pytest.skip(f"{PENGUIN} is absent")
     import cv2
 
-    from ifmsan.images import load_image
+    from ifmsan.steps.images import load_image
 
     bgr = cv2.imdecode(np.frombuffer(PENGUIN.read_bytes(), dtype=np.uint8), cv2.IMREAD_COLOR)  # as cv::imread
     assert bgr is not None

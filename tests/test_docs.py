@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ifmsan import io
 from ifmsan.cli import main
+from ifmsan.steps import io
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "netcdf.md"
 MODEL = ["--model", "alexnet_mini"]

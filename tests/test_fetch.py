@@ -1,4 +1,4 @@
-"""ifmsan.fetch and `ifmsan fetch` against file:// URLs and small HTTP servers on 127.0.0.1."""
+"""ifmsan.steps.fetch and `ifmsan fetch` against file:// URLs and small HTTP servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ifmsan.cli import main
-from ifmsan.fetch import FetchError, fetch, file_checksum, verify_file
+from ifmsan.steps.fetch import FetchError, fetch, file_checksum, verify_file
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10,244 bytes
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
@@ -254,7 +254,7 @@ def test_cli_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_verify_file_records_once_and_skips_rehashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
-    import ifmsan.fetch
+    import ifmsan.steps.fetch
 
     path = tmp_path / "model.bin"
     path.write_bytes(PAYLOAD)
@@ -263,9 +263,9 @@ def test_verify_file_records_once_and_skips_rehashing(tmp_path: Path, monkeypatc
     assert record["digests"] == {"sha256": SHA256} and record["size"] == len(PAYLOAD)
     assert record["mtime_ns"] == path.stat().st_mtime_ns
     calls: list[str] = []
-    real = ifmsan.fetch.file_checksum
+    real = ifmsan.steps.fetch.file_checksum
     monkeypatch.setattr(
-        ifmsan.fetch,
+        ifmsan.steps.fetch,
         "file_checksum",
         lambda p, algorithm="sha256": calls.append(algorithm) or real(p, algorithm=algorithm),
     )
@@ -324,12 +324,14 @@ def test_verify_file_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_fetch_records_its_check_and_trusts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ifmsan.fetch
+    import ifmsan.steps.fetch
 
     source = tmp_path / "src.bin"
     source.write_bytes(PAYLOAD)
     dest = tmp_path / "data" / "model.bin"
     quick(source.as_uri(), dest, sha256=SHA256)
     assert (tmp_path / "data" / "model.bin.verified").is_file()
-    monkeypatch.setattr(ifmsan.fetch, "file_checksum", lambda *a, **k: (_ for _ in ()).throw(AssertionError("hashed")))
+    monkeypatch.setattr(
+        ifmsan.steps.fetch, "file_checksum", lambda *a, **k: (_ for _ in ()).throw(AssertionError("hashed"))
+    )
     assert quick(source.as_uri(), dest, sha256=SHA256) == dest

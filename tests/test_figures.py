@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sweep_fixtures import concat_images, make_sweep, write_sweep
 
-from ifmsan import figures
 from ifmsan.cli import main
+from ifmsan.report import figures
 
 
 def wiggly(seed: int, n: int = 30) -> np.ndarray:

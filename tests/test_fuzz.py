@@ -35,9 +35,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ifmsan.caffe import _message_classes, read_caffemodel
-from ifmsan.images import load_image
-from ifmsan.io import netcdf_memory_limit, read_ifms, read_netcdf, read_sweep, write_netcdf
+from ifmsan.models.caffe import _message_classes, read_caffemodel
+from ifmsan.steps.images import load_image
+from ifmsan.steps.io import netcdf_memory_limit, read_ifms, read_netcdf, read_sweep, write_netcdf
 
 FUZZ = settings(
     max_examples=300,

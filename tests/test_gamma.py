@@ -10,7 +10,7 @@ import torch
 
 import ifmsan
 from ifmsan import models
-from ifmsan.gamma import GammaNotReached, GammaSanitizer
+from ifmsan.core.controller import GammaNotReached, GammaSanitizer
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_one_image_at_a_time(net: models.LayeredNet, x: torch.Tensor) -> None:
 def test_controller_table_rows_against_a_sweep_and_a_disagreeing_one(net: models.LayeredNet, x: torch.Tensor) -> None:
     import xarray as xr
 
-    from ifmsan.gamma import controller_table
+    from ifmsan.core.controller import controller_table
 
     layer, windows = "pool5", range(2, 40)
     with torch.inference_mode():
@@ -157,7 +157,7 @@ def test_one_pass_finds_what_each_single_gamma_controller_finds_at_the_cost_of_t
 ) -> None:
     """controller_table searches all γ of a layer in one growing pass: every row equals a GammaSanitizer for that γ
     alone, and the pass sanitizes no more windows than the largest n*(γ) needs (all of them when some γ is not met)."""
-    from ifmsan.gamma import controller_table
+    from ifmsan.core.controller import controller_table
 
     layer, windows, batch = "pool5", list(range(2, 60)), 5
     with torch.inference_mode():

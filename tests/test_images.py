@@ -1,4 +1,4 @@
-"""ifmsan.images: local files, scikit-image's photos and checksummed URLs load as RGB; bad input fails clearly."""
+"""ifmsan.steps.images: local files, scikit-image's photos and checksummed URLs load as RGB; bad input fails clearly."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from ifmsan.fetch import FetchError
-from ifmsan.images import (
+from ifmsan.steps.fetch import FetchError
+from ifmsan.steps.images import (
     SKIMAGE_IMAGES,
     image_checksum,
     load_image,
@@ -176,8 +176,8 @@ def test_url_cache_name_defaults_to_a_safe_file_name(tmp_path: Path) -> None:
 
 
 def test_minidata_source_renders_the_generator_sample() -> None:
-    from ifmsan.images import load_image_with_checksum
-    from ifmsan.minidata import render_sample
+    from ifmsan.steps.images import load_image_with_checksum
+    from ifmsan.steps.minidata import render_sample
 
     image, checksum = load_image_with_checksum("minidata:test:3")
     expected, _ = render_sample(3, seed=0, split="test")

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ifmsan import knobs
 from ifmsan.cli import main
-from ifmsan.io import read_netcdf
+from ifmsan.core import knobs
+from ifmsan.steps.io import read_netcdf
 
 IFM = torch.from_numpy(np.random.default_rng(7).standard_normal((3, 5, 4)).astype(np.float32))
 

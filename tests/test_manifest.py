@@ -1,4 +1,4 @@
-"""ifmsan.manifest and config/imagenet1000.yaml: a config made from the ImageNet sample manifest, valid, complete and
+"""ifmsan.workflow.manifest and config/imagenet1000.yaml: a config made from the ImageNet sample manifest, valid, complete and
 reproducible from the manifest; a malformed manifest is a clear error."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ifmsan import configcheck, gamma_report, manifest, plan
+from ifmsan.report import gamma as gamma_report
+from ifmsan.workflow import configcheck, manifest, plan
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "config" / "imagenet1000.yaml"
@@ -93,7 +94,8 @@ def test_committed_config_plan_and_job_counts() -> None:
     assert "plans about 17007 jobs" in header
     assert "snakemake --profile profiles/slurm --configfile config/imagenet1000.yaml" in header
     assert (
-        "python -m ifmsan.manifest MANIFEST.tsv --base config/imagenet16.yaml --out config/imagenet1000.yaml" in header
+        "python -m ifmsan.workflow.manifest MANIFEST.tsv --base config/imagenet16.yaml --out config/imagenet1000.yaml"
+        in header
     )
 
 

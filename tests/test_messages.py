@@ -12,9 +12,9 @@ import torch
 import xarray as xr
 
 from ifmsan import models
-from ifmsan.atomic import atomic_path
+from ifmsan._shared.atomic import atomic_path
 from ifmsan.cli import error_message, main
-from ifmsan.io import write_netcdf
+from ifmsan.steps.io import write_netcdf
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ifmsan
-from ifmsan import metrics
+from ifmsan.core import metrics
 
 # A curve over windows 2..8 with binary-fraction probabilities, so every comparison with p0/2^γ is exact.
 #   n:  2     3    4      5    6      7     8

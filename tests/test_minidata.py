@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from skimage import measure
 
-from ifmsan import minidata
-from ifmsan.minidata import CLASS_NAMES, make_dataset, render_sample, sample_spec, write_examples
+from ifmsan.steps import minidata
+from ifmsan.steps.minidata import CLASS_NAMES, make_dataset, render_sample, sample_spec, write_examples
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 

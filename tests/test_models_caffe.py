@@ -217,9 +217,9 @@ def test_shipped_class_names_are_torchvisions() -> None:
     """The class-name file the package ships (so jobs need not import torchvision.models) is torchvision's list."""
     from torchvision.models import AlexNet_Weights
 
-    from ifmsan.models.caffe_alexnet import _imagenet_class_names
+    from ifmsan.models.caffe_alexnet import imagenet_class_names
 
-    assert _imagenet_class_names() == tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    assert imagenet_class_names() == tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
 def test_sweep_command_imports_neither_torchvision_models_nor_other_verbs() -> None:
@@ -266,7 +266,7 @@ def test_default_init_is_seeded_kaiming_and_ignores_global_rng() -> None:
 
 
 def test_alexnet_mini_geometry(mini: models.LayeredNet) -> None:
-    from ifmsan.minidata import CLASS_NAMES
+    from ifmsan.steps.minidata import CLASS_NAMES
 
     assert mini.ifm_layers == tuple(BVLC_IFM_SHAPES)
     assert mini.class_names == tuple(CLASS_NAMES)
@@ -294,7 +294,7 @@ def mini_blobs(seed: int) -> dict[str, list[np.ndarray]]:
 
 @pytest.mark.parametrize("form", ["v1", "v2"])
 def test_caffe_blobs_copy_into_grouped_layers(tmp_path: Path, form: str) -> None:
-    from ifmsan.caffe import read_caffemodel
+    from ifmsan.models.caffe import read_caffemodel
 
     blobs = mini_blobs(4)
     path = write_caffemodel(tmp_path / "mini.caffemodel", blobs, form=form, old_dims=form == "v1", packed=form == "v2")

@@ -15,15 +15,18 @@ import yaml
 from PIL import Image
 
 import ifmsan
-from ifmsan import gamma_report, models, sanitize, sanitize_kernels
+from ifmsan import models
+from ifmsan._shared.values import parse_values
 from ifmsan.cli import main
-from ifmsan.commands.sweep import parse_values
-from ifmsan.extract import extract_ifms
-from ifmsan.gamma import GammaSanitizer
-from ifmsan.io import write_netcdf
-from ifmsan.knobs import KNOBS, SELECTORS, get_knob
-from ifmsan.metrics import MAX_DECIMALS, check_decimals, check_gamma
-from ifmsan.sweep import parse_chain, sweep_dataset
+from ifmsan.core import kernels as sanitize_kernels
+from ifmsan.core import sanitize
+from ifmsan.core.controller import GammaSanitizer
+from ifmsan.core.knobs import KNOBS, SELECTORS, get_knob
+from ifmsan.core.metrics import MAX_DECIMALS, check_decimals, check_gamma
+from ifmsan.report import gamma as gamma_report
+from ifmsan.steps.extract import extract_ifms
+from ifmsan.steps.io import write_netcdf
+from ifmsan.steps.sweep import parse_chain, sweep_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -365,7 +368,7 @@ def test_gamma_must_be_finite_and_positive_everywhere(net, gamma: object) -> Non
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
         GammaSanitizer(net, "fc7", gamma)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gamma must be a finite number > 0"):
-        ifmsan.metrics.n_star_for_gamma([2, 3], [0.5, 0.2], p0=0.5, gamma=gamma)  # type: ignore[arg-type]
+        ifmsan.core.metrics.n_star_for_gamma([2, 3], [0.5, 0.2], p0=0.5, gamma=gamma)  # type: ignore[arg-type]
 
 
 def test_the_config_schema_states_the_same_gamma_and_decimals_rules() -> None:

@@ -1,4 +1,4 @@
-"""ifmsan.plan: the figures and tables a config plans are exactly those `ifmsan figures` and `ifmsan report` write."""
+"""ifmsan.workflow.plan: the figures and tables a config plans are exactly those `ifmsan figures` and `ifmsan report` write."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 import yaml
 from sweep_fixtures import make_sweep, write_sweep
 
-from ifmsan import figures, plan
 from ifmsan.commands import report
+from ifmsan.report import figures
+from ifmsan.workflow import plan
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -170,11 +171,11 @@ def test_config_hash_ignores_knob_order_images_and_gammas_but_not_what_jobs_comp
 
 
 def test_scaling_doc_quotes_the_planned_job_counts() -> None:
-    """docs/scaling.md's job counts are what ifmsan.plan.planned_jobs gives (itself checked against snakemake -n)."""
+    """docs/scaling.md's job counts are what ifmsan.workflow.plan.planned_jobs gives (itself checked against snakemake -n)."""
     import yaml
     from snakemake.utils import validate
 
-    from ifmsan.plan import planned_jobs
+    from ifmsan.workflow.plan import planned_jobs
 
     repo = Path(__file__).resolve().parents[1]
     text = " ".join((repo / "docs" / "scaling.md").read_text(encoding="utf-8").split())

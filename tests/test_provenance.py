@@ -12,10 +12,11 @@ import xarray as xr
 from PIL import Image
 from sweep_fixtures import concat_images, make_sweep, write_sweep
 
-from ifmsan import io, models
+from ifmsan import models
 from ifmsan.cli import main
-from ifmsan.extract import extract_ifms
-from ifmsan.sweep import parse_chain, sweep_dataset
+from ifmsan.steps import io
+from ifmsan.steps.extract import extract_ifms
+from ifmsan.steps.sweep import parse_chain, sweep_dataset
 
 MODEL = ["--model", "alexnet_mini"]
 
@@ -154,7 +155,7 @@ def test_reserved_list_is_exactly_what_extract_sweep_and_attack_compute(made, tm
     net = models.load("alexnet_mini")
     chained = sweep_dataset(net, ifms, layer="pool5", knob="nonzero_mean", values=[2], chain=parse_chain("conv5@2"))
     assert set(chained.attrs) - {"config_hash"} == set(io.SWEEP_ATTRS) - {"preprocess"}
-    from ifmsan.extract import provenance
+    from ifmsan.steps.extract import provenance
 
     assert provenance(models.load("bvlc_alexnet", preprocess="pycaffe"))["preprocess"] == "pycaffe"
     attack = tmp_path / "attack.nc"
@@ -259,7 +260,7 @@ def test_report_write_failure_removes_the_files_already_written(tmp_path: Path, 
 
 
 def test_figures_failure_removes_the_figures_already_drawn(tmp_path: Path, capsys, monkeypatch) -> None:
-    from ifmsan import figures
+    from ifmsan.report import figures
 
     sweeps = [make_sweep(np.linspace(0.9, 0.1, 8), layer=layer) for layer in ("pool5", "fc6")]
     files = [str(write_sweep(s, tmp_path / f"{i}.nc")) for i, s in enumerate(sweeps)]

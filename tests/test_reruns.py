@@ -1,4 +1,4 @@
-"""A job whose Snakemake was SIGKILLed stops on its own and leaves no output (ifmsan.parentwatch via the CLI)."""
+"""A job whose Snakemake was SIGKILLed stops on its own and leaves no output (ifmsan._shared.parentwatch via the CLI)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ifmsan.parentwatch import ENV_VAR, PARENT_GONE_EXIT, parent_pid, watch_parent
+from ifmsan._shared.parentwatch import ENV_VAR, PARENT_GONE_EXIT, parent_pid, watch_parent
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc and prctl")
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="ne
 CHILD = textwrap.dedent("""
     import sys, time, types
     from ifmsan import cli
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
 
     def run(args):
         with atomic_path(args.out) as tmp:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ifmsan
-from ifmsan.knobs import get_knob
+from ifmsan.core.knobs import get_knob
 from ifmsan.testing import naive_algorithm1, naive_baseline
 
 

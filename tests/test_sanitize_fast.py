@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ifmsan
-import ifmsan.sanitize as sanitize
-import ifmsan.sanitize_kernels as sanitize_kernels
+import ifmsan.core.kernels as sanitize_kernels
+import ifmsan.core.sanitize as sanitize
 from ifmsan.testing import naive_algorithm1
 
 pytest.importorskip("numba")

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 import ifmsan
-import ifmsan.sweep as sweep_module
+import ifmsan.steps.sweep as sweep_module
 from ifmsan import models
-from ifmsan.extract import extract_ifms, ifms_of
-from ifmsan.io import read_netcdf, write_netcdf
-from ifmsan.sweep import ChainStep, apply_chain, even_chunks, head_layer, parse_chain, sweep_dataset, sweep_ifm
+from ifmsan.steps.extract import extract_ifms, ifms_of
+from ifmsan.steps.io import read_netcdf, write_netcdf
+from ifmsan.steps.sweep import ChainStep, apply_chain, even_chunks, head_layer, parse_chain, sweep_dataset, sweep_ifm
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +220,7 @@ def test_sweep_takes_a_knob_object(net: models.LayeredNet, extracted) -> None:
 def test_read_ifms_reads_only_the_layers_asked_for(extracted, tmp_path: Path) -> None:
     """A sweep job reads its layer's IFM only: the others are checked to exist, not loaded; an unknown layer names
     the layers the file has; the IFMs read are the written ones bit for bit."""
-    from ifmsan.io import read_ifms
+    from ifmsan.steps.io import read_ifms
 
     write_netcdf(extracted, tmp_path / "ifms.nc")
     whole = ifms_of(read_ifms(tmp_path / "ifms.nc"))
@@ -239,7 +239,7 @@ def test_read_ifms_reads_only_the_layers_asked_for(extracted, tmp_path: Path) ->
 
 def test_fault_in_touches_one_value_per_page_of_a_cpu_buffer() -> None:
     """The sweep's batch buffer is faulted in at allocation (not in the first sanitizer call): one write per 4 KiB page."""
-    from ifmsan.sweep import fault_in
+    from ifmsan.steps.sweep import fault_in
 
     buffer = torch.full((3, 5000), 7.0)
     assert fault_in(buffer) is buffer
@@ -257,7 +257,7 @@ def test_drain_in_threads_runs_every_item_once_on_reused_threads() -> None:
     """The kernels' thread split: each item exactly once, the helper threads kept between calls, errors raised."""
     import threading
 
-    from ifmsan.jit import drain_in_threads
+    from ifmsan._shared.jit import drain_in_threads
 
     names: set[str] = set()
     for call in range(3):

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from sweep_fixtures import concat_images, make_sweep, write_sweep
 
-from ifmsan import curves, gamma_report, tables
 from ifmsan.cli import main
+from ifmsan.report import curves, tables
+from ifmsan.report import gamma as gamma_report
 
 HAND_PROBS = [0.75, 0.5, 0.375, 0.5, 0.125, 0.25, 0.0625]  # windows 2..8, p0 = 0.75 (see test_metrics)
 

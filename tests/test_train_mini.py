@@ -1,4 +1,4 @@
-"""`ifmsan train-mini` and ifmsan.train.train_mini: outputs, reproducibility, failure modes."""
+"""`ifmsan train-mini` and ifmsan.steps.train.train_mini: outputs, reproducibility, failure modes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 
 from ifmsan import models
 from ifmsan.cli import main
-from ifmsan.minidata import CLASS_NAMES, make_dataset
-from ifmsan.train import DEFAULTS, AccuracyTooLow, train_mini
+from ifmsan.steps.minidata import CLASS_NAMES, make_dataset
+from ifmsan.steps.train import DEFAULTS, AccuracyTooLow, train_mini
 
 TINY: dict[str, Any] = {"epochs": 1, "n_train_per_class": 2, "n_test_per_class": 2, "seed": 3, "threads": 2}
 
@@ -179,8 +179,8 @@ def test_a_failure_while_writing_leaves_no_weights(
     import contextlib
     import errno
 
-    import ifmsan.atomic
-    import ifmsan.train
+    import ifmsan._shared.atomic
+    import ifmsan.steps.train
 
     (tmp_path / "alexnet_mini.pt").write_bytes(b"stale weights of an earlier run")
     (tmp_path / "alexnet_mini.pt.sha256").write_text("0" * 64 + "  alexnet_mini.pt\n")
@@ -190,9 +190,9 @@ def test_a_failure_while_writing_leaves_no_weights(
         def no_examples(*args: Any, **kwargs: Any) -> None:
             raise full
 
-        monkeypatch.setattr(ifmsan.train, "write_examples", no_examples)
+        monkeypatch.setattr(ifmsan.steps.train, "write_examples", no_examples)
     else:
-        real = ifmsan.atomic.atomic_path
+        real = ifmsan._shared.atomic.atomic_path
 
         @contextlib.contextmanager
         def full_for_weights(path: Any, **kwargs: Any) -> Any:
@@ -201,7 +201,7 @@ def test_a_failure_while_writing_leaves_no_weights(
             with real(path, **kwargs) as tmp:
                 yield tmp
 
-        monkeypatch.setattr(ifmsan.atomic, "atomic_path", full_for_weights)
+        monkeypatch.setattr(ifmsan._shared.atomic, "atomic_path", full_for_weights)
     with pytest.raises(OSError, match="No space left"):
         train_mini(out_dir=tmp_path, n_examples=2, **TINY)
     assert not {"alexnet_mini.pt", "alexnet_mini.pt.sha256", "metrics.json"} & {p.name for p in tmp_path.iterdir()}

@@ -24,9 +24,8 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import ifmsan.models as models
-from ifmsan import configcheck
-from ifmsan.caffe import read_caffemodel
 from ifmsan.cli import main
+from ifmsan.models.caffe import read_caffemodel
 from ifmsan.models.converted import (
     FORMAT,
     FORMAT_VERSION,
@@ -37,6 +36,7 @@ from ifmsan.models.converted import (
     read_converted_metadata,
     verify_converted,
 )
+from ifmsan.workflow import configcheck
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -142,7 +142,7 @@ def test_network_from_the_converted_file_is_bit_identical_and_carries_the_caffem
 
 
 def test_extract_outputs_differ_only_by_the_weights_source(bvlc: dict, tmp_path: Path) -> None:
-    from ifmsan.io import read_ifms
+    from ifmsan.steps.io import read_ifms
 
     outputs = {}
     for kind in ("caffemodel", "converted"):
@@ -166,14 +166,14 @@ def test_extract_outputs_differ_only_by_the_weights_source(bvlc: dict, tmp_path:
 
 
 def test_recorded_sums_are_compared_not_recomputed(bvlc: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ifmsan.fetch
     import ifmsan.models.caffe_alexnet
     import ifmsan.models.converted
+    import ifmsan.steps.fetch
 
     def no_hashing(*args: object, **kwargs: object) -> str:
         raise AssertionError("hashed")
 
-    for module in (ifmsan.fetch, ifmsan.models.caffe_alexnet):
+    for module in (ifmsan.steps.fetch, ifmsan.models.caffe_alexnet):
         monkeypatch.setattr(module, "file_checksum", no_hashing)
     monkeypatch.setattr(ifmsan.models.converted, "_digests", no_hashing)
     assert verify_converted(bvlc["converted"], sha1=bvlc["sha1"].upper())["caffemodel_sha1"] == bvlc["sha1"]

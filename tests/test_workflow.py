@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from ifmsan import metrics
-from ifmsan.io import read_netcdf
+from ifmsan.core import metrics
+from ifmsan.steps.io import read_netcdf
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
@@ -320,7 +320,7 @@ def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: d
     # the package's own count (what docs/scaling.md and config/imagenet1000.yaml's header use) is Snakemake's
     from snakemake.utils import validate
 
-    from ifmsan.plan import planned_jobs
+    from ifmsan.workflow.plan import planned_jobs
 
     settings = yaml.safe_load((REPO / config).read_text())
     validate(settings, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))  # fills in the defaults

@@ -1,4 +1,4 @@
-"""The workflow refuses bad configs before any job (ifmsan.configcheck), verifies files on disk, and quotes every value."""
+"""The workflow refuses bad configs before any job (ifmsan.workflow.configcheck), verifies files on disk, and quotes every value."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from ifmsan import configcheck
-from ifmsan.configcheck import check_config, check_schema
+from ifmsan.workflow import configcheck
+from ifmsan.workflow.configcheck import check_config, check_schema
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -408,7 +408,7 @@ def test_wrong_hand_placed_image_is_refused(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_right_hand_placed_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ifmsan.fetch
+    import ifmsan.steps.fetch
 
     monkeypatch.chdir(tmp_path)
     config = local_bvlc(tmp_path, b"right")
@@ -421,7 +421,7 @@ def test_right_hand_placed_file_is_hashed_once(tmp_path: Path, monkeypatch: pyte
     def no_hashing(*args: object, **kwargs: object) -> str:
         raise AssertionError("hashed again")
 
-    monkeypatch.setattr(ifmsan.fetch, "file_checksum", no_hashing)
+    monkeypatch.setattr(ifmsan.steps.fetch, "file_checksum", no_hashing)
     check_config(config)  # the sidecars vouch for both files
 
 
@@ -547,7 +547,7 @@ def hostile_run(
 def test_hostile_strings_arrive_verbatim_and_run_nothing(
     hostile_run: tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]],
 ) -> None:
-    from ifmsan.io import read_netcdf
+    from ifmsan.steps.io import read_netcdf
 
     workdir, result, config = hostile_run
     text = result.stdout + result.stderr
@@ -586,13 +586,13 @@ def test_hostile_commands_are_quoted(
 def test_schema_is_2020_12_and_its_knob_list_is_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     import jsonschema
 
-    from ifmsan import knobs
+    from ifmsan.core import knobs
 
     path = REPO / "workflow" / "schemas" / "config.schema.yaml"
     raw = yaml.safe_load(path.read_text())
     jsonschema.Draft202012Validator.check_schema(raw)
     assert "definitions" not in raw and "safe_id" in raw["$defs"]
-    assert "enum" not in raw["properties"]["knobs"]["items"]  # the list lives in ifmsan.knobs only
+    assert "enum" not in raw["properties"]["knobs"]["items"]  # the list lives in ifmsan.core.knobs only
     assert SCHEMA["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
     assert SCHEMA["properties"]["attacks"]["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
     monkeypatch.setattr(knobs, "KNOBS", ("nonzero_mean", "median"))

@@ -14,8 +14,8 @@ from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ifmsan.knobs import KNOBS, get_knob
-    from ifmsan.sanitize import SELECTORS, sample_and_hold, sample_and_hold_sweep
+    from ifmsan.core.knobs import KNOBS, get_knob
+    from ifmsan.core.sanitize import SELECTORS, sample_and_hold, sample_and_hold_sweep
 
 try:
     __version__ = _metadata.version("ifmsan")
@@ -23,18 +23,18 @@ except _metadata.PackageNotFoundError:  # pragma: no cover - running from a sour
     __version__ = "0+unknown"
 
 _LAZY = {
-    "KNOBS": ("ifmsan.knobs", "KNOBS"),
-    "get_knob": ("ifmsan.knobs", "get_knob"),
-    "SELECTORS": ("ifmsan.sanitize", "SELECTORS"),
-    "sample_and_hold": ("ifmsan.sanitize", "sample_and_hold"),
-    "sample_and_hold_sweep": ("ifmsan.sanitize", "sample_and_hold_sweep"),
+    "KNOBS": ("ifmsan.core.knobs", "KNOBS"),
+    "get_knob": ("ifmsan.core.knobs", "get_knob"),
+    "SELECTORS": ("ifmsan.core.sanitize", "SELECTORS"),
+    "sample_and_hold": ("ifmsan.core.sanitize", "sample_and_hold"),
+    "sample_and_hold_sweep": ("ifmsan.core.sanitize", "sample_and_hold_sweep"),
     "models": ("ifmsan.models", None),
-    "caffe": ("ifmsan.caffe", None),
-    "metrics": ("ifmsan.metrics", None),
-    "gamma": ("ifmsan.gamma", None),
-    "eff_san": ("ifmsan.metrics", "eff_san"),
-    "GammaSanitizer": ("ifmsan.gamma", "GammaSanitizer"),
-    "GammaNotReached": ("ifmsan.gamma", "GammaNotReached"),
+    "caffe": ("ifmsan.models.caffe", None),
+    "metrics": ("ifmsan.core.metrics", None),
+    "gamma": ("ifmsan.core.controller", None),
+    "eff_san": ("ifmsan.core.metrics", "eff_san"),
+    "GammaSanitizer": ("ifmsan.core.controller", "GammaSanitizer"),
+    "GammaNotReached": ("ifmsan.core.controller", "GammaNotReached"),
 }
 
 

@@ -108,8 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    from ifmsan.fetch import FetchError
-    from ifmsan.parentwatch import PARENT_GONE_EXIT, parent_gone, watch_parent
+    from ifmsan._shared.parentwatch import PARENT_GONE_EXIT, parent_gone, watch_parent
+    from ifmsan.steps.fetch import FetchError
 
     try:
         watch_parent()  # a job whose Snakemake was killed stops instead of finishing unnoticed
@@ -128,7 +128,7 @@ def console() -> None:
 
     Tearing down torch, xarray and HDF5 takes 0.8-1.2 s after the work is done (`python -c "import torch"` spends
     0.85 s of its 2.6 s there), a fixed cost on every DAG job. Every output is complete and renamed into place before
-    main() returns (ifmsan.atomic), so the command flushes its streams and logging and exits at once.
+    main() returns (ifmsan._shared.atomic), so the command flushes its streams and logging and exits at once.
     IFMSAN_NO_FAST_EXIT=1 keeps the normal exit (for debuggers and coverage tools that save data at exit).
     """
     code = main()

@@ -3,12 +3,12 @@
 import os
 from pathlib import Path
 
-from ifmsan import configcheck
-from ifmsan.knobs import KNOBS, NOISES
-from ifmsan.plan import plan
+from ifmsan.workflow import configcheck
+from ifmsan.core.knobs import KNOBS, NOISES
+from ifmsan.workflow.plan import plan
 
 # Every Snakemake process that runs jobs parses this file (the main one locally, the per-job one on a SLURM node):
-# its jobs inherit its pid, and `ifmsan` stops when that process dies (ifmsan.parentwatch).
+# its jobs inherit its pid, and `ifmsan` stops when that process dies (ifmsan._shared.parentwatch).
 os.environ.update(IFMSAN_PARENT_PID=str(os.getpid()))  # set, not read: no `envvars:` entry
 
 # Every rule's `conda:` is environment.yml, the one dependency list. It holds no `pip: -e .`, which would break in
@@ -25,7 +25,7 @@ configcheck.check_config(config)
 IMAGES = {image["id"]: image for image in config["images"]}
 # What this run produces (layers, figures, tables, notebooks), decided by the package that writes it; computed once.
 PLAN = plan(config)
-# Provenance hash of what a per-image job computes (ifmsan.plan.config_hash): images and gammas do not count.
+# Provenance hash of what a per-image job computes (ifmsan.workflow.plan.config_hash): images and gammas do not count.
 CONFIG_HASH = PLAN.config_hash
 
 

@@ -10,7 +10,7 @@ import sys
 import nbformat
 from nbclient import NotebookClient
 
-from ifmsan.atomic import atomic_path
+from ifmsan._shared.atomic import atomic_path
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 sys.stderr = sys.stdout = open(smk.log[0], "w")  # noqa: SIM115 (the log stays open for the whole script)

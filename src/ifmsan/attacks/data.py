@@ -1,8 +1,8 @@
 """The adversaries' images: generated offline, disjoint train and held-out splits, with labels and a private attribute.
 
-Every image is a sample of ifmsan.minidata (a shape drawn over a scikit-image photo): the attacker trains on the
+Every image is a sample of ifmsan.steps.minidata (a shape drawn over a scikit-image photo): the attacker trains on the
 generator's train split and is scored on its test split, so no image is in both. The private attribute is the
-background photo (15 of them, ifmsan.minidata.BACKGROUNDS); the task never uses it. For alexnet_mini the label is
+background photo (15 of them, ifmsan.steps.minidata.BACKGROUNDS); the task never uses it. For alexnet_mini the label is
 the drawn shape; for any other network (no labelled data offline) it is the unsanitized network's own top-1.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ifmsan.minidata import BACKGROUNDS, render_spec, sample_spec
+from ifmsan.steps.minidata import BACKGROUNDS, render_spec, sample_spec
 
 SPLIT_IDS: dict[str, int] = {"train": 0, "test": 1}
 

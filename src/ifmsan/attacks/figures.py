@@ -3,7 +3,7 @@
 The frontier puts every knob of one layer on a common x axis, the utility the legitimate pipeline keeps
 (`legit_accuracy`), so that sample-and-hold and noise are compared at equal utility rather than at equal knob
 value; one panel per adversary gives what that utility costs in privacy. The figure functions follow
-ifmsan.figures: a Figure of their own drawn in its style, saved byte-for-byte reproducibly by its `save_figure`,
+ifmsan.report.figures: a Figure of their own drawn in its style, saved byte-for-byte reproducibly by its `save_figure`,
 and returned as a `Plotted` whose tidy DataFrame holds exactly the points drawn.
 """
 
@@ -21,9 +21,9 @@ import pandas as pd
 import xarray as xr
 
 from ifmsan.attacks.run import UNSANITIZED
-from ifmsan.figures import KNOB_LABELS, Plotted, _finish, _new_figure, _style, draw_all
-from ifmsan.io import attr_text
-from ifmsan.plan import attack_figure_names
+from ifmsan.report.figures import KNOB_LABELS, Plotted, _finish, _new_figure, _style, draw_all
+from ifmsan.steps.io import attr_text
+from ifmsan.workflow.plan import attack_figure_names
 
 X_METRIC = "legit_accuracy"
 """The utility axis of the frontier: top-1 accuracy of the unchanged network after the layer on sanitized IFMs."""
@@ -48,7 +48,7 @@ def _check_attacks(attacks: Sequence[xr.Dataset]) -> list[xr.Dataset]:
     """The files as a list, or a ValueError: none, not an attack file, mixed models, or a (layer, knob) twice."""
     checked = list(attacks)
     if not checked:
-        raise ValueError("no attack files given: pass the files `ifmsan attack` wrote (ifmsan.io.read_attack)")
+        raise ValueError("no attack files given: pass the files `ifmsan attack` wrote (ifmsan.steps.io.read_attack)")
     for i, attack in enumerate(checked):
         if not isinstance(attack, xr.Dataset):
             raise ValueError(f"attack file {i} is a {type(attack).__name__}, not an xarray Dataset")
@@ -153,7 +153,7 @@ def _tidy_frontier(attack: xr.Dataset) -> pd.DataFrame:
 
 def _knob_order(attacks: Sequence[xr.Dataset]) -> list[xr.Dataset]:
     """Files in the library's knob order (unknown knobs last, by name), so colours do not depend on file order."""
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     def key(attack: xr.Dataset) -> tuple[int, str]:
         knob = _pair(attack)[1]
@@ -163,7 +163,7 @@ def _knob_order(attacks: Sequence[xr.Dataset]) -> list[xr.Dataset]:
 
 
 def _title(attacks: Sequence[xr.Dataset], what: str) -> str:
-    """ "<what>" over the model, flagged when it is a stand-in (as ifmsan.figures titles are)."""
+    """ "<what>" over the model, flagged when it is a stand-in (as ifmsan.report.figures titles are)."""
     model = attr_text(attacks[0].attrs["model"])
     stand_in = any(int(a.attrs.get("stand_in", 0) or 0) for a in attacks)
     return f"{what}\n{model}" + (" (a stand-in, not the paper's network)" if stand_in else "")

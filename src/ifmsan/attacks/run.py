@@ -82,7 +82,7 @@ class AttackOptions:
 
 def knob_sanitizer(knob: str) -> Sanitizer:
     """The library knob `knob` as a Sanitizer, seeded per image (random picks and noise draws are fresh per query)."""
-    from ifmsan.knobs import get_knob
+    from ifmsan.core.knobs import get_knob
 
     get_knob(knob)  # refuse an unknown name now
 
@@ -162,7 +162,7 @@ class _Data:
 
 def _prepare(net: LayeredNet, *, layer: str, options: AttackOptions, progress: bool | None) -> _Data:
     """Images, their IFMs at `layer` and labels: shape labels for alexnet_mini, else the network's own top-1."""
-    from ifmsan.minidata import CLASS_NAMES
+    from ifmsan.steps.minidata import CLASS_NAMES
 
     train = attack_images(split="train", n=options.n_train, seed=options.seed, progress=progress)
     test = attack_images(split="test", n=options.n_test, seed=options.seed, progress=progress)
@@ -272,10 +272,10 @@ def run_attacks(
     """
     from tqdm import tqdm
 
-    from ifmsan.extract import provenance
-    from ifmsan.knobs import check_knob_values, get_knob
-    from ifmsan.sweep import check_layer
-    from ifmsan.train import reproducible_torch
+    from ifmsan._shared.torchrepro import reproducible_torch
+    from ifmsan.core.knobs import check_knob_values, get_knob
+    from ifmsan.steps.extract import provenance
+    from ifmsan.steps.sweep import check_layer
 
     o = (options or AttackOptions()).check()
     check_layer(net, layer)
@@ -323,11 +323,11 @@ def run_attacks(
         net, ifmsan_kind="attack", layer=layer, knob=knob, parameter=spec.parameter, p0=p0,
         original_accuracy=scores.accuracy(unsanitized.argmax(axis=1), data.test_labels),
         label_source=data.label_source, label_majority=scores.majority_rate(data.test_labels),
-        attribute="background photo (ifmsan.minidata.BACKGROUNDS)", attribute_chance=1.0 / N_ATTRIBUTES,
+        attribute="background photo (ifmsan.steps.minidata.BACKGROUNDS)", attribute_chance=1.0 / N_ATTRIBUTES,
         attribute_majority=scores.majority_rate(data.test.attributes),
         mean_image_psnr=scores.psnr(mean_image, data.test_pictures),
         mean_image_ssim=scores.ssim(mean_image, data.test_pictures),
-        data="ifmsan.minidata: train split for training, test split held out", **asdict(o),
+        data="ifmsan.steps.minidata: train split for training, test split held out", **asdict(o),
     )  # fmt: skip
     size = o.resolution
     return xr.Dataset(

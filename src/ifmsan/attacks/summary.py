@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from ifmsan.io import attr_text
-from ifmsan.tabletext import markdown_table, missing, stand_in_note
+from ifmsan.report.tabletext import markdown_table, missing, stand_in_note
+from ifmsan.steps.io import attr_text
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "layer", "knob", "parameter", "gamma", "epsilon_bound", "n_star", "legit_accuracy", "epsilon_legit",
@@ -47,7 +47,7 @@ def _n_star_row(attack: xr.Dataset, gamma: str) -> str | None:
 
 def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per (attack file, γ of that file) with SUMMARY_COLUMNS, layers in layer_order then first seen."""
-    from ifmsan.curves import knob_rank, layer_ranks
+    from ifmsan.report.curves import knob_rank, layer_ranks
 
     if not attacks:
         raise ValueError("no attack files given; expected at least one written by `ifmsan attack`")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import decimal
 import math
 from pathlib import Path
+
+from ifmsan._shared.values import parse_window
+
+__all__ = ["check_int", "check_output_dir", "check_output_file", "check_real", "parse_window"]
 
 
 def check_int(flag: str, value: int, *, minimum: int, maximum: int | None = None) -> int:
@@ -24,20 +27,6 @@ def check_real(
         allowed = f"{'>' if exclusive else '>='} {minimum:g}" + ("" if maximum is None else f" and <= {maximum:g}")
         raise ValueError(f"{flag} must be a finite number {allowed}, got {value}")
     return value
-
-
-def parse_window(text: str, *, flag: str = "--window") -> int:
-    """A window size from text: an integer >= 1, also written as 1e6 or 3.0; fractions, NaN and inf are refused."""
-    try:
-        number = decimal.Decimal(text.strip())
-    except decimal.InvalidOperation:
-        number = None
-    if number is None or not number.is_finite() or number != number.to_integral_value():
-        raise ValueError(f"{flag} must be an integer >= 1 (a window size), got {text!r}")
-    window = int(number)
-    if window < 1:
-        raise ValueError(f"{flag} must be an integer >= 1 (a window size), got {text!r}")
-    return window
 
 
 def _first_existing(path: Path) -> Path | None:

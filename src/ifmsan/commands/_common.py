@@ -90,7 +90,7 @@ def load_model(args: argparse.Namespace) -> LayeredNet:
     if weights and not args.model.startswith(("torchvision:", "timm:")) and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
     if args.weights_sha256 or args.weights_sha1 or args.mean_file_sha256 or args.mean_file_sha1:
-        from ifmsan.fetch import verify_file
+        from ifmsan.steps.fetch import verify_file
 
         for option, path in (("weights", weights), ("mean_file", args.mean_file)):
             sums = {a: getattr(args, f"{option}_{a}") for a in ("sha256", "sha1")}
@@ -114,7 +114,7 @@ def load_model(args: argparse.Namespace) -> LayeredNet:
 
 def parse_attrs(items: list[str]) -> dict[str, str]:
     """KEY=VALUE pairs into a dict, refusing keys the library computes (io.RESERVED_ATTRS) before any work."""
-    from ifmsan.io import check_user_attrs
+    from ifmsan.steps.io import check_user_attrs
 
     attrs: dict[str, str] = {}
     for item in items:

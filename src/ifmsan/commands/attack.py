@@ -14,7 +14,7 @@ HELP = "Score an adaptive server, an image decoder and an attribute probe on san
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     from ifmsan.attacks import AttackOptions
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     defaults = AttackOptions()
     add_model_options(parser)
@@ -58,8 +58,8 @@ def n_star_rows(
     sweeps: list[Any], *, layer: str, knob: str, gammas: list[float]
 ) -> tuple[dict[str, NStar], dict[str, dict[str, NStar]]]:
     """n*(γ) per γ: the largest over the sweeps' images (None when some image never meets γ), and per image."""
-    from ifmsan.curves import as_curves
-    from ifmsan.metrics import n_star_for_gamma
+    from ifmsan.core.metrics import n_star_for_gamma
+    from ifmsan.report.curves import as_curves
 
     curves = as_curves(sweeps)
     wrong = [f"{c.image_id}: layer {c.layer}, knob {c.knob}, chain {c.chain!r}" for c in curves
@@ -81,14 +81,14 @@ def run(args: argparse.Namespace) -> int:
     """Check every option and file, then train and score the adversaries, and write the NetCDF atomically."""
     import json
 
+    from ifmsan._shared.values import parse_values
     from ifmsan.attacks import IDENTITY, AttackOptions, run_attacks
     from ifmsan.commands._args import check_output_file
-    from ifmsan.commands.sweep import parse_values
-    from ifmsan.consistency import check_same_network
-    from ifmsan.io import check_user_attrs, read_sweep, write_netcdf
-    from ifmsan.knobs import get_knob
-    from ifmsan.metrics import check_gamma
-    from ifmsan.sweep import check_layer
+    from ifmsan.core.knobs import get_knob
+    from ifmsan.core.metrics import check_gamma
+    from ifmsan.report.consistency import check_same_network
+    from ifmsan.steps.io import check_user_attrs, read_sweep, write_netcdf
+    from ifmsan.steps.sweep import check_layer
 
     if args.device != "cpu":
         raise ValueError(f"--device {args.device}: the attack stage runs on the CPU only; use --device cpu")

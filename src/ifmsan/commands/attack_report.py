@@ -18,12 +18,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read and check every file first, then write the table and the figures, all or none."""
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
     from ifmsan.attacks.figures import write_attack_figures
     from ifmsan.attacks.summary import attack_summary, attack_summary_markdown, check_same_run
     from ifmsan.commands._args import check_output_dir
-    from ifmsan.io import all_or_none, read_attack
-    from ifmsan.plan import ATTACK_TABLE
+    from ifmsan.steps.io import all_or_none, read_attack
+    from ifmsan.workflow.plan import ATTACK_TABLE
 
     check_output_dir("--tables-dir", args.tables_dir)
     check_output_dir("--figures-dir", args.figures_dir)

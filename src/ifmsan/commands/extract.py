@@ -29,9 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load model and image, run once, write the Dataset atomically."""
     from ifmsan.commands._args import check_output_file
-    from ifmsan.extract import extract_ifms
-    from ifmsan.images import load_image_with_checksum
-    from ifmsan.io import check_id, write_netcdf
+    from ifmsan.steps.extract import extract_ifms
+    from ifmsan.steps.images import load_image_with_checksum
+    from ifmsan.steps.io import check_id, write_netcdf
 
     check_id(args.image_id, name="--image-id")
     if args.out.suffix != ".nc":

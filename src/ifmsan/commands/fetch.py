@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fetch; a failed download becomes the one-line error cli.main prints."""
     from ifmsan.commands._args import check_int, check_output_file, check_real
-    from ifmsan.fetch import FetchError, fetch
+    from ifmsan.steps.fetch import FetchError, fetch
 
     check_int("--retries", args.retries, minimum=0)
     check_real("--timeout", args.timeout, minimum=0.0, exclusive=True)

@@ -45,10 +45,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the inputs, then draw and save every figure the sweeps allow."""
-    from ifmsan import figures
     from ifmsan.commands._args import check_output_dir
-    from ifmsan.curves import load_sweeps, select_image
-    from ifmsan.gamma_report import check_gammas
+    from ifmsan.report import figures
+    from ifmsan.report.curves import load_sweeps, select_image
+    from ifmsan.report.gamma import check_gammas
 
     gammas = check_gammas(args.gammas, name="--gammas")
     check_output_dir("--out-dir", args.out_dir)

@@ -13,7 +13,7 @@ HELP = "Run the gamma controller (GammaSanitizer) per layer and gamma on one ima
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
-    from ifmsan.sanitize import SELECTORS
+    from ifmsan.core.sanitize import SELECTORS
 
     add_model_options(parser)
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
@@ -36,15 +36,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the options and files, run the controller (ifmsan.gamma.controller_table), write the CSV atomically."""
-    from ifmsan.atomic import atomic_path
+    """Check the options and files, run the controller (ifmsan.core.controller.controller_table), write the CSV atomically."""
+    from ifmsan._shared.atomic import atomic_path
+    from ifmsan._shared.values import parse_values
     from ifmsan.commands._args import check_int, check_output_file
-    from ifmsan.commands.sweep import parse_values
-    from ifmsan.consistency import check_config_hash, check_same_network, check_sweeps_match_ifms
-    from ifmsan.extract import ifms_of
-    from ifmsan.gamma import controller_table
-    from ifmsan.io import read_ifms, read_sweep
-    from ifmsan.metrics import check_gamma
+    from ifmsan.core.controller import controller_table
+    from ifmsan.core.metrics import check_gamma
+    from ifmsan.report.consistency import check_config_hash, check_same_network, check_sweeps_match_ifms
+    from ifmsan.steps.extract import ifms_of
+    from ifmsan.steps.io import read_ifms, read_sweep
 
     if args.out.suffix != ".csv":
         raise ValueError(f"--out must end in .csv, got {args.out}")

@@ -87,14 +87,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, compute every table in memory, then write each file atomically."""
-    from ifmsan import gamma_report, tables
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
     from ifmsan.commands._args import check_output_dir
-    from ifmsan.consistency import check_mixture
-    from ifmsan.curves import as_curves, load_sweeps
-    from ifmsan.io import all_or_none
-    from ifmsan.metrics import check_decimals
-    from ifmsan.plan import table_names
+    from ifmsan.core.metrics import check_decimals
+    from ifmsan.report import gamma as gamma_report
+    from ifmsan.report import tables
+    from ifmsan.report.consistency import check_mixture
+    from ifmsan.report.curves import as_curves, load_sweeps
+    from ifmsan.steps.io import all_or_none
+    from ifmsan.workflow.plan import table_names
 
     decimals = check_decimals(args.decimals, name="--decimals")
     gammas = gamma_report.check_gammas(args.gammas, name="--gammas")

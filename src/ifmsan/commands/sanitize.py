@@ -17,7 +17,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     parser.add_argument(
         "input", type=Path, metavar="IN", help="IFM as .npy (any shape, 0-d too, floating point, any byte order)"
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output.suffix != ".npy":
         raise ValueError(f"OUT must end in .npy, got {args.output}")
     check_output_file("OUT", args.output)
-    from ifmsan.knobs import NOISES
+    from ifmsan.core.knobs import NOISES
 
     is_noise = args.knob in NOISES
     if is_noise and args.scale is None:
@@ -100,9 +100,9 @@ def _sanitize(args: argparse.Namespace, array: np.ndarray, value: float) -> int:
     import numpy as np
     import torch
 
-    from ifmsan.atomic import atomic_path
-    from ifmsan.knobs import get_knob
-    from ifmsan.sanitize import check_ifm
+    from ifmsan._shared.atomic import atomic_path
+    from ifmsan.core.knobs import get_knob
+    from ifmsan.core.sanitize import check_ifm
 
     check_ifm(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)), name=f"IN {args.input}")
     result = get_knob(args.knob, seed=args.seed).apply(array, value)

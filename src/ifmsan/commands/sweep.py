@@ -4,71 +4,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 from pathlib import Path
 
+from ifmsan._shared.values import parse_values
 from ifmsan.commands._args import check_int, check_output_dir, check_output_file
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 
 HELP = "Sweep one layer's IFM over one or more knobs (windows 2..150 by default) and write p(n) as NetCDF."
 
 
-MAX_VALUES = 1_000_000
-"""Most knob values one option may list: more windows than any IFM has samples (BVLC conv1: 154587)."""
-
-
-def parse_values(text: str, *, flag: str = "--values", kind: str = "window") -> list[int] | list[float]:
-    """'2:150' (inclusive range), '2:150:2', or a comma list '2,3,5' (windows) / '0,0.5,1' (scales).
-
-    Windows are integers >= 1 (1e3 reads as 1000), scales finite numbers >= 0; none may repeat. Every mistake is
-    a ValueError naming the flag, the value and what is allowed.
-    """
-    from ifmsan.commands._args import parse_window
-
-    usage = f"{flag} must be START:STOP[:STEP] (inclusive, integers) or a comma list"
-    expected = "windows are integers >= 1" if kind == "window" else "scales are finite numbers >= 0"
-    if ":" in text:
-        try:
-            parts = [int(p) for p in text.split(":")]
-        except ValueError:
-            raise ValueError(f"{usage}; got {text!r}") from None
-        if len(parts) not in (2, 3):
-            raise ValueError(f"{usage}; got {text!r}")
-        start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 1
-        if step < 1 or stop < start:
-            raise ValueError(f"{flag} {text!r}: expected STOP >= START and STEP >= 1")
-        values: list = list(range(start, stop + 1, step)) if (stop - start) // step < MAX_VALUES else []
-        if not values:
-            raise ValueError(f"{flag} {text!r} lists more than {MAX_VALUES} values")
-    else:
-        items = [item.strip() for item in text.split(",")]
-        if not text.strip() or any(not item for item in items):
-            raise ValueError(f"{usage} without empty items; got {text!r}")
-        if len(items) > MAX_VALUES:
-            raise ValueError(f"{flag} lists {len(items)} values; at most {MAX_VALUES} are allowed")
-        if kind == "window":
-            values = [parse_window(item, flag=flag) for item in items]
-        else:
-            try:
-                values = [float(item) for item in items]
-            except ValueError:
-                raise ValueError(f"{usage} of numbers; got {text!r}") from None
-    if kind == "window":
-        bad = [v for v in values if v < 1]
-    else:
-        values = [float(v) for v in values]
-        bad = [v for v in values if not (v >= 0 and v != float("inf"))]
-    if bad:
-        raise ValueError(f"{flag} {text!r}: {bad[0]} is not allowed; {expected}")
-    repeated = sorted(value for value, count in Counter(values).items() if count > 1)
-    if repeated:
-        raise ValueError(f"{flag} {text!r} repeats {', '.join(map(str, repeated))}; each value may appear once")
-    return values
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     add_model_options(parser)
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
@@ -101,9 +48,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check everything, sweep, write the Dataset atomically."""
-    from ifmsan.io import all_or_none, read_ifms, write_netcdf
-    from ifmsan.knobs import get_knob
-    from ifmsan.sweep import parse_chain, sweep_dataset
+    from ifmsan.core.knobs import get_knob
+    from ifmsan.steps.io import all_or_none, read_ifms, write_netcdf
+    from ifmsan.steps.sweep import parse_chain, sweep_dataset
 
     knobs = list(dict.fromkeys(args.knob))
     if args.out is not None and len(knobs) != 1:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 HELP = "Train alexnet_mini (a small offline stand-in for BVLC AlexNet) on generated shapes; write weights + metrics."
 
-# Kept in step with ifmsan.train.DEFAULTS (a test checks it) so `--help` does not import torch.
+# Kept in step with ifmsan.steps.train.DEFAULTS (a test checks it) so `--help` does not import torch.
 _DEFAULTS = {"epochs": 6, "train_per_class": 160, "test_per_class": 50, "seed": 0, "threads": 2, "min_accuracy": 0.0}
 
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from ifmsan.commands._args import check_output_dir
-    from ifmsan.train import AccuracyTooLow, train_mini
+    from ifmsan.steps.train import AccuracyTooLow, train_mini
 
     check_output_dir("--out", args.out)
     for flag, value, minimum in (

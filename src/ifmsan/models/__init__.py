@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ifmsan.core.sanitize import check_seed
 from ifmsan.models.base import LayeredNet
-from ifmsan.sanitize import check_seed
 
 CAFFE_MODELS: tuple[str, ...] = ("bvlc_alexnet", "alexnet_mini")
 LITE_MODELS: tuple[str, ...] = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

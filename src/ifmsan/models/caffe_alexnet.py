@@ -158,7 +158,7 @@ class CaffeAlexNet(LayeredNet):
 
 
 @functools.cache
-def _imagenet_class_names() -> tuple[str, ...]:
+def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names in index order: torchvision's list, shipped as a file (importing torchvision.models
     costs a job 1.9 s; tests/test_models_caffe.py checks the file against torchvision)."""
     from importlib.resources import files
@@ -212,7 +212,7 @@ def build_bvlc_alexnet(
     info["preprocess"] = preprocess
     net = CaffeAlexNet(
         name="bvlc_alexnet", widths=BVLC_WIDTHS, fc_width=BVLC_FC, num_classes=1000,
-        class_names=_imagenet_class_names(), weights_info=info,
+        class_names=imagenet_class_names(), weights_info=info,
         preprocess=transform,
     )  # fmt: skip
     if weights is None:
@@ -220,7 +220,7 @@ def build_bvlc_alexnet(
     elif blobs is not None:
         net.load_caffe_blobs(blobs, path=path)
     else:
-        from ifmsan.caffe import read_caffemodel
+        from ifmsan.models.caffe import read_caffemodel
 
         net.load_caffe_blobs(read_caffemodel(path), path=path)
     return net
@@ -228,7 +228,7 @@ def build_bvlc_alexnet(
 
 def build_alexnet_mini(*, weights: str | os.PathLike[str] | None, seed: int) -> CaffeAlexNet:
     """The offline stand-in: BVLC's sequence with channels (24, 64, 96, 96, 64) and fc 512, on minidata's classes."""
-    from ifmsan import minidata
+    from ifmsan.steps import minidata
 
     note = minidata.STAND_IN_NOTE
     if weights is None:

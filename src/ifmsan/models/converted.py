@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ifmsan.fetch import CHUNK, HEX_DIGITS, checked_sums
+from ifmsan._shared.hashing import CHUNK, HEX_DIGITS, checked_sums
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ _HOW = "(ifmsan convert-weights CAFFEMODEL --out FILE.safetensors; docs/models.m
 
 def expected_tensors() -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of a converted BVLC AlexNet: conv1.weight, conv1.bias, ..., fc8.bias (float32)."""
-    from ifmsan.caffe import BVLC_ALEXNET_BLOB_SHAPES
+    from ifmsan.models.caffe import BVLC_ALEXNET_BLOB_SHAPES
 
     tensors: dict[str, tuple[int, ...]] = {}
     for layer, (weight, bias) in BVLC_ALEXNET_BLOB_SHAPES.items():
@@ -107,13 +107,13 @@ def convert_caffemodel(
     """Convert BVLC AlexNet's .caffemodel into `out` (a .safetensors file), atomically; returns `out`.
 
     The caffemodel is checked against `sha1` / `sha256` when given (before it is parsed), read with
-    ifmsan.caffe.read_caffemodel and checked to hold BVLC AlexNet's layers and blob shapes. The file records the
+    ifmsan.models.caffe.read_caffemodel and checked to hold BVLC AlexNet's layers and blob shapes. The file records the
     caffemodel's sha1 and sha256 (computed here), its file name and size, the format and the tensor layout; the same
     caffemodel gives a byte-identical file. It is read back through the safetensors library before it is renamed into
     place, so a failure at any step leaves no file at `out`.
     """
-    from ifmsan.atomic import atomic_path
-    from ifmsan.caffe import read_caffemodel, validate_bvlc_alexnet
+    from ifmsan._shared.atomic import atomic_path
+    from ifmsan.models.caffe import read_caffemodel, validate_bvlc_alexnet
 
     source, target = Path(caffemodel), Path(out)
     if target.suffix != SUFFIX:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ifmsan.fetch import file_checksum
+from ifmsan._shared.hashing import file_checksum
 
 __all__ = ["existing_file", "file_checksum", "load_state_dict_file", "local_or_seeded", "read_state_dict"]
 

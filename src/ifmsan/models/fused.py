@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ifmsan.jit import drain_in_threads, numba_compile
+from ifmsan._shared.jit import drain_in_threads, numba_compile
 
 FUSED_MIN_ELEMENTS = 1 << 22
 """Once a process has sent this many values through a layer type, it loads that fused kernel (importing numba costs

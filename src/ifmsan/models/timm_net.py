@@ -82,9 +82,9 @@ def block_names(model: nn.Module) -> Callable[[Sequence[str]], str | None]:
 def class_names(count: int) -> tuple[str, ...]:
     """ImageNet's names for a 1000-class head (torchvision's list, as every model here uses), else class_<i>."""
     if count == 1000:
-        from ifmsan.models.caffe_alexnet import _imagenet_class_names
+        from ifmsan.models.caffe_alexnet import imagenet_class_names
 
-        return _imagenet_class_names()
+        return imagenet_class_names()
     return tuple(f"class_{i}" for i in range(count))
 
 

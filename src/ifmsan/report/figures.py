@@ -18,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from ifmsan.curves import PARAMETER_LABELS, Curve, chain_steps, chained_curve_label, layer_ranks, select_image
-from ifmsan.io import all_or_none, check_id
-from ifmsan.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, n_star_for_gamma
-from ifmsan.plan import Sweep, figure_names
+from ifmsan.core.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, n_star_for_gamma
+from ifmsan.report.curves import PARAMETER_LABELS, Curve, chain_steps, chained_curve_label, layer_ranks, select_image
+from ifmsan.steps.io import all_or_none, check_id
+from ifmsan.workflow.plan import Sweep, figure_names
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def _finish(data: pd.DataFrame, figure: Any, out: Path | None) -> Plotted:
 
 def save_figure(figure: Any, stem: str | Path) -> tuple[Path, Path]:
     """Write <stem>.png and <stem>.pdf atomically with fixed metadata, so the same data gives the same bytes."""
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
 
     stem = Path(stem)
     written = []
@@ -322,7 +322,7 @@ def knob_coverage(
 ) -> Plotted:
     """Paper Figure 1 in spirit: one panel per knob of a layer, its p over the knob value against the bounds
     p0/2^γ; n*(γ) is marked where γ is met, and the panel title gives γ_max = log2(p0 / min p)."""
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     curves = [c for c in select_image(sweeps, model=model, image=image) if c.layer == layer and c.chain == ""]
     if not curves:
@@ -375,7 +375,7 @@ def write_figures(
 ) -> dict[str, Plotted]:
     """Every figure the sweeps of one (model, image) allow, as <out_dir>/<name>.png|pdf; a ValueError when none.
 
-    Which figures that is, is decided by ifmsan.plan.figure_names, which the workflow asks too.
+    Which figures that is, is decided by ifmsan.workflow.plan.figure_names, which the workflow asks too.
     """
     curves = select_image(sweeps, model=model, image=image)
     out = Path(out_dir)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ifmsan.consistency import after_model, varying
-from ifmsan.curves import VARIANT_COLUMNS, as_curves, layer_ranks, sorted_curves
-from ifmsan.metrics import DEFAULT_GAMMAS, check_gamma, format_value, gamma_check
-from ifmsan.tabletext import frame_variants, markdown_table, missing, stand_in_note
+from ifmsan.core.metrics import DEFAULT_GAMMAS, check_gamma, format_value, gamma_check
+from ifmsan.report.consistency import after_model, varying
+from ifmsan.report.curves import VARIANT_COLUMNS, as_curves, layer_ranks, sorted_curves
+from ifmsan.report.tabletext import frame_variants, markdown_table, missing, stand_in_note
 
 FIXED_N_NOTE = (
     "Unsafe windows past n*: window sizes n > n*(γ) whose p(n) rises back above p0/2^γ (trend inversions). "
@@ -185,7 +185,7 @@ def check_controller(sweeps: Sequence[Any], controller: pd.DataFrame, *, source:
     The controller's window must be the sweep's n*(γ), or both must say γ is not reached; a row without a sweep of
     its image, layer and knob, or any disagreement, is a ValueError listing the rows. Returns the rows checked.
     """
-    from ifmsan.metrics import n_star_for_gamma
+    from ifmsan.core.metrics import n_star_for_gamma
 
     absent = [column for column in CONTROLLER_COLUMNS if column not in controller.columns]
     if absent:

@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from ifmsan.consistency import after_model, varying
-from ifmsan.curves import (
+from ifmsan.core.metrics import DEFAULT_DECIMALS, EXTRA_DECIMALS, check_decimals, table1_row
+from ifmsan.report.consistency import after_model, varying
+from ifmsan.report.curves import (
     VARIANT_COLUMNS,
     Curve,
     as_curves,
@@ -25,8 +26,7 @@ from ifmsan.curves import (
     layer_ranks,
     sorted_curves,
 )
-from ifmsan.metrics import DEFAULT_DECIMALS, EXTRA_DECIMALS, check_decimals, table1_row
-from ifmsan.tabletext import frame_variants, markdown_table, missing, stand_in_note
+from ifmsan.report.tabletext import frame_variants, markdown_table, missing, stand_in_note
 
 BIN_COLUMNS: tuple[str, str, str] = ("distinct_0.0_0.2", "distinct_0.2_0.8", "distinct_0.8_1.0")
 BIN_HEADERS: tuple[str, str, str] = ("distinct p in [0, 0.2)", "distinct p in [0.2, 0.8)", "distinct p in [0.8, 1.0]")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ifmsan.fetch import URL_SCHEMES
+from ifmsan.steps.fetch import URL_SCHEMES
 
 TORCHVISION = "torchvision:"
 
@@ -33,7 +33,7 @@ def model_info(name: str) -> ModelInfo:
     if name == "bvlc_alexnet":
         return ModelInfo(IFM_LAYERS, 1000)
     if name == "alexnet_mini":
-        from ifmsan import minidata
+        from ifmsan.steps import minidata
 
         return ModelInfo(IFM_LAYERS, len(minidata.CLASS_NAMES))
     if name in models.LITE_MODELS:  # the same network as timm's port, without reading the weights file
@@ -159,10 +159,10 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
 
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The workflow's YAML schema as a dict, its knob enum set from ifmsan.knobs.KNOBS (the list lives there only)."""
+    """The workflow's YAML schema as a dict, its knob enum set from ifmsan.core.knobs.KNOBS (the list lives there only)."""
     import yaml
 
-    from ifmsan.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS
 
     with open(path) as handle:
         schema = yaml.safe_load(handle)
@@ -254,7 +254,7 @@ def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | N
 
 def _check_image(i: int, image: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
     """The source exists (or is a checksummed URL) and the target is one of the model's classes."""
-    from ifmsan.images import MINIDATA_SOURCE, SKIMAGE_IMAGES, SKIMAGE_PREFIX
+    from ifmsan.steps.images import MINIDATA_SOURCE, SKIMAGE_IMAGES, SKIMAGE_PREFIX
 
     source, where = image.get("source", ""), f"images[{i}]"
     if is_url(source):
@@ -291,7 +291,7 @@ def _check_image(i: int, image: Mapping[str, Any], info: ModelInfo | None, probl
 
 def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
     """Layers known and unique, windows ordered, knobs and their values unique and usable, chains in network order."""
-    from ifmsan.knobs import NOISES
+    from ifmsan.core.knobs import NOISES
 
     layers = info.layers if info is not None else None
     for key in ("layers", "knobs", "gammas", "noise_scales"):
@@ -365,7 +365,7 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
     if layer not in layers:
         problems.append(f"{where}.layer: {layer!r} is not an IFM layer; allowed: {', '.join(layers)}")
         return
-    from ifmsan.sweep import parse_chain
+    from ifmsan.steps.sweep import parse_chain
 
     try:
         parsed = parse_chain(steps)
@@ -389,7 +389,7 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
 
 def _check_files(config: Mapping[str, Any], problems: list[str]) -> None:
     """Every checksummed file already on disk is the expected one (hashed once per content); local ones exist."""
-    from ifmsan.fetch import verify_file
+    from ifmsan.steps.fetch import verify_file
 
     entries = [(f"model.{key}", config["model"].get(key)) for key in ("weights", "mean_file")]
     checks = [(where, file_entry_path(e), e) for where, e in entries if isinstance(e, Mapping)]

@@ -1,4 +1,4 @@
-"""Train the alexnet_mini stand-in on the synthetic shapes of ifmsan.minidata, reproducibly, on a few CPU cores.
+"""Train the alexnet_mini stand-in on the synthetic shapes of ifmsan.steps.minidata, reproducibly, on a few CPU cores.
 
 Recipe (chosen in timed trials on 2 cores): AdamW with a one-cycle learning-rate schedule peaking at `lr`,
 batches of 32, random horizontal and vertical flips, and no dropout. With only ~300 optimiser steps in the
@@ -8,20 +8,19 @@ and a constant learning rate ended about 7 points lower than the one-cycle sched
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ifmsan.minidata import CLASS_NAMES, STAND_IN_NOTE, make_dataset, write_examples
+from ifmsan._shared.torchrepro import reproducible_torch
+from ifmsan.steps.minidata import CLASS_NAMES, STAND_IN_NOTE, make_dataset, write_examples
 
 LOG = logging.getLogger(__name__)
 MODEL_NAME = "alexnet_mini"
@@ -75,25 +74,6 @@ def _check_options(
         raise ValueError(f"out_dir {out_dir} exists and is not a directory")
 
 
-@contextlib.contextmanager
-def reproducible_torch(*, seed: int, threads: int) -> Iterator[None]:
-    """Seed torch, pin the thread count and force deterministic kernels; restore the global state afterwards."""
-    import torch
-
-    old_threads = torch.get_num_threads()
-    old_deterministic = torch.are_deterministic_algorithms_enabled()
-    old_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(old_deterministic, warn_only=old_warn_only)
-            torch.set_num_threads(old_threads)
-
-
 def _batch(net: Any, images: np.ndarray, indices: np.ndarray) -> Any:
     """Preprocess a batch with the network's own preprocess(), exactly as inference does."""
     import torch
@@ -140,7 +120,7 @@ def _data_library_versions() -> dict[str, str]:
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     """Pretty JSON, written atomically."""
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -175,14 +155,16 @@ def train_mini(
     from tqdm import tqdm
 
     from ifmsan import __version__, models
-    from ifmsan.atomic import atomic_path
-    from ifmsan.io import all_or_none
+    from ifmsan._shared.atomic import atomic_path
+    from ifmsan.steps.io import all_or_none
 
     started, cpu_started = time.perf_counter(), time.process_time()
     with reproducible_torch(seed=seed, threads=threads):
         net = models.load(MODEL_NAME, seed=seed)
         if tuple(net.class_names) != CLASS_NAMES:
-            raise ValueError(f"{MODEL_NAME} class_names {net.class_names} differ from ifmsan.minidata.CLASS_NAMES")
+            raise ValueError(
+                f"{MODEL_NAME} class_names {net.class_names} differ from ifmsan.steps.minidata.CLASS_NAMES"
+            )
         train_images, train_labels = make_dataset(
             n_per_class=n_train_per_class, split="train", seed=seed, progress=progress
         )

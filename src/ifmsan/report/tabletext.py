@@ -1,4 +1,4 @@
-"""Text and frame helpers shared by the tables (ifmsan.tables) and the γ report (ifmsan.gamma_report)."""
+"""Text and frame helpers shared by the tables (ifmsan.report.tables) and the γ report (ifmsan.report.gamma)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from ifmsan.curves import VARIANT_COLUMNS
+from ifmsan.report.curves import VARIANT_COLUMNS
 
 
 def frame_variants(frame: pd.DataFrame) -> list[str]:

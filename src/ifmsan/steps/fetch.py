@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
@@ -14,10 +13,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ifmsan._shared.hashing import CHUNK, checked_sums, file_checksum
+
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 20
-HEX_DIGITS = {"sha256": 64, "sha1": 40}
 URL_SCHEMES = ("http", "https", "file")
 """The URL schemes ifmsan downloads from (image sources, weights and mean file)."""
 
@@ -36,32 +35,6 @@ class _RestartError(Exception):
 
 class _FatalError(Exception):
     """A failure that retrying cannot fix (HTTP 4xx, unreadable local file)."""
-
-
-def file_checksum(path: str | os.PathLike[str], *, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks, to verify downloads and record provenance."""
-    if algorithm not in hashlib.algorithms_guaranteed:
-        raise ValueError(f"algorithm must be one of {sorted(hashlib.algorithms_guaranteed)}, got {algorithm!r}")
-    digest = hashlib.new(algorithm)
-    with Path(path).open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def checked_sums(sha256: str | None, sha1: str | None, *, what: str = "") -> dict[str, str]:
-    """Validated expected checksums, lower-cased, by algorithm; a ValueError (its text starting with `what`) for
-    anything but 64 / 40 hex digits."""
-    expected: dict[str, str] = {}
-    for algorithm, value in (("sha256", sha256), ("sha1", sha1)):
-        if value is None:
-            continue
-        if not isinstance(value, str) or not re.fullmatch(rf"[0-9a-fA-F]{{{HEX_DIGITS[algorithm]}}}", value):
-            raise ValueError(
-                f"{what}{' ' if what else ''}{algorithm} must be {HEX_DIGITS[algorithm]} hexadecimal digits, got {value!r}"
-            )
-        expected[algorithm] = value.lower()
-    return expected
 
 
 def _mismatches(path: Path, expected: dict[str, str]) -> list[str]:
@@ -94,7 +67,7 @@ def _recorded(path: Path) -> dict[str, str]:
 
 def _record(path: Path, stamp: dict[str, int], digests: dict[str, str]) -> None:
     """Write the sidecar atomically; a read-only folder only costs a rehash next time."""
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
 
     try:
         with atomic_path(_sidecar(path), suffix=".part") as tmp:

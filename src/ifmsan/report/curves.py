@@ -3,8 +3,8 @@
 Input: sweep xarray Datasets as docs/netcdf.md documents: one curve per (model, image, chain, layer, knob), or many
 images concatenated along `image` (p0, target, zero_ratio then are per-image variables). `as_curves` flattens them
 into `Curve`s, one per image, so per-image files and concatenated files mix freely; the same (model, image, layer,
-knob, chain) twice is an error. The tables (ifmsan.tables), the γ report (ifmsan.gamma_report) and the figures
-(ifmsan.figures) all start from here.
+knob, chain) twice is an error. The tables (ifmsan.report.tables), the γ report (ifmsan.report.gamma) and the figures
+(ifmsan.report.figures) all start from here.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ifmsan.consistency import VARIANT_KEYS, check_mixture, weights_id
-from ifmsan.knobs import KNOBS
-from ifmsan.metrics import check_curve, check_p0
+from ifmsan.core.knobs import KNOBS
+from ifmsan.core.metrics import check_curve, check_p0
 from ifmsan.models.caffe_alexnet import IFM_LAYERS
+from ifmsan.report.consistency import VARIANT_KEYS, check_mixture, weights_id
 
 ALEXNET_LAYERS: tuple[str, ...] = IFM_LAYERS
 """Default row order (the paper's Table 1: the model's own list); layers not in it follow in first-seen order."""
@@ -67,7 +67,7 @@ class Curve:
 def load_sweeps(paths: Iterable[str | Path]) -> list[Any]:
     """Read sweep NetCDF files into memory (files closed again); a missing or unreadable file, or one that is not a
     sweep (io.read_sweep), is a clear error naming it; missing files are found before any file is read."""
-    from ifmsan.io import read_sweep
+    from ifmsan.steps.io import read_sweep
 
     files = [Path(p) for p in paths]
     if not files:
@@ -199,7 +199,7 @@ def as_curves(sweeps: Sequence[Any]) -> list[Curve]:
 def chain_steps(chain: str) -> tuple[tuple[str, int], ...]:
     """A chain attribute like "norm2@3+pool2@4" as ((layer, window), ...), parsed by sweep.parse_chain (the one
     parser of the chain syntax); "" is no chain."""
-    from ifmsan.sweep import parse_chain
+    from ifmsan.steps.sweep import parse_chain
 
     return tuple((step.layer, step.window) for step in parse_chain(chain))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import xarray as xr
 
-from ifmsan.io import attr_text as text
+from ifmsan.steps.io import attr_text as text
 
 VARIANT_KEYS: tuple[str, ...] = ("model", "weights", "config_hash", "target_source")
 """Keys every curve of one report must share (report --allow-mixed lets them differ and keeps them as columns)."""
@@ -49,7 +49,7 @@ def weights_id(attrs: Mapping[str, Any]) -> str:
 
 def check_same_network(attrs: Mapping[str, Any], net: Any, *, source: str = "the IFMs") -> None:
     """Refuse IFMs extracted with another model or other weights (or init seed) than the network run on them."""
-    from ifmsan.extract import provenance
+    from ifmsan.steps.extract import provenance
 
     if text(attrs.get("model")) != net.name:
         raise ValueError(f"{source}: the IFMs were extracted with model {attrs.get('model')!r}, not {net.name!r}")

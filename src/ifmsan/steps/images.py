@@ -9,7 +9,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ifmsan.fetch import URL_SCHEMES
+from ifmsan.steps.fetch import URL_SCHEMES
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -67,7 +67,8 @@ def resolve_image(
     source: an http(s):// or file:// URL (sha256 required; cached as `name`, default the URL's file name),
     "skimage:<name>" (one of SKIMAGE_IMAGES), or a local path. sha256, when given, is verified for every kind.
     """
-    from ifmsan.fetch import fetch, file_checksum
+    from ifmsan._shared.hashing import file_checksum
+    from ifmsan.steps.fetch import fetch
 
     if not isinstance(source, str) or not source.strip():
         raise ValueError(f"image source must be a URL, a local path or 'skimage:<name>', got {source!r}")
@@ -171,7 +172,7 @@ def minidata_image(source: str) -> Image.Image:
     """A generated alexnet_mini sample, 'minidata:<split>:<index>[:<seed>]' (seed 0 by default).
 
     Its checksum is the sha256 of its pixels."""
-    from ifmsan.minidata import render_sample
+    from ifmsan.steps.minidata import render_sample
 
     match = MINIDATA_SOURCE.match(source)
     if not match:
@@ -190,7 +191,7 @@ def load_image_with_checksum(
     name: str | None = None,
 ) -> tuple[Image.Image, str]:
     """The RGB image and the sha256 of the file bytes it was decoded from (for provenance attributes)."""
-    from ifmsan.fetch import file_checksum
+    from ifmsan._shared.hashing import file_checksum
 
     if source.startswith(MINIDATA_PREFIX):
         image = minidata_image(source)
@@ -222,6 +223,6 @@ def image_checksum(
     name: str | None = None,
 ) -> str:
     """sha256 of the bytes an image is read from (fetching it first if needed), for provenance."""
-    from ifmsan.fetch import file_checksum
+    from ifmsan._shared.hashing import file_checksum
 
     return file_checksum(resolve_image(source, sha256=sha256, cache_dir=cache_dir, name=name))

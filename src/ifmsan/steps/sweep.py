@@ -13,9 +13,9 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ifmsan.knobs import Knob, check_knob_values, get_knob
-from ifmsan.metrics import check_p0
-from ifmsan.sanitize import check_ifm
+from ifmsan.core.knobs import Knob, check_knob_values, get_knob
+from ifmsan.core.metrics import check_p0
+from ifmsan.core.sanitize import check_ifm
 
 if TYPE_CHECKING:
     from ifmsan.models.base import LayeredNet
@@ -209,9 +209,9 @@ def sweep_dataset(
 
     head=False: no gathered head (see `sweep_ifm`).
     """
-    from ifmsan.consistency import check_config_hash, check_same_network
-    from ifmsan.extract import ifms_of, provenance
-    from ifmsan.io import check_user_attrs
+    from ifmsan.report.consistency import check_config_hash, check_same_network
+    from ifmsan.steps.extract import ifms_of, provenance
+    from ifmsan.steps.io import check_user_attrs
 
     check_layer(net, layer)
     sanitizer = get_knob(knob, seed=seed)

@@ -9,7 +9,7 @@ when the config is made, never at run time: the config holds the URLs and checks
 
 Regenerate the shipped 1000-image config with
 
-    python -m ifmsan.manifest MANIFEST.tsv --base config/imagenet16.yaml --out config/imagenet1000.yaml
+    python -m ifmsan.workflow.manifest MANIFEST.tsv --base config/imagenet16.yaml --out config/imagenet1000.yaml
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def imagenet_group(class_index: int) -> str:
 
 def image_id(file: str) -> str:
     """The config id of a manifest file: its name without the extension, quotes dropped and any other character
-    that a safe id (ifmsan.io.check_id) does not allow replaced by '_' ("n03590841_jack-o'-lantern.JPEG" ->
+    that a safe id (ifmsan.steps.io.check_id) does not allow replaced by '_' ("n03590841_jack-o'-lantern.JPEG" ->
     "n03590841_jack-o-lantern")."""
-    from ifmsan.io import check_id
+    from ifmsan.steps.io import check_id
 
     stem = Path(file).stem
     return check_id(_UNSAFE.sub("_", _QUOTES.sub("", stem)), name=f"image id made from file {file!r}")
@@ -222,7 +222,7 @@ def _with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
     """The comment block at the top of a generated config: what it is for, what it runs, how it was made."""
-    from ifmsan.plan import plan, planned_jobs
+    from ifmsan.workflow.plan import plan, planned_jobs
 
     full = _with_defaults(config)
     jobs = planned_jobs(full)
@@ -251,7 +251,7 @@ def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
         f"jobs: {per_image}; {rest}. With profiles/slurm {sum(jobs[rule] for rule in cluster)} of them "
         f"({', '.join(cluster)}) go to the cluster, the others run where snakemake runs.",
         f"Images: the manifest's url{shared}, sha256 and class_index (target); id = the file name without its "
-        "extension, quotes dropped (ifmsan.manifest.image_id).",
+        "extension, quotes dropped (ifmsan.workflow.manifest.image_id).",
     ]
     if all("group" in image for image in full["images"]):
         ranges_text = "; ".join(
@@ -259,7 +259,7 @@ def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
             for name, ranges in IMAGENET_GROUPS
         )
         paragraphs.append(
-            "group = a coarse class group by class index (ifmsan.manifest.IMAGENET_GROUPS; the borders follow the "
+            "group = a coarse class group by class index (ifmsan.workflow.manifest.IMAGENET_GROUPS; the borders follow the "
             f"labels, not a published taxonomy): {ranges_text}. The workflow's tables rule passes the groups to "
             "`ifmsan report --image-group ID=GROUP`, so the gamma summary has rows per group beside the rows over all "
             f"images (by hand: `ifmsan report ... --image-groups {configfile}`)."
@@ -309,11 +309,11 @@ def _display(path: str | os.PathLike[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """python -m ifmsan.manifest MANIFEST.tsv --base BASE.yaml --out OUT.yaml: write a config from a manifest."""
+    """python -m ifmsan.workflow.manifest MANIFEST.tsv --base BASE.yaml --out OUT.yaml: write a config from a manifest."""
     import yaml
 
     parser = argparse.ArgumentParser(
-        prog="python -m ifmsan.manifest",
+        prog="python -m ifmsan.workflow.manifest",
         description="Write a workflow config whose images are the rows of a tab-separated image manifest "
         "(file, class_index, sha256, url, ...) and whose other keys come from a base config.",
     )
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--groups",
         choices=("imagenet", "none"),
         default="imagenet",
-        help="set each image's group from its class index (ifmsan.manifest.IMAGENET_GROUPS), or none",
+        help="set each image's group from its class index (ifmsan.workflow.manifest.IMAGENET_GROUPS), or none",
     )
     args = parser.parse_args(argv)
     try:
@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = f"python -m ifmsan.manifest MANIFEST.tsv --base {_display(args.base)} --out {_display(args.out)}"
+    command = f"python -m ifmsan.workflow.manifest MANIFEST.tsv --base {_display(args.base)} --out {_display(args.out)}"
     if args.run:
         command += f" --run {args.run}"
     if args.knobs != ["nonzero_mean"]:
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.groups != "imagenet":
         command += f" --groups {args.groups}"
     text = to_yaml(config, comment=header(config, command=command, configfile=_display(args.out)))
-    from ifmsan.atomic import atomic_path
+    from ifmsan._shared.atomic import atomic_path
 
     with atomic_path(args.out) as tmp:
         tmp.write_text(text, encoding="utf-8")

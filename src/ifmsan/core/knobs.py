@@ -10,7 +10,7 @@ from typing import Protocol, cast
 import numpy as np
 import torch
 
-from ifmsan.sanitize import SELECTORS, _as_tensor, check_ifm, check_seed, check_window, sample_and_hold_sweep
+from ifmsan.core.sanitize import SELECTORS, as_tensor, check_ifm, check_seed, check_window, sample_and_hold_sweep
 
 NOISES: tuple[str, ...] = ("laplace", "gaussian")
 KNOBS: tuple[str, ...] = SELECTORS + NOISES
@@ -88,7 +88,7 @@ class NoiseKnob:
         self, ifm: torch.Tensor | np.ndarray, values: Sequence[float], *, out: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The IFM plus the same unit noise at each scale: (len(values), *ifm.shape)."""
-        tensor, was_numpy = _as_tensor(ifm)
+        tensor, was_numpy = as_tensor(ifm)
         check_ifm(tensor)
         scales = [check_scale(v, name=f"values[{i}]") for i, v in enumerate(values)]
         if not scales:

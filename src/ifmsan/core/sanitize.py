@@ -1,7 +1,7 @@
 """Sample-and-hold approximation of an IFM stream (the paper's Algorithm 1 and its baselines).
 
 This module holds the API and the torch reference path; the fused numba kernels that give the same bits faster on
-the CPU live in `ifmsan.sanitize_kernels`.
+the CPU live in `ifmsan.core.kernels`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from ifmsan import sanitize_kernels
+from ifmsan.core import kernels as sanitize_kernels
 
 SELECTORS: tuple[str, ...] = ("nonzero_mean", "first", "mean", "random")
 """Which sample represents a window: the paper's method first, then the baselines."""
@@ -64,7 +64,7 @@ def check_select(select: object) -> str:
     return str(select)
 
 
-def _as_tensor(ifm: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
+def as_tensor(ifm: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
     """Accept numpy arrays too (any byte order, 0-d kept 0-d), remembering to hand numpy back."""
     if isinstance(ifm, np.ndarray):
         if not np.issubdtype(ifm.dtype, np.floating):  # before torch, which cannot even hold object or str arrays
@@ -139,7 +139,7 @@ def sample_and_hold_sweep(
 
     kernel=False always takes the torch reference path (same bits, slower): for benchmarks and tests that compare them.
     """
-    tensor, was_numpy = _as_tensor(ifm)
+    tensor, was_numpy = as_tensor(ifm)
     check_ifm(tensor)
     select = check_select(select)
     seed = check_seed(seed)

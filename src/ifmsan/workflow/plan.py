@@ -46,9 +46,9 @@ def attack_pairs(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 def attack_figure_names(pairs: Iterable[tuple[str, str]]) -> list[str]:
     """frontier_<layer> once per layer (first-seen order), then reconstructions_<layer>_<knob> per attack.
 
-    Layer and knob names become file names, so each must be a safe id (ifmsan.io.check_id).
+    Layer and knob names become file names, so each must be a safe id (ifmsan.steps.io.check_id).
     """
-    from ifmsan.io import check_id
+    from ifmsan.steps.io import check_id
 
     pairs = list(dict.fromkeys(pairs))
     for layer, knob in pairs:
@@ -98,7 +98,7 @@ def figure_names(
     chained; heatmap (all plain sweeps over one parameter) and effsan: any unchained nonzero_mean sweep;
     knob_coverage_<layer>: each layer with two knobs or more, in layer order.
     """
-    from ifmsan.curves import layer_ranks
+    from ifmsan.report.curves import layer_ranks
 
     seen = list(dict.fromkeys(sweeps))
     have = set(seen)
@@ -147,7 +147,7 @@ def config_sweeps(config: Mapping[str, Any], layers: Sequence[str]) -> list[Swee
 
 def plan(config: Mapping[str, Any]) -> Plan:
     """What a validated config (defaults filled in) makes the workflow produce; the model is built at most once."""
-    from ifmsan.configcheck import model_info
+    from ifmsan.workflow.configcheck import model_info
 
     layers = tuple(config["layers"] or model_info(config["model"]["name"]).layers)
     chains = tuple((chain["layer"], chain["steps"]) for chain in config["chains"])
@@ -169,7 +169,7 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     """Jobs per rule that `snakemake` plans for a validated config with its defaults filled in (the same
     counts as `snakemake -n --quiet rules`, `all` included; tests/test_workflow.py checks them against dry runs), read
     off plan(): a 1000-image DAG is sized without Snakemake's 90-s dry run (docs/scaling.md)."""
-    from ifmsan.configcheck import converted_weights_path, image_file, is_url
+    from ifmsan.workflow.configcheck import converted_weights_path, image_file, is_url
 
     the_plan = plan(config)
     images = config["images"]

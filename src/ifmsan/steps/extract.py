@@ -10,8 +10,8 @@ import torch
 import xarray as xr
 
 import ifmsan
-from ifmsan.io import IMAGE_ATTRS, check_user_attrs
 from ifmsan.models.base import LayeredNet
+from ifmsan.steps.io import IMAGE_ATTRS, check_user_attrs
 
 
 def ifm_dims(layer: str, shape: tuple[int, ...]) -> tuple[str, ...]:

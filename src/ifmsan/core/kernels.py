@@ -1,6 +1,6 @@
 """The sanitizer's fused CPU path: numba kernels (optional) that give the torch path's results bit for bit, faster.
 
-`ifmsan.sanitize` keeps the API and the torch reference path and calls `sweep_with_kernels` where `kernel_applies`.
+`ifmsan.core.sanitize` keeps the API and the torch reference path and calls `sweep_with_kernels` where `kernel_applies`.
 Same results as the torch path bit for bit (tests/test_sanitize_fast.py): the held value is always one of the samples,
 chosen with the same float64 mean and distances, so only the work is organised differently.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ifmsan.jit import drain_in_threads, numba_compile
+from ifmsan._shared.jit import drain_in_threads, numba_compile
 
 KERNEL_MODES: dict[str, int] = {"nonzero_mean": 0, "first": 1, "random": 2}
 _FAR = 1e300
@@ -307,7 +307,7 @@ def cached_tables(stream_tables: Callable[..., tuple], x: np.ndarray) -> tuple:
 
 
 def random_indices_np(size: int, *, window: int, seed: int) -> np.ndarray:
-    """The same picks as ifmsan.sanitize._random_indices, for a stream of `size` samples, as numpy."""
+    """The same picks as ifmsan.core.sanitize._random_indices, for a stream of `size` samples, as numpy."""
     span = min(window, size)
     lengths = np.full(-(-size // span), span, dtype=np.int64)
     lengths[-1] = size - (lengths.shape[0] - 1) * span

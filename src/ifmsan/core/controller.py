@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from ifmsan.knobs import get_knob
-from ifmsan.metrics import check_gamma, n_star_for_gamma
-from ifmsan.sanitize import SELECTORS, check_window
+from ifmsan.core.knobs import get_knob
+from ifmsan.core.metrics import check_gamma, n_star_for_gamma
+from ifmsan.core.sanitize import SELECTORS, check_window
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,0 +1,1 @@
+"""Helpers shared across the package: atomic writes, hashing, thread pools, value parsing, reproducible torch."""

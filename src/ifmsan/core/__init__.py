@@ -1,0 +1,1 @@
+"""The core: the sanitizer, its kernels, the knobs, the metrics and the runtime gamma controller."""

@@ -1,0 +1,1 @@
+"""Pipeline steps: read and write NetCDF, load and fetch images and weights, extract IFMs, sweep, train."""

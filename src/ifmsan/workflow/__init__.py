@@ -1,0 +1,1 @@
+"""Workflow glue: the config check, the plan of what a run writes, configs made from a manifest."""
