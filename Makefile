@@ -1,4 +1,4 @@
-# ifmsan: the two commands a newcomer runs are `make demo` and `make test`.
+# ifmsan: the two commands a newcomer runs are `make demo` and `make test`; CI runs `make lint` and `make test-all`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ifmsan-installed
 # the rules call the `ifmsan` command: put the venv's tools first on PATH for every recipe
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: all setup demo real test test-fast lint report bench bench-dag clean-venv help
+.PHONY: all setup demo real test test-all lint report bench bench-dag clean-venv help
 
 all: help
 
@@ -35,11 +35,16 @@ demo: $(STAMP)  ## set up and run the whole offline demo DAG (alexnet_mini)
 real: $(STAMP)  ## set up and run the whole DAG offline on a real ImageNet network (efficientnet_lite0, 5 photos)
 	$(BIN)/snakemake --cores $(CORES) --configfile config/real.yaml
 
-test: $(STAMP)  ## set up and run the whole test suite
-	$(BIN)/python -m pytest
+# Caches that tools write while the tests run (matplotlib's font list, Snakemake's source cache, Jupyter's runtime
+# files) stay inside the checkout: the tests change nothing outside it and the temp dir.
+TEST_ENV := XDG_CACHE_HOME=$(CURDIR)/.cache MPLCONFIGDIR=$(CURDIR)/.cache/matplotlib \
+	JUPYTER_RUNTIME_DIR=$(CURDIR)/.cache/jupyter IPYTHONDIR=$(CURDIR)/.cache/ipython
 
-test-fast: $(STAMP)  ## the test suite without the slow tests
-	$(BIN)/python -m pytest -m 'not slow and not cluster'
+test: $(STAMP)  ## set up and run the quick suite (minutes): every module, the tiny DAG once, no apt, no daemons
+	$(TEST_ENV) $(BIN)/python -m pytest
+
+test-all: $(STAMP)  ## set up and run the whole suite: slow tests, full hypothesis runs, SLURM cluster (root, apt)
+	$(TEST_ENV) $(BIN)/python -m pytest --run-slow --run-cluster --hypothesis-profile=full
 
 lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (config in pyproject.toml)
 	$(BIN)/ruff check .

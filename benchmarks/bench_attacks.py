@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sweep import RESULTS, PeakRss  # noqa: E402  (the shared peak-memory probe)
+from timing import PeakRss  # noqa: E402  (the benchmarks' peak-memory probe)
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

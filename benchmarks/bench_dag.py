@@ -10,7 +10,7 @@ runs `snakemake --cores N` in a fresh folder and reports:
   notebooks);
 - per rule: jobs, and the sums of what each job logged (`timing:` lines of `ifmsan sweep` and `ifmsan gamma`):
   setup_s (process start to the computation: imports, weights, IFMs), compute_s, write_s;
-- efficiency = (sum of the sweep and chain-sweep jobs' compute_s) / (wall_s x cores), the issue's measure of how much
+- efficiency = (sum of the sweep and chain-sweep jobs' compute_s) / (wall_s x cores), the measure of how much
   of the machine the sweeps get; all_compute_efficiency counts the γ controller's compute too;
 - files and bytes per image under results/ (for docs/scaling.md).
 
@@ -51,7 +51,7 @@ TIMING = re.compile(r"timing: setup_s=(?P<setup>[\d.?]+) compute_s=(?P<compute>[
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The benchmark's options; the defaults measure what the scaling issue asks for."""
+    """The benchmark's options; the defaults run both DAGs with the current code at --cores 2."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default="paper,imagenet16", help="comma list of paper, imagenet16 (default: both)")
     parser.add_argument("--cores", type=int, default=2, help="snakemake --cores (default 2)")
@@ -242,6 +242,7 @@ def run_dag(
         "config": name,
         "code": "current" if tree == ROOT else tree.name.removeprefix("src-"),
         "cores": cores,
+        "command": " ".join(command[1:]),
         "wall_s": wall,
         "cpu_s": cpu,
         "jobs": int(steps[-1][1]) if steps else None,

@@ -14,7 +14,7 @@ import xarray as xr
 
 from ifmsan.attacks import IDENTITY, METRICS, UNSANITIZED
 from ifmsan.attacks import figures as af
-from ifmsan.report.figures import KNOB_LABELS
+from ifmsan.report.plotting import KNOB_LABELS
 
 PARAMETERS = {"nonzero_mean": "window", "first": "window", "gaussian": "scale", "laplace": "scale"}
 

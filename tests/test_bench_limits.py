@@ -1,4 +1,5 @@
-"""The benchmark's limits (benchmarks/machine_limits.py), its sanitizer profile and its verdict, on hand-made inputs."""
+"""The benchmark's limits (benchmarks/machine_limits.py), its sanitizer profile, its verdict (sweep_report.py) and its
+FLOP count (timing.py), on hand-made inputs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import torch
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 machine_limits = importlib.import_module("machine_limits")
-bench_sweep = importlib.import_module("bench_sweep")
+sweep_report = importlib.import_module("sweep_report")
+timing = importlib.import_module("timing")
 
 ZEN4 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -136,10 +138,10 @@ def fake_result(shares: dict[str, float], overheads: dict[str, float]) -> dict[s
 
 def test_the_verdict_checks_every_layer_whose_forward_is_not_tiny() -> None:
     shares = {"conv1": 0.6, "conv5": 0.385, "fc8": 0.015}
-    ok = bench_sweep.verdict(fake_result(shares, {"conv1": 0.01, "conv5": 0.029, "fc8": 0.2}))
+    ok = sweep_report.verdict(fake_result(shares, {"conv1": 0.01, "conv5": 0.029, "fc8": 0.2}))
     assert ok["total_ok"] and ok["layers_ok"]  # fc8's 0.2 does not count: its forward is 1.5 % of the total
     assert [layer for layer, row in ok["layers"].items() if row["counts"]] == ["conv1", "conv5"]
-    above = bench_sweep.verdict(fake_result(shares, {"conv1": 0.01, "conv5": 0.031, "fc8": 0.0}))
+    above = sweep_report.verdict(fake_result(shares, {"conv1": 0.01, "conv5": 0.031, "fc8": 0.0}))
     assert not above["layers_ok"]
 
 
@@ -158,8 +160,18 @@ def test_useful_flops_on_a_fresh_network_count_each_layer_once() -> None:
     from ifmsan import models
 
     net = models.load("alexnet_mini")
-    flops = bench_sweep.useful_flops(net, net.ifm_layers[:2])
+    flops = timing.useful_flops(net, net.ifm_layers[:2])
     conv1 = net.conv1
     out_h, out_w = net.ifm_shape(net.ifm_layers[1])[1:]
     by_hand = 2 * conv1.out_channels * out_h * out_w * conv1.in_channels * conv1.kernel_size[0] * conv1.kernel_size[1]
     assert flops[net.ifm_layers[0]] - flops[net.ifm_layers[1]] == by_hand
+
+
+def test_the_harness_script_imports_its_parts_and_parses_every_option() -> None:
+    """bench_sweep.py pulls its measurements from sweep_experiments/ and timing.py; its options parse as before."""
+    bench_sweep = importlib.import_module("bench_sweep")
+    args = bench_sweep.parse_args(["--windows", "2:5", "--layers", "fc8", "--check", "--profile", "--compare-cpu"])
+    assert (args.threads, args.reps, args.windows, args.layers) == (2, 3, "2:5", "fc8")
+    assert args.check and args.profile and args.compare_cpu and not args.dag
+    with pytest.raises(SystemExit):
+        bench_sweep.parse_args(["--windows", "5:2"])

@@ -33,6 +33,7 @@ from caffemodel_writer import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis_examples import examples
 from PIL import Image
 
 from ifmsan.models.caffe import _message_classes, read_caffemodel
@@ -40,7 +41,7 @@ from ifmsan.steps.images import load_image
 from ifmsan.steps.io import netcdf_memory_limit, read_ifms, read_netcdf, read_sweep, write_netcdf
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=3000,
     derandomize=True,
     database=None,
@@ -131,7 +132,7 @@ def assert_caffe_result_or_clear_error(path: Path) -> None:
             assert all(a.dtype == np.float32 and a.nbytes <= size for a in arrays)
 
 
-@settings(FUZZ, max_examples=1000)
+@settings(FUZZ, max_examples=examples(1000))
 @given(seed=st.integers(min_value=0, max_value=7), mutations=st.lists(MUTATION, min_size=1, max_size=4))
 def test_fuzz_caffemodel_reader(
     folder: Path, caffe_seeds: list[bytes], seed: int, mutations: list[tuple[str, float, bytes]]
@@ -312,7 +313,7 @@ def image_seeds() -> list[bytes]:
     ]
 
 
-@settings(FUZZ, max_examples=600)
+@settings(FUZZ, max_examples=examples(600))
 @pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns about corrupt TIFF tags it skips
 @given(seed=st.integers(min_value=0, max_value=7), mutations=st.lists(MUTATION, min_size=1, max_size=3))
 def test_fuzz_image_loader(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ifmsan.report import gamma as gamma_report
+from ifmsan.report.groups import load_image_groups
 from ifmsan.workflow import configcheck, manifest, plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ def test_committed_config_plan_and_job_counts() -> None:
 
 
 def test_committed_config_gives_the_report_its_groups() -> None:
-    groups = gamma_report.load_image_groups(CONFIG_FILE)
+    groups = load_image_groups(CONFIG_FILE)
     assert len(groups) == 1000 and groups["n02056570_king_penguin"] == "animal"
     assert groups["n15075141_toilet_tissue"] == "artifact"
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_examples import examples
 
 import ifmsan
 from ifmsan.core import metrics
@@ -170,7 +171,7 @@ def naive_unsafe(values, probs, p0, gamma):
 curves = st.lists(st.floats(0.0, 1.0), min_size=1, max_size=40)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(probs=curves, p0=st.floats(0.01, 1.0), gamma=st.sampled_from([0.25, 0.5, 1.0, 2.0, 3.0, 4.0]))
 def test_metrics_agree_with_naive_loops(probs: list[float], p0: float, gamma: float) -> None:
     values = list(range(2, 2 + len(probs)))[::-1]  # reversed: the metrics must sort by window

@@ -14,6 +14,7 @@ from sweep_fixtures import make_sweep, write_sweep
 
 from ifmsan.commands import report
 from ifmsan.report import figures
+from ifmsan.report.plotting import Plotted
 from ifmsan.workflow import plan
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def curves_for(config: dict[str, Any], layers: tuple[str, ...]) -> list[Any]:
 def stub_drawing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Figure functions that draw nothing, so the test checks write_figures' decision, not matplotlib."""
 
-    def stub(*args: Any, out: Path, **kwargs: Any) -> figures.Plotted:
-        return figures.Plotted(data=None, figure=None, files=())
+    def stub(*args: Any, out: Path, **kwargs: Any) -> Plotted:
+        return Plotted(data=None, figure=None, files=())
 
     for name in ("figure2", "figure4", "figure5", "layer_heatmap", "effsan_per_layer", "knob_coverage"):
         monkeypatch.setattr(figures, name, stub)

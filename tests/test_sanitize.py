@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_examples import examples
 
 import ifmsan
 from ifmsan.core.knobs import get_knob
@@ -40,7 +41,7 @@ def sparse_arrays(draw: st.DrawFn) -> np.ndarray:
     return np.array(values, dtype=np.float32).reshape(shape)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(array=sparse_arrays(), data=st.data())
 def test_algorithm1_equals_naive_reference_for_every_window(array: np.ndarray, data: st.DataObject) -> None:
     n_samples = array.size

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis_examples import examples
 
 import ifmsan
 import ifmsan.core.kernels as sanitize_kernels
@@ -62,7 +63,7 @@ sparse_float32 = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(values=st.lists(sparse_float32, min_size=1, max_size=300), data=st.data())
 def test_fused_path_equals_naive_algorithm1_on_any_float32(values: list[float], data: st.DataObject) -> None:
     array = np.array(values, dtype=np.float32)

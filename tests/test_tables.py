@@ -13,6 +13,9 @@ from sweep_fixtures import concat_images, make_sweep, write_sweep
 from ifmsan.cli import main
 from ifmsan.report import curves, tables
 from ifmsan.report import gamma as gamma_report
+from ifmsan.report.consistency import check_controller
+from ifmsan.report.gamma_markdown import gamma_report_markdown, gamma_summary_markdown
+from ifmsan.report.groups import load_image_groups
 
 HAND_PROBS = [0.75, 0.5, 0.375, 0.5, 0.125, 0.25, 0.0625]  # windows 2..8, p0 = 0.75 (see test_metrics)
 
@@ -218,7 +221,7 @@ def test_gamma_report_rows_on_the_hand_curve() -> None:
     assert missed["n_star"] is None and not missed["reachable"] and missed["n_unsafe"] == 0
     assert missed["verdict"].startswith("not reachable in range 2..8")
     assert missed["gamma_max"] == pytest.approx(math.log2(12))
-    text = gamma_report.gamma_report_markdown(report)
+    text = gamma_report_markdown(report)
     assert "Figure 3" in text and "fixes one window size" in text
     cells = markdown_rows(text)
     assert cells[1][cells[0].index("n*")] == "4" and cells[2][cells[0].index("n*")] == "—"
@@ -243,7 +246,7 @@ def test_gamma_summary_over_images() -> None:
     assert row["images_with_unsafe"] == 1 and row["n_unsafe_total"] == 1
     assert row["inversions_total"] == 2  # only image a has inversions
     assert row["verdict"] == "met in 2/3 image(s); n* mean 4.5 (min 4, max 5); UNSAFE values past n* in 1/3 image(s)"
-    assert "2/3 (0.67)" in gamma_report.gamma_summary_markdown(summary)
+    assert "2/3 (0.67)" in gamma_summary_markdown(summary)
 
 
 def test_gamma_report_on_a_noise_knob() -> None:
@@ -371,7 +374,7 @@ def test_gamma_summary_quantiles_by_hand() -> None:
     # q05: h = 0.2 -> 3 + 0.2·1 = 3.2; q25: h = 1 -> 4; median: h = 2 -> 6; q75: h = 3 -> 7; q95: h = 3.8 -> 7.8
     expected = {"n_star_q05": 3.2, "n_star_q25": 4.0, "n_star_median": 6.0, "n_star_q75": 7.0, "n_star_q95": 7.8}
     assert {key: row[key] for key in expected} == pytest.approx(expected)
-    text = gamma_report.gamma_summary_markdown(summary)
+    text = gamma_summary_markdown(summary)
     cells = markdown_rows(text)
     assert "group" not in cells[0]  # no class groups: the column would only say "all"
     assert cells[1][cells[0].index("n* median [q25, q75]")] == "6 [4, 7]"
@@ -408,7 +411,7 @@ def test_gamma_summary_per_group() -> None:
     # y: b (4), d (7), e (8); linear: q25 h = 0.5 -> 5.5, q95 h = 1.9 -> 7.9
     assert (y["n_images"], y["n_reachable"], y["reachable_fraction"]) == (3, 3, 1.0)
     assert (y["n_star_q25"], y["n_star_median"]) == (5.5, 7.0) and y["n_star_q95"] == pytest.approx(7.9)
-    cells = markdown_rows(gamma_report.gamma_summary_markdown(summary))
+    cells = markdown_rows(gamma_summary_markdown(summary))
     assert [row[cells[0].index("group")] for row in cells[1:]] == ["all", "x", "y"]
     assert cells[2][cells[0].index("reachable")] == "2/3 (0.67)"
 
@@ -434,21 +437,21 @@ def test_gamma_summary_refuses_bad_groups() -> None:
 def test_load_image_groups(tmp_path: Path) -> None:
     mapping = tmp_path / "groups.yaml"
     mapping.write_text("a: x\nb: y\n")
-    assert gamma_report.load_image_groups(mapping) == {"a": "x", "b": "y"}
+    assert load_image_groups(mapping) == {"a": "x", "b": "y"}
     config = tmp_path / "config.yaml"
     config.write_text(
         "images:\n  - {id: a, source: skimage:cat, group: x}\n  - {id: b, source: skimage:astronaut, group: y}\n"
     )
-    assert gamma_report.load_image_groups(config) == {"a": "x", "b": "y"}
+    assert load_image_groups(config) == {"a": "x", "b": "y"}
     config.write_text("images:\n  - {id: a, source: skimage:cat, group: x}\n  - {id: b, source: skimage:astronaut}\n")
     with pytest.raises(ValueError, match=r"images\[1\] \('b'\) has no group"):
-        gamma_report.load_image_groups(config)
+        load_image_groups(config)
     mapping.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="expected a mapping image_id: group"):
-        gamma_report.load_image_groups(mapping)
+        load_image_groups(mapping)
     mapping.write_text("a: [x\n")
     with pytest.raises(ValueError, match="not valid YAML"):
-        gamma_report.load_image_groups(mapping)
+        load_image_groups(mapping)
 
 
 def test_report_cli_with_image_groups(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -498,17 +501,17 @@ def test_controller_check_against_the_sweeps(tmp_path: Path, capsys: pytest.Capt
         for gamma in (1.0, 5.0)  # step_curve drops to 0.3 * p0 at n*: γ=1 is met there, γ=5 never
     ]  # fmt: skip
     good = pd.DataFrame(rows)
-    assert gamma_report.check_controller(sweeps, good) == 12
+    assert check_controller(sweeps, good) == 12
     bad = good.copy()
     bad.loc[4, "window"] = 5  # image c at γ = 1 (rows: a 1, a 5, b 1, b 5, c 1, ...): its n*(1) is 6
     with pytest.raises(ValueError, match=r"1 row\(s\):\n  alexnet_mini/c/pool5/nonzero_mean gamma=1.0: controller "
                        r"window 5, sweep n\* 6"):  # fmt: skip
-        gamma_report.check_controller(sweeps, bad)
+        check_controller(sweeps, bad)
     other = good.assign(layer="fc6")
     with pytest.raises(ValueError, match="(?s)12 row.*no unchained sweep of this image, layer and knob"):
-        gamma_report.check_controller(sweeps, other)
+        check_controller(sweeps, other)
     with pytest.raises(ValueError, match="lacks the columns window"):
-        gamma_report.check_controller(sweeps, good.drop(columns="window"))
+        check_controller(sweeps, good.drop(columns="window"))
     good.to_csv(tmp_path / "good.csv", index=False)
     bad.to_csv(tmp_path / "bad.csv", index=False)
     args = ["report", "--sweeps", *files, "--gammas", "1"]

@@ -4,8 +4,8 @@ Importing ifmsan has no side effects and loads no torch: every public name is im
 
 Performance advice: set `OMP_WAIT_POLICY=PASSIVE` in the environment before torch is imported, so idle OpenMP threads
 sleep instead of spinning and the fused sanitizer kernels' threads get the cores between torch's parallel regions
-(a 25-40 % faster sanitizer on 2 cores, benchmarks/README.md). The `ifmsan` command and the benchmark set it unless
-you did; a library user decides for their own process.
+(benchmarks/README.md has the measurement). The `ifmsan` command and the benchmark set it unless you did; a library
+user decides for their own process.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ def use_openmp_advice() -> None:
 MALLOC_MMAP_THRESHOLD = 1 << 30
 """glibc serves each allocation above its mmap threshold (32 MiB at most by default) with a fresh mmap and returns freed
 heap tops to the system, so every forward batch of large IFMs faults its pages in again (efficientnet_lite0's bn1
-batch of 32: 51 MB). With both thresholds at 1 GiB for the command, such buffers stay on the heap and are reused: a bn1
-sweep (one knob, windows 2..150) took 10.3 s instead of 20.6 s, its system time 1.4 s instead of 10.5 s, and wrote
-byte-identical output. The user's own MALLOC_*_THRESHOLD_ or glibc.malloc tunables win."""
+batch of 32: 51 MB). With both thresholds at 1 GiB for the command, such buffers stay on the heap and are reused
+instead of being mapped and faulted in for every batch; the output is byte-identical. The user's own
+MALLOC_*_THRESHOLD_ or glibc.malloc tunables win."""
 
 
 def use_malloc_advice() -> bool:
@@ -74,7 +74,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser with one sub-parser per verb; with `verb`, only that one declares its options.
 
     A verb's options may need heavy imports (torch, the attack models): a job that runs `ifmsan sweep` should not pay
-    for the other verbs' (`ifmsan attack`'s configure alone imported torch and torchvision: 2.4 s).
+    for the other verbs' (`ifmsan attack`'s configure alone imports torch and torchvision).
     """
     from ifmsan import __version__
 
@@ -126,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def console() -> None:
     """The `ifmsan` command: main() on sys.argv, then end the process without the interpreter's teardown.
 
-    Tearing down torch, xarray and HDF5 takes 0.8-1.2 s after the work is done (`python -c "import torch"` spends
-    0.85 s of its 2.6 s there), a fixed cost on every DAG job. Every output is complete and renamed into place before
+    Tearing down torch, xarray and HDF5 after the work is done is a fixed cost on every DAG job, and a large share of
+    a short one (docs/scaling.md has the numbers). Every output is complete and renamed into place before
     main() returns (ifmsan._shared.atomic), so the command flushes its streams and logging and exits at once.
     IFMSAN_NO_FAST_EXIT=1 keeps the normal exit (for debuggers and coverage tools that save data at exit).
     """

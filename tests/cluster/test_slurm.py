@@ -14,7 +14,6 @@ import itertools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from workflow_runner import snakemake
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -48,29 +48,6 @@ LOCAL_RULES = {
     "attack_report",
     "all",
 }
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess[str]:
-    """Run the project's Snakefile in `workdir` with the venv's tools on PATH (SLURM jobs inherit it: --export=ALL)."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
-    ) as process:
-        try:
-            output, _ = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGINT)  # the SLURM executor cancels its jobs on an interrupt
-            try:
-                output, _ = process.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                output, _ = process.communicate()
-            raise AssertionError(f"snakemake {' '.join(args)} ran past {timeout} s:\n{output[-6000:]}") from None
-    result = subprocess.CompletedProcess(command, process.returncode, output, "")
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-6000:]}")
-    return result
 
 
 def grouped_profile(directory: Path) -> Path:

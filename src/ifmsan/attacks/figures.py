@@ -2,8 +2,8 @@
 
 The frontier puts every knob of one layer on a common x axis, the utility the legitimate pipeline keeps
 (`legit_accuracy`), so that sample-and-hold and noise are compared at equal utility rather than at equal knob
-value; one panel per adversary gives what that utility costs in privacy. The figure functions follow
-ifmsan.report.figures: a Figure of their own drawn in its style, saved byte-for-byte reproducibly by its `save_figure`,
+value; one panel per adversary gives what that utility costs in privacy. The figure functions use the plotting kit
+ifmsan.report.plotting: a Figure of their own drawn in its style, saved byte-for-byte reproducibly by `save_figure`,
 and returned as a `Plotted` whose tidy DataFrame holds exactly the points drawn.
 """
 
@@ -21,7 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from ifmsan.attacks.run import UNSANITIZED
-from ifmsan.report.figures import KNOB_LABELS, Plotted, _finish, _new_figure, _style, draw_all
+from ifmsan.report.plotting import KNOB_LABELS, Plotted, draw_all, finish, new_figure, style
 from ifmsan.steps.io import attr_text
 from ifmsan.workflow.plan import attack_figure_names
 
@@ -248,8 +248,8 @@ def frontier(attacks: Sequence[xr.Dataset], *, layer: str, out: Path | None = No
         raise ValueError(f"no attack file of layer {layer!r}; the files given are of {', '.join(layers)}")
     data = pd.concat([_tidy_frontier(a) for a in mine], ignore_index=True)
     palette = sns.color_palette("colorblind", n_colors=len(mine))
-    with _style():
-        figure, axes = _new_figure(width=4.0 * len(PANELS), height=4.6, ncols=len(PANELS))
+    with style():
+        figure, axes = new_figure(width=4.0 * len(PANELS), height=4.6, ncols=len(PANELS))
         for ax, (metric, panel, y_label) in zip(axes[0], PANELS, strict=True):
             _draw_panel(ax, metric, mine, data, palette)
             _references(ax, metric, mine, data)
@@ -261,7 +261,7 @@ def frontier(attacks: Sequence[xr.Dataset], *, layer: str, out: Path | None = No
             ax.set_title(panel, fontsize="medium")
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="x-small", frameon=False)
         figure.suptitle(_title(mine, f"{layer} IFM: privacy-utility frontier of the adversaries"), fontsize="medium")
-    return _finish(data, figure, out)
+    return finish(data, figure, out)
 
 
 def _pick(values: np.ndarray, roles: list[str], rows: list[int], *, limit: int) -> list[int]:
@@ -314,8 +314,8 @@ def reconstructions(attack: xr.Dataset, *, out: Path | None = None) -> Plotted:
                         "inversion_ssim": float(ssim[i])})  # fmt: skip
     data = pd.DataFrame(columns)
     n_rows, n_cols = original.shape[0], len(columns)
-    with _style():
-        figure, axes = _new_figure(width=1.55 * n_cols + 0.5, height=1.55 * n_rows + 1.3, nrows=n_rows, ncols=n_cols)
+    with style():
+        figure, axes = new_figure(width=1.55 * n_cols + 0.5, height=1.55 * n_rows + 1.3, nrows=n_rows, ncols=n_cols)
         for c, column in enumerate(columns):
             images = original if c == 0 else reconstruction[shown[c - 1]]
             for r in range(n_rows):
@@ -334,7 +334,7 @@ def reconstructions(attack: xr.Dataset, *, out: Path | None = None) -> Plotted:
         layer, knob = _pair(checked)
         what = f"{layer} IFM, {KNOB_LABELS.get(knob, knob)}: held-out images decoded from the sanitized IFM"
         figure.suptitle(_title([checked], what), fontsize="medium")
-    return _finish(data, figure, out)
+    return finish(data, figure, out)
 
 
 def _frontier_to(attacks: Sequence[xr.Dataset], path: Path, *, layer: str) -> Plotted:

@@ -92,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan.core.metrics import check_decimals
     from ifmsan.report import gamma as gamma_report
     from ifmsan.report import tables
-    from ifmsan.report.consistency import check_mixture
+    from ifmsan.report.consistency import check_controller, check_mixture
     from ifmsan.report.curves import as_curves, load_sweeps
+    from ifmsan.report.gamma_markdown import gamma_report_markdown, gamma_summary_markdown
+    from ifmsan.report.groups import load_image_groups
     from ifmsan.steps.io import all_or_none
     from ifmsan.workflow.plan import table_names
 
@@ -101,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     gammas = gamma_report.check_gammas(args.gammas, name="--gammas")
     check_output_dir("--out-dir", args.out_dir)
     image_groups = getattr(args, "image_groups", None)  # a Namespace built by hand (tests) may lack it
-    groups = None if image_groups is None else gamma_report.load_image_groups(image_groups)
+    groups = None if image_groups is None else load_image_groups(image_groups)
     for item in getattr(args, "image_group", None) or []:
         image, sep, group = item.partition("=")
         if not sep or not image or not group:
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     check_mixture(sweeps, allow_mixed=args.allow_mixed)
     checked = 0
     for path in getattr(args, "controller", None) or []:
-        checked += gamma_report.check_controller(sweeps, read_controller(path), source=str(path))
+        checked += check_controller(sweeps, read_controller(path), source=str(path))
     options = {"layer_order": args.layer_order}
     table1 = tables.table1(sweeps, decimals=decimals, **options)
     table2 = tables.table2(sweeps, decimals=decimals, **options)
@@ -122,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
         "table1.csv": lambda: table1.to_csv(index=False),
         "table1.md": lambda: tables.table1_markdown(table1),
         "gamma_report.csv": lambda: report.to_csv(index=False),
-        "gamma_report.md": lambda: gamma_report.gamma_report_markdown(report),
+        "gamma_report.md": lambda: gamma_report_markdown(report),
         "gamma_summary.csv": lambda: summary.to_csv(index=False),
-        "gamma_summary.md": lambda: gamma_report.gamma_summary_markdown(summary),
+        "gamma_summary.md": lambda: gamma_summary_markdown(summary),
         "table2.csv": lambda: table2.to_csv(index=False),
         "table2.md": lambda: tables.table2_markdown(table2),
         "table1_per_image.csv": lambda: per_image.to_csv(index=False),

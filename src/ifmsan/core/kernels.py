@@ -33,7 +33,7 @@ GROUPS_PER_WORKER = 4
 """The window sizes of a call are handed to the threads in about this many groups per thread: few calls into the
 kernel (each costs the GIL a moment), enough groups that a thread the OS holds back delays the others little."""
 KERNEL_MIN_WORK = 1 << 22
-"""Samples × window sizes from which a call loads the compiled kernels (about 1 s, once per process); smaller calls
+"""Samples × window sizes from which a call loads the compiled kernels (a cost paid once per process); smaller calls
 take the torch path until they are loaded, so short jobs on small IFMs do not pay for them."""
 
 

@@ -66,7 +66,7 @@ class MaxPoolFlatten(CaffeMaxPool):
 
 def _materialize(module: nn.Module) -> None:
     """Give every meta parameter and buffer uninitialised CPU storage of its shape and dtype (what to_empty does, but
-    without torch's Python meta kernels: to_empty imports sympy and the decompositions, 0.5 s of a job's start-up)."""
+    without torch's Python meta kernels: to_empty imports sympy and the decompositions, which lengthen a job's start-up)."""
     for sub in module.modules():
         for name, param in list(sub._parameters.items()):
             if param is not None:
@@ -160,7 +160,7 @@ class CaffeAlexNet(LayeredNet):
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names in index order: torchvision's list, shipped as a file (importing torchvision.models
-    costs a job 1.9 s; tests/test_models_caffe.py checks the file against torchvision)."""
+    would lengthen every job's start-up; tests/test_models_caffe.py checks the file against torchvision)."""
     from importlib.resources import files
 
     text = files("ifmsan.models").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")

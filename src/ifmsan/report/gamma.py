@@ -3,14 +3,13 @@
 `gamma_report` checks, for every curve and γ, p0, the bound p0/2^γ, n*(γ), ε at n*, inversions and the unsafe
 windows past n* (docs/definitions.md); `gamma_summary` aggregates it over images (mean, std, min, max and quantiles
 of n* over the images where γ is reachable, the fraction of images where it is, mean ε at n*, inversions, images
-with unsafe windows past n*), over all images and, given a mapping image id -> class group, per group too. Both come
-as DataFrames (CSV) and Markdown.
+with unsafe windows past n*), over all images and, given a mapping image id -> class group (ifmsan.report.groups),
+per group too. Both are DataFrames (CSV); ifmsan.report.gamma_markdown renders them as Markdown.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,15 +19,8 @@ import pandas as pd
 from ifmsan.core.metrics import DEFAULT_GAMMAS, check_gamma, format_value, gamma_check
 from ifmsan.report.consistency import after_model, varying
 from ifmsan.report.curves import VARIANT_COLUMNS, as_curves, layer_ranks, sorted_curves
-from ifmsan.report.tabletext import frame_variants, markdown_table, missing, stand_in_note
-
-FIXED_N_NOTE = (
-    "Unsafe windows past n*: window sizes n > n*(γ) whose p(n) rises back above p0/2^γ (trend inversions). "
-    "The γ controller of the paper's Figure 3 stops at the first n that meets γ, so they do not affect it; "
-    "they matter for a deployment that fixes one window size n >= n*(γ) in advance, which then does not "
-    "guarantee γ."
-)
-
+from ifmsan.report.groups import ALL_IMAGES, check_groups
+from ifmsan.report.tabletext import frame_variants, missing
 
 GAMMA_REPORT_COLUMNS: tuple[str, ...] = (
     "model", "image_id", "layer", "chain", "knob", "parameter", "gamma", "p0", "bound", "epsilon_bound", "n_star",
@@ -110,8 +102,6 @@ GAMMA_SUMMARY_COLUMNS: tuple[str, ...] = (
 """γ summary CSV columns: statistics over the images of a group ("all": every image); n* statistics (mean, std, min,
 max, quantiles) are over the images where γ is reachable."""
 
-ALL_IMAGES = "all"
-"""The `group` of the summary rows over every image; no class group may take this name."""
 N_STAR_QUANTILES: tuple[tuple[str, float], ...] = (
     ("n_star_q05", 0.05),
     ("n_star_q25", 0.25),
@@ -121,93 +111,6 @@ N_STAR_QUANTILES: tuple[tuple[str, float], ...] = (
 )
 """Quantile columns of n* and their probabilities: numpy.quantile's default "linear" method (Hyndman & Fan type 7,
 also pandas' and R's default), h = (k - 1)·q, interpolating between the sorted values x[floor h] and x[floor h + 1]."""
-
-
-def check_groups(groups: Mapping[str, str], image_ids: Sequence[str]) -> dict[str, str]:
-    """The image id -> class group mapping restricted to `image_ids`, or a ValueError: every image needs a group,
-    each a non-empty string other than "all" (ALL_IMAGES)."""
-    missing_ids = [image for image in dict.fromkeys(image_ids) if image not in groups]
-    if missing_ids:
-        shown = ", ".join(map(repr, missing_ids[:5])) + (", ..." if len(missing_ids) > 5 else "")
-        raise ValueError(
-            f"image groups: {len(missing_ids)} image(s) of the report have no group: {shown}; give every image a "
-            "group (or no groups at all)"
-        )
-    for image in dict.fromkeys(image_ids):
-        group = groups[image]
-        if not isinstance(group, str) or not group.strip():
-            raise ValueError(f"image groups: image {image!r} has the group {group!r}; expected a non-empty name")
-        if group == ALL_IMAGES:
-            raise ValueError(
-                f"image groups: image {image!r} has the group {ALL_IMAGES!r}, which names the rows over every image; "
-                "choose another name"
-            )
-    return {image: groups[image] for image in dict.fromkeys(image_ids)}
-
-
-def load_image_groups(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Image id -> class group from a YAML (or JSON) file: a mapping {image_id: group}, or a workflow config whose
-    images carry a `group` (e.g. config/imagenet1000.yaml); a ValueError names what is wrong."""
-    import yaml
-
-    where = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
-    if isinstance(data, Mapping) and "images" in data and isinstance(data["images"], list):
-        groups: dict[str, str] = {}
-        for i, image in enumerate(data["images"]):
-            if not isinstance(image, Mapping) or "id" not in image:
-                raise ValueError(f"{where}: images[{i}] is not an image entry with an id")
-            if "group" not in image:
-                raise ValueError(f"{where}: images[{i}] ({image['id']!r}) has no group; give every image a group")
-            groups[str(image["id"])] = image["group"]
-        if not groups:
-            raise ValueError(f"{where}: the config lists no images")
-        return groups
-    if isinstance(data, Mapping) and data and all(isinstance(v, str) for v in data.values()):
-        return {str(key): value for key, value in data.items()}
-    raise ValueError(
-        f"{where}: expected a mapping image_id: group, or a workflow config whose images have a group; got "
-        f"{type(data).__name__}"
-    )
-
-
-CONTROLLER_COLUMNS = ("image_id", "model", "layer", "knob", "gamma", "window", "status")
-"""Columns `ifmsan gamma` writes that the controller check reads."""
-
-
-def check_controller(sweeps: Sequence[Any], controller: pd.DataFrame, *, source: str = "the controller") -> int:
-    """Check every row of γ-controller results (ifmsan gamma's CSV) against n*(γ) of the matching unchained sweep.
-
-    The controller's window must be the sweep's n*(γ), or both must say γ is not reached; a row without a sweep of
-    its image, layer and knob, or any disagreement, is a ValueError listing the rows. Returns the rows checked.
-    """
-    from ifmsan.core.metrics import n_star_for_gamma
-
-    absent = [column for column in CONTROLLER_COLUMNS if column not in controller.columns]
-    if absent:
-        raise ValueError(f"{source} lacks the columns {', '.join(absent)}; expected a CSV written by ifmsan gamma")
-    curves = {
-        (c.model, c.image_id, c.layer, c.knob): c for c in as_curves(sweeps) if not c.chain and c.parameter == "window"
-    }
-    problems = []
-    for row in controller.itertuples(index=False):
-        key = (str(row.model), str(row.image_id), str(row.layer), str(row.knob))
-        curve = curves.get(key)
-        if curve is None:
-            problems.append(f"{'/'.join(key)} gamma={row.gamma}: no unchained sweep of this image, layer and knob")
-            continue
-        n_star = n_star_for_gamma(curve.values, curve.probabilities, p0=curve.p0, gamma=float(row.gamma))
-        window = None if missing(row.window) else int(row.window)
-        if window != n_star:
-            problems.append(f"{'/'.join(key)} gamma={row.gamma}: controller window {window}, sweep n* {n_star}")
-    if problems:
-        listed = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise ValueError(f"{source} disagrees with the sweeps' n*(gamma) in {len(problems)} row(s):\n  {listed}")
-    return len(controller)
 
 
 def _quantiles(values: Sequence[float]) -> dict[str, float]:
@@ -279,123 +182,11 @@ def gamma_summary(report: pd.DataFrame, *, groups: Mapping[str, str] | None = No
     return _frame_keeping_values(rows, columns, ("n_star_min", "n_star_max"))
 
 
-def _num(value: Any, spec: str) -> str:
-    """Format a number, or "—" when missing; +inf as "inf"."""
-    if missing(value):
-        return "—"
-    return "inf" if math.isinf(float(value)) else format(float(value), spec)
-
-
-def _unsafe_text(n_unsafe: int, unsafe: str, *, limit: int = 8) -> str:
-    """ "0", or the count and the first few values past n*."""
-    if not n_unsafe:
-        return "0"
-    values = unsafe.split()
-    shown = ", ".join(values[:limit]) + (", …" if len(values) > limit else "")
-    return f"{n_unsafe}: {shown}"
-
-
-def gamma_report_markdown(frame: pd.DataFrame) -> str:
-    """The per-image γ report as Markdown, with the note on unsafe windows for fixed-n deployments."""
-    lines = ["# γ-bound verification per image, layer, chain and knob", ""]
-    lines += stand_in_note(frame)
-    lines += [
-        "γ is met at n when p(n) <= p0/2^γ, i.e. ε(n) = ln(p0/p(n)) >= γ·ln 2; n*(γ) is the smallest swept value "
-        "that meets it (for noise knobs the swept value is a scale).",
-        "",
-        FIXED_N_NOTE,
-        "",
-    ]
-    if frame.empty:
-        return "\n".join(lines + ["No sweeps were given.", ""])
-    rows = []
-    for _, row in frame.iterrows():
-        rows.append(
-            {
-                "image": row["image_id"],
-                **{key: row[key] for key in frame_variants(frame)},
-                "layer": row["layer"],
-                "chain": row["chain"] or "—",
-                "knob": row["knob"],
-                "γ": format(row["gamma"], "g"),
-                "p0": _num(row["p0"], ".6g"),
-                "p0/2^γ": _num(row["bound"], ".6g"),
-                "n*": "—" if missing(row["n_star"]) else format_value(row["n_star"]),
-                "ε at n*": _num(row["epsilon_at_n_star"], ".4f"),
-                "γ·ln2": _num(row["epsilon_bound"], ".4f"),
-                "inversions (rise)": f"{int(row['inversions'])} ({float(row['inversion_rise']):.4f})",
-                "unsafe past n*": _unsafe_text(int(row["n_unsafe"]), str(row["unsafe"])),
-                "verdict": row["verdict"],
-            }
-        )
-    return "\n".join(lines + [markdown_table(pd.DataFrame(rows)), ""])
-
-
-def gamma_summary_markdown(frame: pd.DataFrame) -> str:
-    """The γ summary over images as Markdown, with the same note."""
-    lines = ["# γ-bound verification aggregated over images", ""]
-    lines += stand_in_note(frame)
-    lines += [
-        "n* statistics are over the images where γ is reachable in the swept range (an image where it is not counts "
-        "in `reachable` only); std is the sample standard deviation (— for fewer than two images); quantiles "
-        "interpolate linearly between the sorted n* (numpy's default, Hyndman & Fan type 7).",
-        "",
-        FIXED_N_NOTE,
-        "",
-    ]
-    if frame.empty:
-        return "\n".join(lines + ["No sweeps were given.", ""])
-    grouped = "group" in frame and bool((frame["group"] != ALL_IMAGES).any())
-    if grouped:
-        lines[-2:-2] = [
-            "Rows with group `all` are over every image; the rows below each are over the images of one class group.",
-            "",
-        ]
-    rows = []
-    for _, row in frame.iterrows():
-        rows.append(
-            {
-                "model": row["model"],
-                **{key: row[key] for key in frame_variants(frame)},
-                "layer": row["layer"],
-                "chain": row["chain"] or "—",
-                "knob": row["knob"],
-                "γ": format(row["gamma"], "g"),
-                **({"group": str(row["group"])} if grouped else {}),
-                "images": str(int(row["n_images"])),
-                "reachable": f"{int(row['n_reachable'])}/{int(row['n_images'])} ({row['reachable_fraction']:.2f})",
-                "n* mean ± std": _num(row["n_star_mean"], ".4g")
-                + ("" if missing(row["n_star_std"]) else f" ± {row['n_star_std']:.3g}"),
-                "n* min–max": "—"
-                if missing(row["n_star_min"])
-                else f"{format_value(row['n_star_min'])}–{format_value(row['n_star_max'])}",
-                "n* median [q25, q75]": "—"
-                if missing(row["n_star_median"])
-                else f"{_num(row['n_star_median'], '.4g')} [{_num(row['n_star_q25'], '.4g')}, "
-                f"{_num(row['n_star_q75'], '.4g')}]",
-                "n* q05–q95": "—"
-                if missing(row["n_star_q05"])
-                else f"{_num(row['n_star_q05'], '.4g')}–{_num(row['n_star_q95'], '.4g')}",
-                "mean ε at n*": _num(row["epsilon_at_n_star_mean"], ".4f"),
-                "inversions (total)": str(int(row["inversions_total"])),
-                "images with unsafe past n*": str(int(row["images_with_unsafe"])),
-                "verdict": row["verdict"],
-            }
-        )
-    return "\n".join(lines + [markdown_table(pd.DataFrame(rows)), ""])
-
-
 __all__ = [
-    "ALL_IMAGES",
-    "FIXED_N_NOTE",
     "GAMMA_REPORT_COLUMNS",
     "GAMMA_SUMMARY_COLUMNS",
     "N_STAR_QUANTILES",
     "check_gammas",
-    "check_groups",
     "gamma_report",
-    "gamma_report_markdown",
     "gamma_summary",
-    "gamma_summary_markdown",
-    "load_image_groups",
 ]

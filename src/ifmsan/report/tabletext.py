@@ -1,4 +1,4 @@
-"""Text and frame helpers shared by the tables (ifmsan.report.tables) and the γ report (ifmsan.report.gamma)."""
+"""Text and frame helpers shared by the tables, the γ report and its Markdown (ifmsan.report.gamma_markdown)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,16 +12,13 @@ import numpy as np
 import xarray as xr
 
 from ifmsan._shared.atomic import atomic_path
-
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-"""Ids that become file names: letters, digits, '_', '.', '-', not starting with a dot, no path separators."""
-
+from ifmsan._shared.ids import SAFE_ID_MAX, is_safe_id
 
 def check_id(value: str, *, name: str = "id") -> str:
-    """Return an id that is safe as a path component, or raise a ValueError that says what is allowed."""
-    if not isinstance(value, str) or not SAFE_ID.match(value) or ".." in value:
+    """Return an id that is safe as a path component (ifmsan._shared.ids), or raise a ValueError saying what is allowed."""
+    if not is_safe_id(value):
         raise ValueError(
-            f"{name} {value!r} is not a safe id: expected 1-128 letters, digits, '_', '.' or '-', "
+            f"{name} {value!r} is not a safe id: expected 1-{SAFE_ID_MAX} letters, digits, '_', '.' or '-', "
             "starting with a letter or digit and without '..'"
         )
     return value

@@ -116,7 +116,7 @@ def even_chunks(count: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def fault_in(buffer: torch.Tensor) -> torch.Tensor:
-    """Touch every page of a fresh CPU buffer now: its first batch would otherwise pay the page faults (10 ms for 20 MB)
+    """Touch every page of a fresh CPU buffer now: its first batch would otherwise pay the page faults
     inside the knob, which is then timed as sanitizing. The values stay whatever the knob writes."""
     if buffer.device.type == "cpu" and buffer.numel():
         buffer.view(-1)[:: max(1, 4096 // buffer.element_size())].zero_()
