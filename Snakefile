@@ -5,7 +5,8 @@ import os
 
 from snakemake.utils import min_version, validate
 
-from ifmsan.workflow.configcheck import check_schema
+from ifmsan.workflow.configcheck import check_config
+from ifmsan.workflow.schema import check_schema
 
 min_version("9.0")
 
@@ -18,9 +19,13 @@ if not workflow.config_settings.configfiles:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-# One line per problem, naming the key, its value and what is allowed; then Snakemake's validate fills in defaults.
+# In this order: one line per schema problem, naming the key, its value and what is allowed; then Snakemake's validate
+# fills in the schema's defaults; then every problem the schema cannot state, before Snakemake plans a job (a dry run
+# too), with files already on disk verified against their checksums. `device: cuda` is checked once the executor is
+# known (check_device in workflow/rules/common.smk).
 check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
+check_config(config)
 
 
 report: "workflow/report/workflow.rst"

@@ -44,7 +44,6 @@ from ifmsan._shared.hashing import file_checksum
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {"paper": ROOT / "config" / "config.yaml", "imagenet16": ROOT / "config" / "imagenet16.yaml"}
-DEFAULT_SAMPLES = ROOT.parent / "shared" / "data"
 SWEEP_RULES = ("sweep", "chains")
 """Log folders (logs/<run>/<folder>/...) of the sweep and chain-sweep jobs: the numerator of the efficiency."""
 TIMING = re.compile(r"timing: setup_s=(?P<setup>[\d.?]+) compute_s=(?P<compute>[\d.]+) write_s=(?P<write>[\d.]+)")
@@ -58,8 +57,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--samples",
         type=Path,
-        default=Path(os.environ.get("IFMSAN_SAMPLES", DEFAULT_SAMPLES)),
-        help="folder holding imagenet-samples/*.JPEG and caffe/ilsvrc_2012_mean.npy (default ../shared/data or "
+        default=Path(os.environ.get("IFMSAN_SAMPLES", ROOT / "data" / "samples")),
+        help="folder holding imagenet-samples/*.JPEG and caffe/ilsvrc_2012_mean.npy (default: data/samples or "
         "$IFMSAN_SAMPLES); without it the paper config uses skimage's chelsea and imagenet16 is skipped",
     )
     parser.add_argument("--before", metavar="REV", help="also run each DAG with the code of git revision REV")

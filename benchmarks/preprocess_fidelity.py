@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_IMAGE = SHARED / "imagenet-samples" / "n02056570_king_penguin.JPEG"
-DEFAULT_MEAN = SHARED / "caffe" / "ilsvrc_2012_mean.npy"
+DATA = Path(__file__).resolve().parents[1] / "data"
+# where the paper run downloads the king penguin and Caffe's mean file
+DEFAULT_IMAGE = DATA / "images" / "king_penguin.JPEG"
+DEFAULT_MEAN = DATA / "ilsvrc_2012_mean.npy"
 KING_PENGUIN = 145
 
 

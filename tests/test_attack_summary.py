@@ -21,7 +21,8 @@ from ifmsan.attacks.summary import BROKEN, HOLDS, NO_SWEEPS, UNREACHED, attack_s
 from ifmsan.cli import main
 from ifmsan.steps.io import write_netcdf
 from ifmsan.workflow import plan
-from ifmsan.workflow.configcheck import check_config, check_schema, config_problems
+from ifmsan.workflow.configcheck import check_config, config_problems
+from ifmsan.workflow.schema import check_schema
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from ifmsan.report.groups import load_image_groups
-from ifmsan.workflow import configcheck, manifest, plan
+from ifmsan.workflow import configcheck, manifest, plan, schema
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILE = REPO / "config" / "imagenet1000.yaml"
 CONFIG = yaml.safe_load(CONFIG_FILE.read_text(encoding="utf-8"))
 BASE = yaml.safe_load((REPO / "config" / "imagenet16.yaml").read_text(encoding="utf-8"))
 SHARED_MANIFEST = REPO.parent / "shared" / "data" / "imagenet-samples" / "MANIFEST.tsv"
-SCHEMA = configcheck.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = schema.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 HEADER = "file\tclass_index\twnid\tlabel\tsha256\tbytes\turl\n"
 SHA = "ab" * 32
@@ -39,7 +39,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_committed_config_passes_schema_and_configcheck() -> None:
-    configcheck.check_schema(CONFIG, SCHEMA)
+    schema.check_schema(CONFIG, SCHEMA)
     configcheck.check_config(CONFIG, cuda_available=False, files=False)
 
 
@@ -162,9 +162,10 @@ def test_image_id(file: str, expected: str) -> None:
 
 def test_config_from_manifest(tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + row() + row("n02_jack-o'-lantern.JPEG", "607") + "\n")
-    config = manifest.config_from_manifest(path, base=BASE, run="small", knobs=["first"])
+    config = manifest.config_from_manifest(path, base=BASE, run="small", knobs=["first", "nonzero_mean"])
     assert list(config) == list(BASE)  # base's key order, run first
-    assert config["run"] == "small" and config["knobs"] == ["first"] and config["chains"] == BASE["chains"]
+    assert config["run"] == "small" and config["knobs"] == ["first", "nonzero_mean"]
+    assert config["chains"] == BASE["chains"]  # which need nonzero_mean among the knobs
     assert config["images"] == [
         {"id": "n01_tench", "source": URL + "n01_tench.JPEG", "sha256": SHA, "target": 0, "group": "animal"},
         {"id": "n02_jack-o-lantern", "source": URL + "n02_jack-o'-lantern.JPEG", "sha256": SHA, "target": 607,
@@ -172,7 +173,7 @@ def test_config_from_manifest(tmp_path: Path) -> None:
     ]  # fmt: skip
     plain = manifest.config_from_manifest(path, base={"model": {"name": "bvlc_alexnet"}}, groups=None)
     assert list(plain) == ["model", "images"] and "group" not in plain["images"][0]
-    configcheck.check_schema(config, SCHEMA)
+    schema.check_schema(config, SCHEMA)
     text = manifest.to_yaml(config, comment="# hi\n")
     assert text.startswith("# hi\nrun: small\nmodel:\n  name: bvlc_alexnet\n")
     assert yaml.safe_load(text) == config  # the quoted URL with its apostrophe reads back as it was
@@ -184,7 +185,7 @@ def test_main_writes_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert manifest.main([str(path), "--base", str(REPO / "config" / "imagenet16.yaml"), "--out", str(out)]) == 0
     config = yaml.safe_load(out.read_text(encoding="utf-8"))
     assert config["run"] == "two" and len(config["images"]) == 2
-    configcheck.check_schema(config, SCHEMA)
+    schema.check_schema(config, SCHEMA)
     configcheck.check_config(config, cuda_available=False, files=False)
     # 2 images x 17 (fetch_image, extract, 13 sweeps, figures, gamma_controller) + 6 (fetches, tables, notebooks, all)
     assert "plans about 41 jobs" in out.read_text(

@@ -36,11 +36,11 @@ CHILD = textwrap.dedent("""
     cli.commands = lambda: {"slow": "slowverb"}
     sys.exit(cli.main(["slow", sys.argv[1]]))
 """)
-# The Snakemake stand-in: exports its pid as the workflow does, starts the job, waits.
+# The Snakemake stand-in: starts the job with its own pid in IFMSAN_PARENT_PID, as the rules do (IFMSAN_PARENT_PID=$PPID), waits.
 PARENT = textwrap.dedent("""
     import os, subprocess, sys
-    os.environ["IFMSAN_PARENT_PID"] = str(os.getpid())
-    child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=sys.stdout, stderr=sys.stderr)
+    env = {**os.environ, "IFMSAN_PARENT_PID": str(os.getpid())}
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], stdout=sys.stdout, stderr=sys.stderr, env=env)
     print(child.pid, flush=True)
     child.wait()
 """)

@@ -36,7 +36,7 @@ from ifmsan.models.converted import (
     read_converted_metadata,
     verify_converted,
 )
-from ifmsan.workflow import configcheck
+from ifmsan.workflow import configcheck, paths
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -372,9 +372,9 @@ PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_the_workflow_converts_bvlc_caffemodels_only() -> None:
-    assert configcheck.converted_weights_path(PAPER["model"]) == "data/bvlc_alexnet.safetensors"
+    assert paths.converted_weights_path(PAPER["model"]) == "data/bvlc_alexnet.safetensors"
     local = {**PAPER["model"], "weights": {"path": "/models/zoo/alexnet.caffemodel", "sha1": "a" * 40}}
-    assert configcheck.converted_weights_path(local) == "/models/zoo/alexnet.safetensors"
+    assert paths.converted_weights_path(local) == "/models/zoo/alexnet.safetensors"
     assert converted_path("data/bvlc_alexnet.caffemodel") == Path("data/bvlc_alexnet.safetensors")
     for model in (
         {**PAPER["model"], "weights": None},
@@ -382,7 +382,7 @@ def test_the_workflow_converts_bvlc_caffemodels_only() -> None:
         {"name": "alexnet_mini", "weights": {"path": "mine.pt", "sha256": "a" * 64}},
         {"name": "torchvision:alexnet", "weights": "IMAGENET1K_V1"},
     ):
-        assert configcheck.converted_weights_path(model) is None, model
+        assert paths.converted_weights_path(model) is None, model
 
 
 def test_a_safetensors_weights_entry_for_bvlc_is_refused_by_the_config_check() -> None:

@@ -1,10 +1,10 @@
-"""The workflow refuses bad configs before any job (ifmsan.workflow.configcheck), verifies files on disk, and quotes every value."""
+"""The workflow refuses bad configs before any job (ifmsan.workflow.schema, ifmsan.workflow.configcheck), verifies files on
+disk, and quotes every value."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import re
 import subprocess
 import sys
@@ -14,24 +14,19 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from workflow_runner import snakemake
 
 from ifmsan.workflow import configcheck
-from ifmsan.workflow.configcheck import check_config, check_schema
+from ifmsan.workflow.configcheck import check_config
+from ifmsan.workflow.schema import check_schema, load_schema
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SCHEMA = configcheck.load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 REAL = yaml.safe_load((REPO / "config" / "real.yaml").read_text())
 SHA_A = hashlib.sha256(b"a").hexdigest()
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    """The project's Snakefile in `workdir`, with the venv's tools on PATH."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
 
 def with_change(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -80,32 +75,9 @@ SEMANTIC = {
     "chain_window_zero": (DEMO, "chains.0.steps", "norm2@0", ["chains[0].steps", "window 0", ">= 1"]),
     "target_mini_10": (DEMO, "images.1.target", 10, ["images[1].target", "10", "allowed: 0..9"]),
     "target_bvlc_1000": (BVLC_RANDOM, "images.0.target", 1000, ["images[0].target", "1000", "allowed: 0..999"]),
-    "noise_without_scales": (DEMO, "noise_scales", [], ["noise_scales", "laplace, gaussian", "at least one scale"]),
-    "duplicate_knobs": (DEMO, "knobs", ["first", "nonzero_mean", "first"], ["knobs", "'first' listed twice", "once"]),
-    "duplicate_layers": (DEMO, "layers", ["pool5", "norm2", "pool5"], ["layers", "'pool5' listed twice"]),
-    "duplicate_gammas": (DEMO, "gammas", [0.5, 1, 0.5], ["gammas", "0.5 listed twice"]),
-    "chains_without_nonzero_mean": (
-        DEMO,
-        "knobs",
-        ["first", "mean"],
-        ["knobs: ['first', 'mean'] lacks nonzero_mean", "chains need"],
-    ),
-    "duplicate_noise_scales": (DEMO, "noise_scales", [0.0, 1.0, 1.0], ["noise_scales", "1.0 listed twice"]),
     "infinite_gamma": (DEMO, "gammas", [0.5, float("inf")], ["gammas[1]", "inf", "finite"]),
     "nan_noise_scale": (DEMO, "noise_scales", [0.0, float("nan")], ["noise_scales[1]", "nan", "finite"]),
     "duplicate_image_ids": (DEMO, "images.2.id", "mini_test_0", ["images", "'mini_test_0' used twice", "unique"]),
-    "duplicate_chains": (
-        DEMO,
-        "chains.1",
-        {"steps": "norm2@3", "layer": "pool5"},
-        ["chains", "norm2@3 -> pool5 listed twice"],
-    ),
-    "url_image_without_sha256": (
-        DEMO,
-        "images.0",
-        {"id": "web", "source": "https://example.org/a.jpg"},
-        ["images[0].sha256", "'https://example.org/a.jpg'", "must name its sha256"],
-    ),
     "minidata_injection": (
         DEMO,
         "images.1.source",
@@ -320,7 +292,7 @@ SCHEMA_CASES = {
     "double_quote_in_file": (
         "model.weights",
         {"url": "file:///w.pt", "sha256": SHA_A, "file": 'w".pt'},
-        ["model.weights.file: 'w\".pt' does not match", "file name under data/"],
+        ["model.weights.file: 'w\".pt' does not match", "an id that becomes part of file paths"],
     ),
     "braces_in_local_weights": (
         "model.weights",
@@ -342,6 +314,26 @@ SCHEMA_CASES = {
     "device_unknown": ("device", "tpu", ["device: 'tpu' is not one of ['cpu', 'cuda']"]),
     "window_zero": ("windows.start", 0, ["windows.start: 0 is less than the minimum of 1"]),
     "gamma_zero": ("gammas", [0, 1], ["gammas[0]: 0 is less than or equal to the minimum of 0"]),
+    "duplicate_gammas": ("gammas", [0.5, 1, 0.5], ["gammas: [0.5, 1, 0.5] lists a value twice"]),
+    "duplicate_noise_scales": ("noise_scales", [0.0, 1.0, 1.0], ["noise_scales: [0.0, 1.0, 1.0] lists a value twice"]),
+    "duplicate_chains": (
+        "chains.1",
+        {"steps": "norm2@3", "layer": "pool5"},
+        [
+            "chains: [{'steps': 'norm2@3', 'layer': 'pool5'}, {'steps': 'norm2@3', 'layer': 'pool5'}] lists a value twice"
+        ],
+    ),
+    "noise_without_scales": (
+        "noise_scales",
+        [],
+        ["noise_scales: [] should be non-empty", "laplace, gaussian", "at least one scale"],
+    ),
+    "chains_without_nonzero_mean": (
+        "knobs",
+        ["first", "mean"],
+        ["knobs: ['first', 'mean'] lacks nonzero_mean", "chains need"],
+    ),
+    "unsafe_layer_name": ("layers", ["..x"], ["layers[0]: '..x' should not be valid"]),
 }
 
 
@@ -487,7 +479,9 @@ def test_dry_runs_stop_before_any_job(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "w.caffemodel").write_bytes(b"wrong")
     for name, (config, fragments) in cases.items():
-        result = snakemake(tmp_path, "-n", "--configfile", str(write_config(tmp_path / f"{name}.yaml", config)))
+        result = snakemake(
+            tmp_path, "-n", "--configfile", str(write_config(tmp_path / f"{name}.yaml", config)), check=False
+        )
         text = result.stdout + result.stderr
         assert result.returncode != 0 and "Building DAG" not in text, (name, text[-2000:])
         for fragment in fragments:
@@ -499,6 +493,7 @@ def test_dry_runs_stop_before_any_job(tmp_path: Path) -> None:
             "-n",
             "--configfile",
             str(write_config(tmp_path / "cuda.yaml", with_change(DEMO, "device", "cuda"))),
+            check=False,
         )
         assert (
             result.returncode != 0
@@ -539,7 +534,7 @@ def hostile_run(
     config["model"]["weights"] = {"url": f"file://{weights}", "sha256": sha[weights], "file": "mini.pt"}
     path = write_config(workdir / "hostile.yaml", config)
     targets = ["results/demo/ifms/good.nc", "results/demo/ifms/bad.nc", "data/images/web.png"]
-    result = snakemake(workdir, *targets, "--cores", "2", "--keep-going", "--configfile", str(path))
+    result = snakemake(workdir, *targets, "--cores", "2", "--keep-going", "--configfile", str(path), check=False)
     return workdir, result, config
 
 
@@ -583,25 +578,47 @@ def test_hostile_commands_are_quoted(
     assert re.search(r"--weights-sha256 [0-9a-f]{64}", " ".join(commands))
 
 
-def test_schema_is_2020_12_and_its_knob_list_is_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_schema_is_2020_12_and_its_knob_list_is_the_packages() -> None:
     import jsonschema
 
     from ifmsan.core import knobs
 
-    path = REPO / "workflow" / "schemas" / "config.schema.yaml"
-    raw = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     jsonschema.Draft202012Validator.check_schema(raw)
     assert "definitions" not in raw and "safe_id" in raw["$defs"]
-    assert "enum" not in raw["properties"]["knobs"]["items"]  # the list lives in ifmsan.core.knobs only
-    assert SCHEMA["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
-    assert SCHEMA["properties"]["attacks"]["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
-    monkeypatch.setattr(knobs, "KNOBS", ("nonzero_mean", "median"))
-    demo = with_change(DEMO, "attacks", {**DEMO["attacks"], "knobs": ["median"]})
-    check_schema(with_change(demo, "knobs", ["median"]), configcheck.load_schema(path))
-    with pytest.raises(ValueError, match=r"knobs\[0\]: 'first' is not one of \['nonzero_mean', 'median'\]"):
-        check_schema(with_change(demo, "knobs", ["first"]), configcheck.load_schema(path))
-    with pytest.raises(ValueError, match=r"attacks.knobs\[1\]: 'gaussian' is not one of \['nonzero_mean', 'median'\]"):
-        check_schema(with_change(demo, "attacks", DEMO["attacks"]), configcheck.load_schema(path))
+    assert raw["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
+    assert raw["properties"]["attacks"]["properties"]["knobs"]["items"]["enum"] == list(knobs.KNOBS)
+    noisy = raw["allOf"][0]["if"]["properties"]["knobs"]["contains"]["enum"]
+    assert noisy == list(knobs.NOISES)
+
+
+def test_the_schemas_safe_id_is_the_packages() -> None:
+    import jsonschema
+
+    from ifmsan._shared.ids import SAFE_ID_MAX, SAFE_ID_PATTERN, is_safe_id
+    from ifmsan.steps.io import check_id
+
+    safe_id = SCHEMA["$defs"]["safe_id"]
+    assert safe_id["pattern"] == SAFE_ID_PATTERN and safe_id["not"] == {"pattern": "\\.\\."}
+    assert f"{{0,{SAFE_ID_MAX - 1}}}" in SAFE_ID_PATTERN
+    validator = jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$defs/safe_id"})
+    for value in ("a" * SAFE_ID_MAX, "a" * (SAFE_ID_MAX + 1), "a..b", ".a", "-a", "a-b.c_d", "a/b", "a b", ""):
+        assert validator.is_valid(value) == is_safe_id(value), value
+        if is_safe_id(value):
+            assert check_id(value) == value
+        else:
+            with pytest.raises(ValueError, match="is not a safe id"):
+                check_id(value)
+
+
+def test_defaults_come_from_the_schema() -> None:
+    from ifmsan.workflow.schema import with_defaults
+
+    minimal = {"model": {"name": "alexnet_mini"}, "images": [{"id": "a", "source": "skimage:cat"}]}
+    filled = with_defaults({**minimal, "attacks": {"layers": ["pool5"], "knobs": ["first"]}}, SCHEMA)
+    assert filled["windows"] == {"start": 2, "stop": 150, "step": 1} and filled["knobs"] == ["nonzero_mean", "first"]
+    assert filled["attacks"]["n_examples"] == 4 and filled["attacks"]["n_test"] == 100 and filled["run"] == "paper"
+    assert "windows" not in minimal  # a copy is filled in
 
 
 def test_every_object_of_the_schema_rejects_unknown_keys() -> None:

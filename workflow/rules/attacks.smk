@@ -10,17 +10,17 @@ rule attack:
         f"logs/{RUN}/attacks/{{layer}}/{{knob}}.log",
     conda:
         CONDA_ENV_FILE
-    threads: attack_option("threads") or 1
+    threads: lambda wildcards: attack_option("threads")
     resources:
-        mem_mb=attack_option("mem_mb") or 4000,
-        runtime=attack_option("runtime") or 60,
+        mem_mb=lambda wildcards: attack_option("mem_mb"),
+        runtime=lambda wildcards: attack_option("runtime"),
     params:
         model=attack_model_args,
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),
     shell:
-        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        "IFMSAN_PARENT_PID=$PPID ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
         " --values {params.values:q} --sweeps {input.sweeps:q} --gammas {params.gammas:q} {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -62,5 +62,5 @@ rule attack_report:
         figures=lambda wildcards, output: os.path.dirname(output[2]),  # the first figure, after the two tables
         layer_order=",".join(model_layers()),
     shell:
-        "ifmsan attack-report --attacks {input:q} --tables-dir {params.tables:q} --figures-dir {params.figures:q}"
+        "IFMSAN_PARENT_PID=$PPID ifmsan attack-report --attacks {input:q} --tables-dir {params.tables:q} --figures-dir {params.figures:q}"
         " --layer-order {params.layer_order:q} > {log:q} 2>&1"

@@ -1,7 +1,7 @@
 # Paper Table 2 / Figure 5: pre-sanitize earlier IFMs at fixed windows, then sweep a later layer.
 rule chain_sweep:
     input:
-        ifms=f"{OUT}/ifms/{{image}}.nc",
+        ifms=rules.extract.output[0],
         model=model_inputs,
     output:
         f"{OUT}/chains/{{image}}/{{layer}}/{{steps}}.nc",
@@ -21,6 +21,6 @@ rule chain_sweep:
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob nonzero_mean"
+        "IFMSAN_PARENT_PID=$PPID ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob nonzero_mean"
         " --chain {wildcards.steps:q} --values {params.values:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

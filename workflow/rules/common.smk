@@ -1,27 +1,22 @@
 # Input functions and helpers: everything the rules derive from the validated config lives here.
 # Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
+# Every `ifmsan` command in the rules runs as `IFMSAN_PARENT_PID=$PPID ifmsan ...`. $PPID of the shell that runs a job is
+# the Snakemake process that started it (the main one locally, the per-job one on a SLURM node), and `ifmsan` stops
+# when that process dies (ifmsan._shared.parentwatch). Parsing this file changes no environment variable.
 import os
-from pathlib import Path
 
-from ifmsan.workflow import configcheck
+from ifmsan._shared.ids import SAFE_ID_BODY
 from ifmsan.core.knobs import KNOBS, NOISES
+from ifmsan.workflow import configcheck, paths
 from ifmsan.workflow.plan import plan
-
-# Every Snakemake process that runs jobs parses this file (the main one locally, the per-job one on a SLURM node):
-# its jobs inherit its pid, and `ifmsan` stops when that process dies (ifmsan._shared.parentwatch).
-os.environ.update(IFMSAN_PARENT_PID=str(os.getpid()))  # set, not read: no `envvars:` entry
 
 # Every rule's `conda:` is environment.yml, the one dependency list. It holds no `pip: -e .`, which would break in
 # Snakemake's copy of it under .snakemake/conda/; with --sdm conda, Snakemake runs environment.post-deploy.sh in the
-# new environment, which installs ifmsan from IFMSAN_CHECKOUT: this checkout, set here (docs/cluster.md).
+# new environment, which installs ifmsan from the working directory Snakemake runs in (docs/cluster.md).
 CONDA_ENV_FILE = os.path.join(workflow.basedir, "environment.yml")
-os.environ.update(IFMSAN_CHECKOUT=workflow.basedir)  # set, not read: no `envvars:` entry
 
 RUN = config["run"]
 OUT = f"results/{RUN}"
-# Everything the config alone implies is checked here, before Snakemake plans a job (a dry run too), and files
-# already on disk are verified against their checksums. `device: cuda` is checked once the executor is known.
-configcheck.check_config(config)
 IMAGES = {image["id"]: image for image in config["images"]}
 # What this run produces (layers, figures, tables, notebooks), decided by the package that writes it; computed once.
 PLAN = plan(config)
@@ -30,8 +25,8 @@ CONFIG_HASH = PLAN.config_hash
 
 
 wildcard_constraints:
-    image="[A-Za-z0-9][A-Za-z0-9_.-]*",
-    layer="[A-Za-z0-9_.]+",
+    image=SAFE_ID_BODY,
+    layer=SAFE_ID_BODY,
     knob="|".join(KNOBS),
     steps="[A-Za-z0-9_.]+@[0-9]+(\+[A-Za-z0-9_.]+@[0-9]+)*",
 
@@ -68,7 +63,7 @@ def check_device():
 
 def image_file(image_id):
     """Where a URL image is cached (a DAG output), or the local file, or None for generated images."""
-    return configcheck.image_file(IMAGES[image_id])
+    return paths.image_file(IMAGES[image_id])
 
 
 def image_input(wildcards):
@@ -92,29 +87,41 @@ def image_args(wildcards):
     return args
 
 
-def weights_file():
-    """The weights file as configured (a download lands here), or the trained alexnet_mini; None for none."""
-    weights = config["model"]["weights"]
-    if isinstance(weights, dict):
-        return configcheck.file_entry_path(weights)
-    if weights == "train":
-        return f"{OUT}/model/alexnet_mini.pt"
-    return None
+def download_output(key):
+    """[data/<file>] of model.<key> when it is a download (fetched by fetch_<key>), else [], and then that rule makes nothing
+    and no job asks for it."""
+    entry = config["model"][key]
+    return [paths.file_entry_path(entry)] if paths.is_download(entry) else []
 
 
 def converted_weights_file():
     """bvlc_alexnet's caffemodel converted once to .safetensors (rule convert_weights), else None."""
-    return configcheck.converted_weights_path(config["model"])
+    return paths.converted_weights_path(config["model"])
+
+
+def weights_file():
+    """The weights file as configured (rule fetch_weights downloads it), or the trained alexnet_mini; None for none."""
+    weights = config["model"]["weights"]
+    if paths.is_download(weights):
+        return rules.fetch_weights.output[0]
+    if isinstance(weights, dict):
+        return paths.file_entry_path(weights)
+    if weights == "train":
+        return rules.train_mini.output.weights
+    return None
 
 
 def job_weights_file():
     """The weights file the model-using jobs load: the converted one for bvlc_alexnet's caffemodel, else weights_file()."""
-    return converted_weights_file() or weights_file()
+    return rules.convert_weights.output[0] if converted_weights_file() else weights_file()
 
 
 def mean_file():
+    """Caffe's mean file as configured (rule fetch_mean_file downloads it); None for none."""
     mean = config["model"]["mean_file"]
-    return configcheck.file_entry_path(mean) if mean else None
+    if paths.is_download(mean):
+        return rules.fetch_mean_file.output[0]
+    return paths.file_entry_path(mean) if mean else None
 
 
 def model_inputs(wildcards=None):
@@ -158,16 +165,23 @@ def download_args(entry):
     return [entry["url"], *(["--sha256", entry["sha256"]] if entry.get("sha256") else ["--sha1", entry["sha1"]])]
 
 
+def sweep_file(image, layer, knob):
+    """One file of the sweep rule, whose outputs are named by knob."""
+    return expand(getattr(rules.sweep.output, knob), image=image, layer=layer)[0]
+
+
 def sweep_files(image=None):
     """Every layer x knob sweep of one image, or of every image."""
     images = IMAGES if image is None else [image]
-    return expand(f"{OUT}/sweeps/{{image}}/{{layer}}/{{knob}}.nc", image=images, layer=PLAN.layers, knob=PLAN.knobs)
+    return [sweep_file(i, layer, knob) for i in images for layer in PLAN.layers for knob in PLAN.knobs]
 
 
 def image_sweeps(image):
     """Every sweep file of one image: layer x knob, each chain, and each chained layer's unchained baseline."""
-    chains = [f"{OUT}/chains/{image}/{layer}/{steps}.nc" for layer, steps in PLAN.chains]
-    baselines = [f"{OUT}/sweeps/{image}/{layer}/nonzero_mean.nc" for layer in PLAN.baseline_layers]
+    chains = [
+        expand(rules.chain_sweep.output[0], image=image, layer=layer, steps=steps)[0] for layer, steps in PLAN.chains
+    ]
+    baselines = [sweep_file(image, layer, "nonzero_mean") for layer in PLAN.baseline_layers]
     return sorted({*sweep_files(image), *chains, *baselines})
 
 
@@ -186,12 +200,13 @@ def attack_option(key):
 
 
 def attack_files():
-    return [f"{OUT}/attacks/{layer}/{knob}.nc" for layer, knob in PLAN.attacks]
+    """The output of rule attack for each attacked (layer, knob)."""
+    return [expand(rules.attack.output[0], layer=layer, knob=knob)[0] for layer, knob in PLAN.attacks]
 
 
 def attack_sweeps(wildcards):
     """The sweeps of the attacked layer and knob, every image: n*(gamma) is the largest over them."""
-    return expand(f"{OUT}/sweeps/{{image}}/{wildcards.layer}/{wildcards.knob}.nc", image=IMAGES)
+    return [sweep_file(image, wildcards.layer, wildcards.knob) for image in IMAGES]
 
 
 def attack_values(wildcards):
@@ -234,23 +249,15 @@ def controller_files():
     """The gamma controller's CSV of every image, which the tables rule checks against the nonzero_mean sweeps."""
     if "nonzero_mean" not in config["knobs"]:
         return []  # no sweep of the controller's knob to check against
-    return expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES)
+    return expand(rules.gamma_controller.output[0], image=IMAGES)
 
 
 def all_targets():
-    attack_outputs = [
-        f"{OUT}/tables/attack_summary.csv",
-        f"{OUT}/tables/attack_summary.md",
-        *expand(f"{OUT}/figures/attacks/{{name}}.{{ext}}", name=PLAN.attack_figures, ext=("png", "pdf")),
-    ]
+    """What a run produces: the outputs of the final rules (attack_report only with attacks), every image's."""
     return [
-        *(attack_outputs if PLAN.attacks else []),
-        *[f"{OUT}/tables/{name}" for name in PLAN.tables],
-        *expand(f"{OUT}/gamma/controller/{{image}}.csv", image=IMAGES),
-        *figure_files(),
-        *expand(f"{OUT}/notebooks/{{notebook}}.ipynb", notebook=PLAN.notebooks),
+        *(rules.attack_report.output if PLAN.attacks else []),
+        *rules.tables.output,
+        *expand(rules.gamma_controller.output[0], image=IMAGES),
+        *(expand(rules.figures.output, image=IMAGES) if PLAN.figures else []),
+        *expand(rules.notebook.output[0], notebook=PLAN.notebooks),
     ]
-
-
-def figure_files(wildcards=None):
-    return expand(f"{OUT}/figures/{{image}}/{{name}}.{{ext}}", image=IMAGES, name=PLAN.figures, ext=("png", "pdf"))

@@ -3,7 +3,7 @@
 # its windows against n*(gamma) of the sweeps (ifmsan report --controller).
 rule gamma_controller:
     input:
-        ifms=f"{OUT}/ifms/{{image}}.nc",
+        ifms=rules.extract.output[0],
         model=model_inputs,
     output:
         report(
@@ -30,6 +30,6 @@ rule gamma_controller:
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
+        "IFMSAN_PARENT_PID=$PPID ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
         " --values {params.values:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

@@ -7,7 +7,7 @@ localrules:
 rule notebook:
     input:
         notebook=os.path.join(workflow.basedir, "notebooks", "{notebook}.ipynb"),
-        ifms=expand(f"{OUT}/ifms/{{image}}.nc", image=IMAGES),
+        ifms=expand(rules.extract.output[0], image=IMAGES),
         sweeps=sweep_files(),
         attacks=lambda wildcards: attack_files() if wildcards.notebook == "attacks" else [],
     output:

@@ -1,10 +1,10 @@
 # The heavy stage: one job per image x layer, sweeping every configured knob over its whole range.
 rule sweep:
     input:
-        ifms=f"{OUT}/ifms/{{image}}.nc",
+        ifms=rules.extract.output[0],
         model=model_inputs,
     output:
-        expand(f"{OUT}/sweeps/{{{{image}}}}/{{{{layer}}}}/{{knob}}.nc", knob=config["knobs"]),
+        **{knob: f"{OUT}/sweeps/{{image}}/{{layer}}/{knob}.nc" for knob in config["knobs"]},
     log:
         f"logs/{RUN}/sweep/{{image}}/{{layer}}.log",
     priority: job_priority
@@ -25,6 +25,6 @@ rule sweep:
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
+        "IFMSAN_PARENT_PID=$PPID ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
         " --values {params.windows:q} {params.scales:q} --seed {params.seed:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -6,7 +6,7 @@ localrules:
 rule tables:
     input:
         sweeps=all_sweeps(),
-        controller=controller_files(),
+        controller=lambda wildcards: controller_files(),  # rule gamma_controller is defined later
     output:
         **{
             file.replace(".", "_"): report(
@@ -28,5 +28,5 @@ rule tables:
         layer_order=",".join(model_layers()),
         groups=image_group_args(),
     shell:
-        "ifmsan report --sweeps {input.sweeps:q} --controller {input.controller:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
+        "IFMSAN_PARENT_PID=$PPID ifmsan report --sweeps {input.sweeps:q} --controller {input.controller:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
         " --decimals {params.decimals:q} --layer-order {params.layer_order:q} {params.groups:q} > {log:q} 2>&1"

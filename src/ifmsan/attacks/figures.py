@@ -170,16 +170,16 @@ def _title(attacks: Sequence[xr.Dataset], what: str) -> str:
 
 
 def _reference(
-    ax: Any, attacks: Sequence[xr.Dataset], values: Sequence[float | None], *, label: str, **style: Any
+    ax: Any, attacks: Sequence[xr.Dataset], values: Sequence[float | None], *, label: str, **line_style: Any
 ) -> None:
     """A horizontal reference line; one per knob (labelled with it) when the files disagree on its value."""
     distinct = {round(v, 12) for v in values if v is not None}
     if len(distinct) == 1:
-        ax.axhline(next(v for v in values if v is not None), label=label, linewidth=1.0, **style)
+        ax.axhline(next(v for v in values if v is not None), label=label, linewidth=1.0, **line_style)
         return
     for attack, value in zip(attacks, values, strict=True):
         if value is not None:
-            ax.axhline(value, label=f"{label} ({_pair(attack)[1]})", linewidth=0.8, **style)
+            ax.axhline(value, label=f"{label} ({_pair(attack)[1]})", linewidth=0.8, **line_style)
 
 
 def _references(ax: Any, metric: str, attacks: Sequence[xr.Dataset], data: pd.DataFrame) -> None:

@@ -14,6 +14,7 @@ import xarray as xr
 from ifmsan._shared.atomic import atomic_path
 from ifmsan._shared.ids import SAFE_ID_MAX, is_safe_id
 
+
 def check_id(value: str, *, name: str = "id") -> str:
     """Return an id that is safe as a path component (ifmsan._shared.ids), or raise a ValueError saying what is allowed."""
     if not is_safe_id(value):

@@ -1,4 +1,5 @@
-"""Check a workflow config for every error it alone implies, so Snakemake stops before planning any job."""
+"""The checks of a workflow config that its schema cannot state: the model, its layers and classes, image sources,
+chains in network order, finite numbers, the device, and files already on disk (Snakemake stops before planning)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import functools
 import math
 import os
 import re
-import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ifmsan.steps.fetch import URL_SCHEMES
+from ifmsan.workflow.paths import file_entry_path, image_file, is_url
+from ifmsan.workflow.schema import raise_problems
 
 TORCHVISION = "torchvision:"
 
@@ -42,140 +43,6 @@ def model_info(name: str) -> ModelInfo:
         name = f"timm:{LITE[name].timm_arch}"
     net = models.load(name)
     return ModelInfo(tuple(net.ifm_layers), len(net.class_names))
-
-
-def key_path(parts: Iterable[str | int]) -> str:
-    """images[2].target from ('images', 2, 'target'), for messages."""
-    text = ""
-    for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "config"
-
-
-def is_url(source: str) -> bool:
-    """True for the image sources the workflow downloads (http, https, file URLs)."""
-    return source.split("://", 1)[0].lower() in URL_SCHEMES
-
-
-def image_file(image: Mapping[str, Any]) -> str | None:
-    """Where an image's bytes are read: data/images/<id><suffix> for URLs, the path itself, or None if generated."""
-    source = image["source"]
-    if is_url(source):
-        suffix = Path(urllib.parse.urlsplit(source).path).suffix.lower()
-        suffix = suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".img"
-        return f"data/images/{image['id']}{suffix}"
-    if source.startswith(("skimage:", "minidata:")):
-        return None
-    return source
-
-
-def file_entry_path(entry: Mapping[str, Any]) -> str:
-    """The local file of a weights or mean_file entry: data/<file> for downloads, else the given path."""
-    return f"data/{entry['file']}" if "url" in entry else str(entry["path"])
-
-
-def converted_weights_path(model: Mapping[str, Any]) -> str | None:
-    """The .safetensors file the workflow converts bvlc_alexnet's caffemodel into, once, for every job to load
-    (ifmsan.models.converted): the weights file's folder and stem; None for other models and weights."""
-    from ifmsan.models.converted import SUFFIX, converted_path
-
-    weights = model.get("weights")
-    if model.get("name") != "bvlc_alexnet" or not isinstance(weights, Mapping):
-        return None
-    path = file_entry_path(weights)
-    return None if path.endswith(SUFFIX) else str(converted_path(path))  # _check_model refuses a .safetensors entry
-
-
-# --- the JSON schema, with messages that name the key and what is allowed --------------------------------------
-
-
-def _schema_message(error: Any) -> str:
-    """One line for one jsonschema error: key path, value and what the schema allows."""
-    where = key_path(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, Mapping) else {}
-    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
-        allowed = list(schema.get("properties", {}))
-        unknown = [key for key in error.instance if key not in allowed]
-        hints = [
-            f"{key!r} (did you mean {close[0]!r}?)"
-            if (close := difflib.get_close_matches(str(key), allowed, 1))
-            else repr(key)
-            for key in unknown
-        ]
-        return f"{where}: unknown key {', '.join(hints)}; allowed keys: {', '.join(allowed)}"
-    if error.validator == "uniqueItems":
-        return f"{where}: {error.instance!r} lists a value twice; give each value once"
-    if where.endswith(("model.weights", "model.mean_file")) and error.validator in ("oneOf", "anyOf"):
-        what = "weights" if where.endswith("weights") else "mean file"
-        forms = (
-            "a download {url: http(s):// or file:// URL, sha256 or sha1, file: name under data/}, a local file "
-            "{path: ..., sha256 or sha1}"
-        )
-        if what == "weights":
-            forms += ', "train" (alexnet_mini), a weights name such as IMAGENET1K_V1 (torchvision) or DEFAULT, or null'
-        else:
-            forms += " or null"
-        hint = ""
-        if isinstance(error.instance, str) and error.instance != "train":
-            hint = f" (a local {what} file needs its checksum: {{path: {error.instance}, sha256: <its sha256>}})"
-        elif isinstance(error.instance, Mapping) and ("url" in error.instance) != ("path" in error.instance):
-            branch = 0 if "url" in error.instance else 1
-            details = [_schema_message(sub) for sub in error.context or () if sub.relative_schema_path[0] == branch]
-            return f"{where}: not a valid {'download' if branch == 0 else 'local file'}: " + "; ".join(details)
-        elif isinstance(error.instance, Mapping):
-            hint = " (give url for a download or path for a local file, not both)"
-        return f"{where}: {error.instance!r} is not allowed; give {forms}{hint}"
-    if error.validator == "required" and where.startswith("images[") and "'sha256'" in error.message:
-        source = error.instance.get("source")
-        return f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256"
-    description = schema.get("description")
-    return f"{where}: {error.message}" + (f" (expected: {' '.join(str(description).split())})" if description else "")
-
-
-def _control_characters(value: Any, path: tuple[str | int, ...] = ()) -> list[str]:
-    """Strings anywhere in the config that hold a newline, tab or other control character (never valid here)."""
-    if isinstance(value, Mapping):
-        return [p for key, item in value.items() for p in _control_characters(item, (*path, str(key)))]
-    if isinstance(value, list):
-        return [p for i, item in enumerate(value) for p in _control_characters(item, (*path, i))]
-    if isinstance(value, str) and re.search(r"[\x00-\x1f\x7f]", value):
-        return [
-            f"{key_path(path)}: {value!r} contains a control character (newline, tab, ...); "
-            "none is allowed in a config value"
-        ]
-    return []
-
-
-def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """Every schema violation of `config` as one readable line each, in config order."""
-    import jsonschema
-
-    if control := _control_characters(config):
-        return control
-
-    validator_class = jsonschema.validators.validator_for(schema)
-    errors = sorted(validator_class(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    return list(dict.fromkeys(_schema_message(error) for error in errors))
-
-
-def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The workflow's YAML schema as a dict, its knob enum set from ifmsan.core.knobs.KNOBS (the list lives there only)."""
-    import yaml
-
-    from ifmsan.core.knobs import KNOBS
-
-    with open(path) as handle:
-        schema = yaml.safe_load(handle)
-    knobs = schema.get("properties", {}).get("knobs", {}).get("items")
-    if isinstance(knobs, dict):
-        knobs["enum"] = list(KNOBS)
-    attack_knobs = schema.get("properties", {}).get("attacks", {}).get("properties", {}).get("knobs", {}).get("items")
-    if isinstance(attack_knobs, dict):
-        attack_knobs["enum"] = list(KNOBS)
-    return schema
-
-
-# --- what the schema cannot say ---------------------------------------------------------------------------------
 
 
 def _duplicates(values: Sequence[Any]) -> list[Any]:
@@ -253,13 +120,15 @@ def _check_model(model: Mapping[str, Any], problems: list[str]) -> ModelInfo | N
 
 
 def _check_image(i: int, image: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
-    """The source exists (or is a checksummed URL) and the target is one of the model's classes."""
+    """A generated source is known, a local one exists; the target is one of the model's classes.
+
+    A URL source needs its sha256, which the schema states.
+    """
     from ifmsan.steps.images import MINIDATA_SOURCE, SKIMAGE_IMAGES, SKIMAGE_PREFIX
 
     source, where = image.get("source", ""), f"images[{i}]"
     if is_url(source):
-        if not image.get("sha256"):
-            problems.append(f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256")
+        pass  # fetched into data/images/ and verified against its sha256
     elif source.startswith("minidata:"):
         if not MINIDATA_SOURCE.match(source):
             problems.append(
@@ -290,14 +159,9 @@ def _check_image(i: int, image: Mapping[str, Any], info: ModelInfo | None, probl
 
 
 def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
-    """Layers known and unique, windows ordered, knobs and their values unique and usable, chains in network order."""
-    from ifmsan.core.knobs import NOISES
-
+    """Layers known, numbers finite, windows ordered, chains in network order (the schema refuses repeated values,
+    noise knobs without scales and chains without nonzero_mean)."""
     layers = info.layers if info is not None else None
-    for key in ("layers", "knobs", "gammas", "noise_scales"):
-        values = list(config.get(key) or [])
-        if twice := _duplicates(values):
-            problems.append(f"{key}: {', '.join(map(repr, twice))} listed twice in {values!r}; give each value once")
     for key in ("gammas", "noise_scales"):
         for j, value in enumerate(config.get(key) or []):
             if isinstance(value, (int, float)) and not math.isfinite(value):
@@ -308,27 +172,13 @@ def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: li
                 f"layers[{j}]: {layer!r} is not an IFM layer of {config['model']['name']}; allowed: {', '.join(layers)}"
             )
     windows = config.get("windows") or {}
-    start, stop = windows.get("start", 2), windows.get("stop", 150)
+    start, stop = windows.get("start"), windows.get("stop")  # filled in from the schema's defaults by validate
     if isinstance(start, int) and isinstance(stop, int) and stop < start:
         problems.append(
             f"windows.stop: {stop} is below windows.start {start}; the range is inclusive, stop must be >= start"
         )
-    noisy = [knob for knob in config.get("knobs") or [] if knob in NOISES]
-    if noisy and not config.get("noise_scales"):
-        problems.append(
-            f"noise_scales: empty, but knobs {', '.join(noisy)} sweep noise scales; give at least one scale"
-        )
-    chains = config.get("chains") or []
-    if twice := _duplicates([(c.get("steps"), c.get("layer")) for c in chains]):
-        listed = ", ".join(f"{steps} -> {layer}" for steps, layer in twice)
-        problems.append(f"chains: {listed} listed twice; give each chain once")
-    for j, chain in enumerate(chains):
+    for j, chain in enumerate(config.get("chains") or []):
         _check_chain(f"chains[{j}]", chain, layers, problems)
-    if chains and "nonzero_mean" not in (config.get("knobs") or ["nonzero_mean"]):
-        problems.append(
-            f"knobs: {config.get('knobs')!r} lacks nonzero_mean, which chains need (Table 2 compares each chain "
-            "with its layer's unchained nonzero_mean sweep); add nonzero_mean to knobs or remove the chains"
-        )
 
 
 def _check_attacks(config: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
@@ -348,11 +198,11 @@ def _check_attacks(config: Mapping[str, Any], info: ModelInfo | None, problems: 
             problems.append(
                 f"attacks.knobs[{j}]: {knob!r} is not a swept knob; allowed: {', '.join(config.get('knobs') or [])}"
             )
-    for key in ("gammas", "scales", "windows"):
+    for key in ("gammas", "scales"):  # windows are integers, which the schema's type makes finite
         for j, value in enumerate(attacks.get(key) or []):
             if isinstance(value, float) and not math.isfinite(value):
                 problems.append(f"attacks.{key}[{j}]: {value!r} is not a finite number")
-    n_examples, n_test = attacks.get("n_examples", 4), attacks.get("n_test", 100)
+    n_examples, n_test = attacks.get("n_examples"), attacks.get("n_test")  # the schema's defaults, once validated
     if isinstance(n_examples, int) and isinstance(n_test, int) and n_examples > n_test:
         problems.append(f"attacks.n_examples: {n_examples} exceeds attacks.n_test {n_test}; keep at most n_test")
 
@@ -409,7 +259,11 @@ def _check_files(config: Mapping[str, Any], problems: list[str]) -> None:
 
 
 def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = None, files: bool = True) -> list[str]:
-    """Every problem of a schema-valid config, one line each; cuda_available None skips the device check."""
+    """Every problem of a schema-valid config, one line each; cuda_available None skips the device check.
+
+    The config is the one Snakemake's validate returns, with the schema's defaults filled in
+    (ifmsan.workflow.schema.with_defaults does the same); a check whose value is absent is skipped.
+    """
     problems: list[str] = []
     info = _check_model(config["model"], problems)
     ids = [image.get("id") for image in config.get("images") or []]
@@ -428,19 +282,9 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
     return problems
 
 
-def _raise(problems: list[str]) -> None:
-    """One ValueError for every problem, one per line."""
-    if problems:
-        raise ValueError(
-            f"invalid config ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - " + "\n  - ".join(problems)
-        )
-
-
-def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any] | str | os.PathLike[str]) -> None:
-    """Raise one ValueError naming every key that breaks the schema, its value and what is allowed."""
-    _raise(schema_problems(config, schema if isinstance(schema, Mapping) else load_schema(schema)))
-
-
 def check_config(config: Mapping[str, Any], *, cuda_available: bool | None = None, files: bool = True) -> None:
     """Raise one ValueError listing every problem of a schema-valid config (with its defaults filled in)."""
-    _raise(config_problems(config, cuda_available=cuda_available, files=files))
+    raise_problems(config_problems(config, cuda_available=cuda_available, files=files))
+
+
+__all__ = ["ModelInfo", "check_config", "config_problems", "model_info"]

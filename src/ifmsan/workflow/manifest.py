@@ -1,6 +1,6 @@
 """Workflow configs from an image manifest: a tab-separated list of downloadable images with class and checksum.
 
-The manifest is the one of the ImageNet sample images (`data/imagenet-samples/MANIFEST.tsv` beside the design notes:
+The manifest is the one of the ImageNet sample images (`data/imagenet-samples/MANIFEST.tsv`:
 one image per class), with the columns file, class_index, wnid, label, sha256, bytes and url; file, class_index,
 sha256 and url are required, the others are kept if present. `config_from_manifest` turns it into the `images` list
 of a workflow config (id = the file name without its extension, made a safe id; source = url; sha256; target =
@@ -48,7 +48,7 @@ run of related synsets; the borders follow the labels, not a published taxonomy.
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL = re.compile(r"^(https?|file)://\S+$")
 _QUOTES = re.compile(r"['\u2019`\"]")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")  # what ifmsan._shared.ids.SAFE_ID_PATTERN allows after the first character
 
 
 class ManifestRow(NamedTuple):
@@ -208,26 +208,15 @@ CLUSTER_RULES: tuple[str, ...] = ("train_mini", "extract", "sweep", "chain_sweep
 """The rules a cluster executor submits; the workflow's localrules (fetch_*, tables, figures, notebook) run locally."""
 
 
-def _with_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config with the schema's top-level defaults the planner reads (layers, knobs, chains, ...)."""
-    defaults = {
-        "layers": [],
-        "knobs": ["nonzero_mean", "first"],
-        "chains": [],
-        "windows": {},
-        "gammas": [0.25, 0.5, 1, 2, 3, 4],
-    }
-    return {**defaults, **config}
-
-
 def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
     """The comment block at the top of a generated config: what it is for, what it runs, how it was made."""
     from ifmsan.workflow.plan import plan, planned_jobs
+    from ifmsan.workflow.schema import load_schema, with_defaults
 
-    full = _with_defaults(config)
+    full = with_defaults(config, load_schema())
     jobs = planned_jobs(full)
     layers = plan(full).layers
-    windows = {"start": 2, "stop": 150, "step": 1, **(full.get("windows") or {})}
+    windows = full["windows"]
     step = "" if windows["step"] == 1 else f" step {windows['step']}"
     per_image = ", ".join(f"{jobs[r]} {r}" for r in ("sweep", "chain_sweep", "extract", "fetch_image") if r in jobs)
     rest = ", ".join(
@@ -355,7 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command += " --keep-chains"
     if args.groups != "imagenet":
         command += f" --groups {args.groups}"
-    text = to_yaml(config, comment=header(config, command=command, configfile=_display(args.out)))
+    try:
+        text = to_yaml(config, comment=header(config, command=command, configfile=_display(args.out)))
+    except OSError as exc:  # the schema, whose defaults the header counts with
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from ifmsan._shared.atomic import atomic_path
 
     with atomic_path(args.out) as tmp:

@@ -168,8 +168,8 @@ def plan(config: Mapping[str, Any]) -> Plan:
 def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     """Jobs per rule that `snakemake` plans for a validated config with its defaults filled in (the same
     counts as `snakemake -n --quiet rules`, `all` included; tests/test_workflow.py checks them against dry runs), read
-    off plan(): a 1000-image DAG is sized without Snakemake's 90-s dry run (docs/scaling.md)."""
-    from ifmsan.workflow.configcheck import converted_weights_path, image_file, is_url
+    off plan(): a 1000-image DAG is sized without a Snakemake dry run (docs/scaling.md)."""
+    from ifmsan.workflow.paths import converted_weights_path, image_file, is_download, is_url
 
     the_plan = plan(config)
     images = config["images"]
@@ -177,9 +177,9 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
     model = config["model"]
     downloads = {image_file(image) for image in images if is_url(image["source"])}
     jobs = {
-        "fetch_weights": int(isinstance(model.get("weights"), Mapping) and "url" in model["weights"]),
+        "fetch_weights": int(is_download(model.get("weights"))),
         "convert_weights": int(converted_weights_path(model) is not None),
-        "fetch_mean_file": int(isinstance(model.get("mean_file"), Mapping) and "url" in model["mean_file"]),
+        "fetch_mean_file": int(is_download(model.get("mean_file"))),
         "train_mini": int(model.get("weights") == "train"),
         "fetch_image": len(downloads),
         "extract": n,

@@ -107,7 +107,14 @@ def _schema_message(error: Any) -> str:
         source = error.instance.get("source")
         return f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256"
     description = schema.get("description")
-    return f"{where}: {error.message}" + (f" (expected: {' '.join(str(description).split())})" if description else "")
+    expected = f" (expected: {' '.join(str(description).split())})" if description else ""
+    if (
+        error.validator == "contains"
+        and isinstance(error.validator_value, Mapping)
+        and "const" in error.validator_value
+    ):
+        return f"{where}: {error.instance!r} lacks {error.validator_value['const']}{expected}"
+    return f"{where}: {error.message}{expected}"
 
 
 def _control_characters(value: Any, path: tuple[str | int, ...] = ()) -> list[str]:
