@@ -133,6 +133,7 @@ def test_figure_names_refuse_unsafe_ids(pair: tuple[str, str]) -> None:
         af.attack_figure_names([pair])
 
 
+@pytest.mark.slow
 def test_frontier_data_and_lines_are_legit_accuracy_against_each_metric() -> None:
     attacks = pool5_pair()
     plotted = af.frontier(attacks, layer="pool5")
@@ -210,6 +211,7 @@ def test_reconstructions_show_all_few_values_titled_by_scale() -> None:
     assert plotted.data["column"].tolist() == ["original", "unsanitized", "scale 0.5", "scale 2"]
 
 
+@pytest.mark.slow
 def test_write_attack_figures_writes_exactly_the_named_files_reproducibly(tmp_path: Path) -> None:
     attacks = pool5_pair()[::-1]  # one layer keeps this test fast; the names of several are tested above
     names = af.attack_figure_names((a.attrs["layer"], a.attrs["knob"]) for a in attacks)

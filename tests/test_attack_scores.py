@@ -173,6 +173,7 @@ def test_image_seed_is_fresh_per_image_split_and_seed() -> None:
     assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds)
 
 
+@pytest.mark.slow
 def test_downsample_shape_dtype_and_range() -> None:
     batch = np.random.default_rng(1).integers(0, 256, size=(3, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     small = downsample(batch, size=32)

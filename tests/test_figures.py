@@ -132,6 +132,7 @@ def test_knob_coverage_panels_per_knob() -> None:
     assert set(plotted.data["knob"]) == {"nonzero_mean", "first", "gaussian"}
 
 
+@pytest.mark.slow
 def test_write_figures_makes_png_and_pdf_files(tmp_path: Path) -> None:
     made = figures.write_figures(all_sweeps(), out_dir=tmp_path)
     assert list(made) == ["figure2", "figure4", "figure5", "heatmap", "effsan", "knob_coverage_pool5"]

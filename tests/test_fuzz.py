@@ -2,7 +2,7 @@
 ValueError naming the file; nothing hangs, and no length field or declared shape inflates an allocation.
 
 Hypothesis mutates small valid seeds (flips, truncations, insertions, huge varints); the parametrized cases pin
-each class of bad input that a fuzz run found or that issue #11 names.
+each class of bad input that a fuzz run found or that tests/README.md lists.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #11 item 7: messages that help — bad files, outputs that are folders, a full disk, offline weights."""
+"""Messages that help — bad files, outputs that are folders, a full disk, offline weights."""
 
 from __future__ import annotations
 

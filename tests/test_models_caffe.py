@@ -102,6 +102,7 @@ def fused_kernels() -> bool:
     return fused._compiled_lrn() is not None and fused._compiled_pool() is not None
 
 
+@pytest.mark.slow
 def test_small_calls_do_not_load_numba_until_a_large_one_does() -> None:
     code = (
         "import sys, torch; from ifmsan.models.fused import CaffeLRN, CaffeMaxPool, FUSED_MIN_ELEMENTS;"
@@ -222,6 +223,7 @@ def test_shipped_class_names_are_torchvisions() -> None:
     assert imagenet_class_names() == tuple(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+@pytest.mark.slow
 def test_sweep_command_imports_neither_torchvision_models_nor_other_verbs() -> None:
     """A DAG job pays only for what it uses: parsing `ifmsan sweep` and building bvlc_alexnet load no torchvision
     models, no attack code and no plotting library."""

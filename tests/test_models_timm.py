@@ -46,6 +46,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("arch", list(CASES))
+@pytest.mark.slow
 def test_block_inputs_are_exact_cuts_and_what_the_modules_receive(arch: str) -> None:
     net = models.load(f"timm:{arch}", seed=3)
     assert list(net.ifm_layers) == CASES[arch]

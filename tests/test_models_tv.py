@@ -119,6 +119,7 @@ def test_resnet18_blocks_are_exact_cuts() -> None:
     assert net.ifm_shape("layer4.1") == (512, 7, 7) and net.ifm_shape("fc") == (512,)
 
 
+@pytest.mark.slow
 def test_vgg11_caffe_style_names_and_cuts() -> None:
     net = models.load("torchvision:vgg11")
     assert net.ifm_layers == (

@@ -1,4 +1,4 @@
-"""Issue #11 item 5: numbers are sane or refused (windows, scales, seeds, γ, decimals, weights, IFMs, image sizes)."""
+"""Numbers are sane or refused (windows, scales, seeds, γ, decimals, weights, IFMs, image sizes)."""
 
 from __future__ import annotations
 

@@ -120,6 +120,7 @@ def test_every_rule_uses_environment_yml_and_its_post_deploy_script() -> None:
     assert found["post_deploy"] == sorted(["None", str(ROOT / "environment.post-deploy.sh")])
 
 
+@pytest.mark.slow
 def test_import_has_no_side_effects_and_the_cli_sets_openmp_advice_unless_the_user_chose() -> None:
     import os
     import subprocess
@@ -141,6 +142,7 @@ def test_import_has_no_side_effects_and_the_cli_sets_openmp_advice_unless_the_us
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc thresholds: Linux only")
+@pytest.mark.slow
 def test_the_cli_keeps_large_buffers_on_the_heap_so_they_are_not_faulted_in_again() -> None:
     """Allocate, fill and free a 64 MiB torch tensor 50 times: glibc's default maps and unmaps it each time, so all its
     16384 pages fault in again every round; with the CLI's advice the heap keeps and reuses it (a few early rounds may

@@ -107,6 +107,7 @@ def test_planned_figures_are_the_ones_written(name: str, tmp_path: Path, stub_dr
     assert list(made) == list(planned.figures)
 
 
+@pytest.mark.slow
 def test_tiny_figures_are_really_drawn(tmp_path: Path) -> None:
     config = filled(TINY)
     planned = plan.plan(config)

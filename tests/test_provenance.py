@@ -1,5 +1,5 @@
 """Provenance cannot lie, failed commands leave nothing, files are of the kind a verb expects, and stages refuse
-inputs that do not belong together (issue #11, items 3, 4 and the wrong-kind part of 7). CLI runs in-process."""
+inputs that do not belong together, files of the wrong kind. CLI runs in-process."""
 
 from __future__ import annotations
 

@@ -107,6 +107,7 @@ def test_v2_conversion_holds_the_caffemodels_arrays(tmp_path: Path) -> None:
     assert read_converted_metadata(converted)["caffemodel_sha1"] == hashlib.sha1(caffemodel.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_the_same_caffemodel_gives_the_same_bytes(bvlc: dict, tmp_path: Path) -> None:
     """Our writer sorts the header; the safetensors library's own orders its metadata differently in every process."""
     copy = tmp_path / "elsewhere" / "bvlc_alexnet.caffemodel"

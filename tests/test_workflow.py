@@ -27,7 +27,6 @@ from ifmsan.steps.io import read_netcdf
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
 
 
 def job_counts(text: str) -> dict[str, int]:
@@ -154,6 +153,7 @@ def without_timings(value: object) -> object:
     return value
 
 
+@pytest.mark.slow
 def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp_path: Path) -> None:
     """SIGKILL Snakemake alone while a job runs: the job stops by itself without outputs, and after --unlock
     and --rerun-incomplete every output (tables, figures, notebooks, model, sweeps) equals a clean run's bytes."""
@@ -303,6 +303,7 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
         ),
     ],
 )
+@pytest.mark.slow
 def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: dict[str, int]) -> None:
     result = snakemake(tmp_path, "-n", "--configfile", str(REPO / config), "--quiet", "rules")
     counts = job_counts(result.stdout + result.stderr)
@@ -318,6 +319,7 @@ def test_configs_plan_the_expected_jobs(tmp_path: Path, config: str, expected: d
     assert planned_jobs(settings) == {**expected, "all": 1}
 
 
+@pytest.mark.slow
 def test_offline_paper_run_stops_at_the_first_download_with_instructions(tmp_path: Path) -> None:
     text = (REPO / "config" / "config.yaml").read_text()
     offline = re.sub(r"url: \S+", "url: http://127.0.0.1:9/unreachable", text)
@@ -331,6 +333,7 @@ def test_offline_paper_run_stops_at_the_first_download_with_instructions(tmp_pat
     assert not any((tmp_path / "data").glob("*.caffemodel")) and not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_schema_rejects_ids_unsafe_as_paths(tmp_path: Path) -> None:
     bad = (REPO / "config" / "demo.yaml").read_text().replace("id: mini_test_0", "id: ../escape")
     (tmp_path / "bad.yaml").write_text(bad)
@@ -339,6 +342,7 @@ def test_schema_rejects_ids_unsafe_as_paths(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_lint_is_clean() -> None:
     for extra in ([], ["--configfile", str(REPO / "config" / "demo.yaml")]):
         result = snakemake(REPO, "--lint", *extra, check=False)
@@ -376,6 +380,7 @@ def own_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_config_alone_adjusts_the_paper_config(tmp_path: Path) -> None:
     text = snakemake(tmp_path, "-n", "-p", "--config", "threads=2").stdout
     sweeps = shell_commands(text, "sweep")
@@ -383,6 +388,7 @@ def test_config_alone_adjusts_the_paper_config(tmp_path: Path) -> None:
     assert all(option(args, "--threads") == ["2"] and "run=paper" in args for args in sweeps)
 
 
+@pytest.mark.slow
 def test_configfile_replaces_the_paper_config(tmp_path: Path, own_config: Path) -> None:
     text = snakemake(tmp_path, "-n", "-p", "--configfile", str(own_config)).stdout
     sweeps = shell_commands(text, "sweep")
@@ -390,6 +396,7 @@ def test_configfile_replaces_the_paper_config(tmp_path: Path, own_config: Path) 
     assert all(option(args, "--threads") == ["1"] and "run=mine" in args for args in sweeps)
 
 
+@pytest.mark.slow
 def test_configfile_and_config_together_and_figures_get_only_their_images_sweeps(
     tmp_path: Path, own_config: Path
 ) -> None:

@@ -217,6 +217,7 @@ def slurm_env(slurm_installed: None, tmp_path_factory: pytest.TempPathFactory) -
         )
 
 
+@pytest.mark.slow
 def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> None:
     """profiles/slurm parses with this snakemake and plugin; rules keep their own resources and get the placeholders."""
     result = snakemake(tmp_path, "--profile", str(PROFILE), "-n", "--configfile", str(TINY))
@@ -235,6 +236,7 @@ def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> Non
         )
 
 
+@pytest.mark.slow
 def test_grouped_profile_bundles_each_image_or_k_images(tmp_path: Path) -> None:
     """The uncommented group-jobs block parses and makes one group job of each image's extract, sweeps, chain sweeps and
     gamma controller, or of K images' with --group-components image=K (the demo's 3 images, K=2: 2 group jobs, of 2
