@@ -323,11 +323,11 @@ def run_attacks(
         net, ifmsan_kind="attack", layer=layer, knob=knob, parameter=spec.parameter, p0=p0,
         original_accuracy=scores.accuracy(unsanitized.argmax(axis=1), data.test_labels),
         label_source=data.label_source, label_majority=scores.majority_rate(data.test_labels),
-        attribute="background photo (ifmsan.steps.minidata.BACKGROUNDS)", attribute_chance=1.0 / N_ATTRIBUTES,
+        attribute="background photo (ifmsan.minidata.BACKGROUNDS)", attribute_chance=1.0 / N_ATTRIBUTES,
         attribute_majority=scores.majority_rate(data.test.attributes),
         mean_image_psnr=scores.psnr(mean_image, data.test_pictures),
         mean_image_ssim=scores.ssim(mean_image, data.test_pictures),
-        data="ifmsan.steps.minidata: train split for training, test split held out", **asdict(o),
+        data="ifmsan.minidata: train split for training, test split held out", **asdict(o),
     )  # fmt: skip
     size = o.resolution
     return xr.Dataset(
