@@ -141,19 +141,13 @@ def test_attack_report_writes_the_table_and_planned_figures_or_nothing(tmp_path:
     expected = plan.attack_figure_names([("pool5", "nonzero_mean"), ("pool5", "gaussian")])
     assert expected == ["frontier_pool5", "reconstructions_pool5_nonzero_mean", "reconstructions_pool5_gaussian"]
     assert sorted(p.name for p in figures.iterdir()) == sorted(f"{n}.{e}" for n in expected for e in ("png", "pdf"))
-    # the same (layer, knob) twice, or two networks: refused before anything is written
-    for bad in (
-        [paths[0], paths[0]],
-        [
-            paths[0],
-            str(
-                write_netcdf(
-                    attack_file(rows={"unsanitized": {}}, roles={}, n_star={}, model="bvlc_alexnet", knob="first"),
-                    tmp_path / "c.nc",
-                )
-            ),
-        ],
-    ):
+
+
+def test_attack_report_refuses_mixed_attack_files_before_writing(tmp_path: Path) -> None:
+    """The same (layer, knob) twice, or two networks: refused before anything is written."""
+    first = str(write_netcdf(example(), tmp_path / "a.nc"))
+    other_net = attack_file(rows={"unsanitized": {}}, roles={}, n_star={}, model="bvlc_alexnet", knob="first")
+    for bad in ([first, first], [first, str(write_netcdf(other_net, tmp_path / "c.nc"))]):
         out = tmp_path / "bad"
         code = main(
             ["attack-report", "--attacks", *bad, "--tables-dir", str(out / "t"), "--figures-dir", str(out / "f")]
