@@ -69,9 +69,16 @@ REAPER = textwrap.dedent("""
 """)
 
 
+def ignore_sigint() -> None:
+    """What a non-interactive shell does for a command started in the background: SIGINT ignored, and inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sigint", ["handled", "ignored"])
 @pytest.mark.parametrize("reap", ["reap", "zombie"])
-def test_job_stops_when_its_parent_is_killed_and_leaves_no_output(tmp_path: Path, reap: str) -> None:
-    """The parent is SIGKILLed mid-write (reaped at once, or left a zombie): the job exits within seconds."""
+def test_job_stops_when_its_parent_is_killed_and_leaves_no_output(tmp_path: Path, reap: str, sigint: str) -> None:
+    """The parent is SIGKILLed mid-write (reaped at once, or left a zombie): the job exits within seconds, also when
+    it was started with SIGINT ignored (`make test &`, nohup)."""
     out = tmp_path / "result.nc"
     env = {key: value for key, value in os.environ.items() if key != ENV_VAR}
     reaper = subprocess.Popen(
@@ -81,6 +88,7 @@ def test_job_stops_when_its_parent_is_killed_and_leaves_no_output(tmp_path: Path
         text=True,
         env=env,
         cwd=tmp_path,
+        preexec_fn=ignore_sigint if sigint == "ignored" else None,
     )
     started: list[int] = []
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _thread
 import os
+import signal
 import sys
 import threading
 import time
@@ -79,6 +80,9 @@ def watch_parent(
     if identity is None:
         _gone.set()
         raise ValueError(f"the workflow process {pid} ({ENV_VAR}) that started this job is gone; not starting")
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started from a background shell, which ignores SIGINT: the interrupt that _stop sends would do nothing
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def poll() -> None:
         while _identity(pid) == identity:
