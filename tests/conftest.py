@@ -26,7 +26,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the opted-out tests with a reason that says how to run them."""
-    for marker, (flag, why) in OPT_IN.items():
+    for marker, (flag, _why) in OPT_IN.items():
         if config.getoption(flag):
             continue
         skip = pytest.mark.skip(reason=f"marked {marker}: runs with {flag} (make test-all)")

@@ -8,7 +8,6 @@ handed over as one is refused by name. Full-size BVLC blobs are 233 MB: one caff
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import struct
 import subprocess
@@ -22,6 +21,7 @@ import yaml
 from caffemodel_writer import BVLC_SHAPES, bvlc_random_blobs, write_caffemodel  # tests/ is on sys.path
 from safetensors import safe_open
 from safetensors.numpy import save_file
+from workflow_runner import shell_commands, snakemake
 
 import ifmsan.models as models
 from ifmsan.cli import main
@@ -397,22 +397,16 @@ def test_a_safetensors_weights_entry_for_bvlc_is_refused_by_the_config_check() -
 
 @pytest.mark.slow
 def test_paper_dry_run_converts_once_and_jobs_load_the_converted_file(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path), "-n", "-p",
-         "--configfile", str(REPO / "config" / "config.yaml")],
-        capture_output=True, text=True, timeout=300, check=False,
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
-    )  # fmt: skip
-    text = result.stdout + result.stderr
-    assert result.returncode == 0, text[-3000:]
+    result = snakemake(tmp_path, "-n", "-p", "--configfile", str(REPO / "config" / "config.yaml"), timeout=300)
     sha1 = PAPER["model"]["weights"]["sha1"]
-    commands = [line for line in text.splitlines() if line.startswith("Shell command: ifmsan ")]
-    convert = [c for c in commands if "convert-weights" in c]
+    convert = shell_commands(result.stdout, "convert-weights")
     assert convert == [
-        "Shell command: ifmsan convert-weights data/bvlc_alexnet.caffemodel --out data/bvlc_alexnet.safetensors "
-        f"--sha1 {sha1} > logs/paper/fetch/convert_weights.log 2>&1"
+        ["convert-weights", "data/bvlc_alexnet.caffemodel", "--out", "data/bvlc_alexnet.safetensors", "--sha1", sha1]
     ]
-    jobs = [c for c in commands if " --model bvlc_alexnet " in c]
+    jobs = [
+        " ".join(args) + " " for verb in ("extract", "sweep", "gamma") for args in shell_commands(result.stdout, verb)
+    ]
+    jobs = [c for c in jobs if " --model bvlc_alexnet " in f" {c}"]
     assert len(jobs) == 1 + 13 + 2 + 1  # extract, sweeps, chain sweeps, gamma controller
     assert all(f"--weights data/bvlc_alexnet.safetensors --weights-sha1 {sha1} " in c for c in jobs)
     assert not any("bvlc_alexnet.caffemodel" in c for c in jobs)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from workflow_runner import snakemake
+from workflow_runner import shell_commands, snakemake
 
 from ifmsan.core import metrics
 from ifmsan.steps.io import read_netcdf
@@ -348,14 +348,6 @@ def test_lint_is_clean() -> None:
         result = snakemake(REPO, "--lint", *extra, check=False)
         assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout[-3000:]
     assert shutil.which("ifmsan", path=str(BIN))
-
-
-def shell_commands(text: str, verb: str) -> list[list[str]]:
-    """The planned `ifmsan <verb>` commands of a dry run with -p, each split like a shell would."""
-    import shlex
-
-    lines = [line.removeprefix("Shell command: ") for line in text.splitlines()]
-    return [shlex.split(line.split(" > ", 1)[0])[1:] for line in lines if line.startswith(f"ifmsan {verb} ")]
 
 
 def option(args: list[str], name: str) -> list[str]:

@@ -37,3 +37,18 @@ def snakemake(
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{output[-output_tail:]}")
     return result
+
+
+def shell_commands(text: str, verb: str) -> list[list[str]]:
+    """The `ifmsan VERB` commands a dry run with -p prints, each split as a shell would, without the environment
+    assignments before the command (`IFMSAN_PARENT_PID=$PPID`) and without the redirections from ` > ` on."""
+    import shlex
+
+    commands = []
+    for line in text.splitlines():
+        words = shlex.split(line.removeprefix("Shell command: ").split(" > ", 1)[0]) if "ifmsan " in line else []
+        while words and "=" in words[0] and not words[0].startswith("-"):
+            words = words[1:]
+        if words[:2] == ["ifmsan", verb]:
+            commands.append(words[1:])
+    return commands
