@@ -9,6 +9,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ifmsan._shared.ids import SAFE_ID_PATTERN, is_safe_id
 from ifmsan.steps.fetch import URL_SCHEMES
 
 if TYPE_CHECKING:
@@ -45,13 +46,11 @@ SKIMAGE_IMAGES: dict[str, str] = {
     "text": "text.png",
 }
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 
 def _check_name(name: str, *, what: str) -> str:
-    """A file name that is safe to join onto the cache folder."""
-    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
-        raise ValueError(f"{what} must match {_SAFE_NAME.pattern} without '..', got {name!r}")
+    """A file name that is safe to join onto the cache folder: a safe id, as the config's file names are."""
+    if not is_safe_id(name):
+        raise ValueError(f"{what} must match {SAFE_ID_PATTERN} without '..', got {name!r}")
     return name
 
 
@@ -84,7 +83,7 @@ def resolve_image(
             raise ValueError(f"image {source}: a URL needs its sha256 (give sha256=...)")
         if name is None:
             basename = urllib.parse.unquote(Path(urllib.parse.urlsplit(source).path).name)
-            name = basename if _SAFE_NAME.fullmatch(basename) and ".." not in basename else f"{expected}.img"
+            name = basename if is_safe_id(basename) else f"{expected}.img"
         _check_name(name, what=f"image {source}: cache file name")
         return fetch(source, Path(cache_dir) / name, sha256=expected)
     if source.startswith(SKIMAGE_PREFIX):
