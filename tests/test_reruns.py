@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
     cli.commands = lambda: {"slow": "slowverb"}
     sys.exit(cli.main(["slow", sys.argv[1]]))
 """)
-# The Snakemake stand-in: starts the job with its own pid in IFMSAN_PARENT_PID, as the rules do (IFMSAN_PARENT_PID=$PPID), waits.
+# The Snakemake stand-in: starts the job with its own pid in IFMSAN_PARENT_PID, as the rules' shell prefix does ($PPID), waits.
 PARENT = textwrap.dedent("""
     import os, subprocess, sys
     env = {**os.environ, "IFMSAN_PARENT_PID": str(os.getpid())}

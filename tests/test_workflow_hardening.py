@@ -7,7 +7,6 @@ import copy
 import hashlib
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from ifmsan.workflow.configcheck import check_config
 from ifmsan.workflow.schema import check_schema, load_schema
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 DEMO = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 PAPER = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

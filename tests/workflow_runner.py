@@ -40,15 +40,8 @@ def snakemake(
 
 
 def shell_commands(text: str, verb: str) -> list[list[str]]:
-    """The `ifmsan VERB` commands a dry run with -p prints, each split as a shell would, without the environment
-    assignments before the command (`IFMSAN_PARENT_PID=$PPID`) and without the redirections from ` > ` on."""
+    """The planned `ifmsan VERB` commands of a dry run with -p, each split as a shell would, up to the redirection."""
     import shlex
 
-    commands = []
-    for line in text.splitlines():
-        words = shlex.split(line.removeprefix("Shell command: ").split(" > ", 1)[0]) if "ifmsan " in line else []
-        while words and "=" in words[0] and not words[0].startswith("-"):
-            words = words[1:]
-        if words[:2] == ["ifmsan", verb]:
-            commands.append(words[1:])
-    return commands
+    lines = [line.removeprefix("Shell command: ") for line in text.splitlines()]
+    return [shlex.split(line.split(" > ", 1)[0])[1:] for line in lines if line.startswith(f"ifmsan {verb} ")]

@@ -20,7 +20,7 @@ rule attack:
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
         " --values {params.values:q} --sweeps {input.sweeps:q} --gammas {params.gammas:q} {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -62,5 +62,5 @@ rule attack_report:
         figures=lambda wildcards, output: os.path.dirname(output[2]),  # the first figure, after the two tables
         layer_order=",".join(model_layers()),
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan attack-report --attacks {input:q} --tables-dir {params.tables:q} --figures-dir {params.figures:q}"
+        "ifmsan attack-report --attacks {input:q} --tables-dir {params.tables:q} --figures-dir {params.figures:q}"
         " --layer-order {params.layer_order:q} > {log:q} 2>&1"

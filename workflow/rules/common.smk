@@ -1,14 +1,16 @@
 # Input functions and helpers: everything the rules derive from the validated config lives here.
 # Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
-# Every `ifmsan` command in the rules runs as `IFMSAN_PARENT_PID=$PPID ifmsan ...`. $PPID of the shell that runs a job is
-# the Snakemake process that started it (the main one locally, the per-job one on a SLURM node), and `ifmsan` stops
-# when that process dies (ifmsan._shared.parentwatch). Parsing this file changes no environment variable.
 import os
 
 from ifmsan._shared.ids import SAFE_ID_BODY
 from ifmsan.core.knobs import KNOBS, NOISES
 from ifmsan.workflow import configcheck, paths
 from ifmsan.workflow.plan import plan
+
+# Every job's shell exports IFMSAN_PARENT_PID=$PPID: the Snakemake process that started it (the main one locally, the
+# per-job one on a SLURM node), which `ifmsan` watches, stopping when it dies (ifmsan._shared.parentwatch). Snakemake's
+# own prefix (bash strict mode) is kept. Parsing this file changes no environment variable.
+shell.prefix("set -euo pipefail; export IFMSAN_PARENT_PID=$PPID; ")
 
 # Every rule's `conda:` is environment.yml, the one dependency list. It holds no `pip: -e .`, which would break in
 # Snakemake's copy of it under .snakemake/conda/; with --sdm conda, Snakemake runs environment.post-deploy.sh in the

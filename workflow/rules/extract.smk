@@ -19,5 +19,5 @@ rule extract:
         image=image_args,
         threads=config["threads"],
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan extract {params.model:q} {params.image:q} --image-id {wildcards.image:q} --threads {params.threads:q}"
+        "ifmsan extract {params.model:q} {params.image:q} --image-id {wildcards.image:q} --threads {params.threads:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule fetch_weights:
     params:
         source=lambda wildcards: download_args(config["model"]["weights"]),  # a function: its value is not formatted
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
+        "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
 # bvlc_alexnet: parse the 233 MB caffemodel once into a memory-mapped .safetensors file that records its sha1;
@@ -35,7 +35,7 @@ rule convert_weights:
     params:
         sums=lambda wildcards: checksum_args(None, config["model"]["weights"]),  # a function: not formatted
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan convert-weights {input:q} --out {output:q} {params.sums:q} > {log:q} 2>&1"
+        "ifmsan convert-weights {input:q} --out {output:q} {params.sums:q} > {log:q} 2>&1"
 
 
 rule fetch_mean_file:
@@ -48,7 +48,7 @@ rule fetch_mean_file:
     params:
         source=lambda wildcards: download_args(config["model"]["mean_file"]),  # a function: its value is not formatted
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
+        "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
 rule fetch_image:
@@ -64,4 +64,4 @@ rule fetch_image:
         url=lambda wildcards: IMAGES[wildcards.image]["source"],
         sha256=lambda wildcards: IMAGES[wildcards.image]["sha256"],  # required for URLs by the schema
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan fetch {params.url:q} {output:q} --sha256 {params.sha256:q} > {log:q} 2>&1"
+        "ifmsan fetch {params.url:q} {output:q} --sha256 {params.sha256:q} > {log:q} 2>&1"

@@ -28,5 +28,5 @@ rule figures:
         gammas=[str(g) for g in config["gammas"]],
         layer_order=",".join(model_layers()),
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan figures --sweeps {input:q} --out-dir {params.out_dir:q} --image {wildcards.image:q}"
+        "ifmsan figures --sweeps {input:q} --out-dir {params.out_dir:q} --image {wildcards.image:q}"
         " --gammas {params.gammas:q} --layer-order {params.layer_order:q} > {log:q} 2>&1"

@@ -25,6 +25,6 @@ rule sweep:
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
+        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
         " --values {params.windows:q} {params.scales:q} --seed {params.seed:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

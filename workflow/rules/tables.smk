@@ -28,5 +28,5 @@ rule tables:
         layer_order=",".join(model_layers()),
         groups=image_group_args(),
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan report --sweeps {input.sweeps:q} --controller {input.controller:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
+        "ifmsan report --sweeps {input.sweeps:q} --controller {input.controller:q} --out-dir {params.out_dir:q} --gammas {params.gammas:q}"
         " --decimals {params.decimals:q} --layer-order {params.layer_order:q} {params.groups:q} > {log:q} 2>&1"

@@ -27,6 +27,6 @@ rule train_mini:
         min_accuracy=config["train_mini"]["min_accuracy"],
         threads=config["train_mini"]["threads"],  # a value, not {threads}: the weights depend on it, not on --cores
     shell:
-        "IFMSAN_PARENT_PID=$PPID ifmsan train-mini --out {params.out_dir:q} --epochs {params.epochs:q} --train-per-class {params.train:q}"
+        "ifmsan train-mini --out {params.out_dir:q} --epochs {params.epochs:q} --train-per-class {params.train:q}"
         " --test-per-class {params.test:q} --seed {params.seed:q} --threads {params.threads:q}"
         " --min-accuracy {params.min_accuracy:q} > {log:q} 2>&1"

@@ -5,10 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ifmsan._shared.values import parse_window
-
-__all__ = ["check_int", "check_output_dir", "check_output_file", "check_real", "parse_window"]
-
 
 def check_int(flag: str, value: int, *, minimum: int, maximum: int | None = None) -> int:
     """The value, or a ValueError naming the flag, the value and the allowed range."""

@@ -73,7 +73,8 @@ def read_npy(path: Path, *, name: str = "IN") -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Check the options and files, read, sanitize, and write atomically."""
-    from ifmsan.commands._args import check_int, check_output_file, check_real, parse_window
+    from ifmsan._shared.values import parse_window
+    from ifmsan.commands._args import check_int, check_output_file, check_real
 
     if args.input.suffix != ".npy":
         raise ValueError(f"IN must be a .npy file, got {args.input}")
