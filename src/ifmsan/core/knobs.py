@@ -14,9 +14,11 @@ from ifmsan.core.sanitize import SELECTORS, as_tensor, check_ifm, check_seed, ch
 
 NOISES: tuple[str, ...] = ("laplace", "gaussian")
 KNOBS: tuple[str, ...] = SELECTORS + NOISES
-"""Every knob name the library, the CLI and the config accept."""
+"""Every deterministic-parameter knob name the sweeps, the CLI and the config accept (one number turns each up)."""
+RANDOMIZED: tuple[str, ...] = ("hold_gaussian",)
+"""Randomized holds: sample-and-hold plus one Gaussian draw per window of an absolute σ (`HoldNoiseKnob`)."""
 
-NOISE_STREAMS: dict[str, int] = {"laplace": 4, "gaussian": 5}
+NOISE_STREAMS: dict[str, int] = {"laplace": 4, "gaussian": 5, "hold_gaussian": 6}
 """Each noise knob's fixed random stream id: its draws come from numpy's generator seeded [seed, stream id], whatever
 the order of any list of knob names. The ids are the knobs' old positions in KNOBS, so earlier results are unchanged."""
 
@@ -66,12 +68,17 @@ class WindowKnob:
 
 @dataclass(frozen=True)
 class NoiseKnob:
-    """Additive Laplace or Gaussian noise whose standard deviation is the knob value × the IFM's std."""
+    """Additive Laplace or Gaussian noise whose std is the knob value × the IFM's own std, or × a fixed calibration std.
+
+    With `calibration_std` (a number fixed before any query, e.g. the layer's std over a calibration split) the noise
+    does not depend on the query: only then does the Fisher-information certificate (`ifmsan.certify`) hold.
+    """
 
     name: str
     seed: int = 0
     parameter: str = "scale"
     default_values: tuple[float, ...] = DEFAULT_SCALES
+    calibration_std: float | None = None
 
     def _unit_noise(self, ifm: torch.Tensor) -> torch.Tensor:
         """One seeded draw of unit-std noise, shared by every scale (common random numbers)."""
@@ -94,7 +101,7 @@ class NoiseKnob:
         if not scales:
             raise ValueError("values is empty; expected at least one noise scale >= 0")
         ifm64 = tensor.to(torch.float64)
-        std = ifm64.std(correction=0)
+        std = ifm64.std(correction=0) if self.calibration_std is None else self.calibration_std
         noise = self._unit_noise(tensor) * std
         scale_t = torch.tensor(scales, dtype=torch.float64, device=tensor.device).view(-1, *([1] * tensor.dim()))
         result = (ifm64.unsqueeze(0) + scale_t * noise.unsqueeze(0)).to(tensor.dtype)
@@ -102,6 +109,57 @@ class NoiseKnob:
             out.copy_(result)
             result = out
         return cast(torch.Tensor, result.numpy() if was_numpy else result)  # numpy in, numpy out
+
+
+@dataclass(frozen=True)
+class HoldNoiseKnob:
+    """The randomized hold: sample-and-hold, then one N(0, sigma²) draw per window added to all of its copies.
+
+    sigma is absolute and fixed before any query (scale × the layer's calibration std): a σ computed from the query's
+    own IFM would void the certificate. One draw per window, not per copy, so the server cannot average it away.
+    """
+
+    name: str = "hold_gaussian"
+    sigma: float = 0.0
+    select: str = "nonzero_mean"
+    seed: int = 0
+    parameter: str = "window"
+    default_values: tuple[float, ...] = DEFAULT_WINDOWS
+
+    def window_noise(self, size: int, window: int) -> torch.Tensor:
+        """sigma × one standard normal draw per window, repeated over its copies: (size,) float64, seeded per window."""
+        width = min(window, size)
+        rows = -(-size // width)
+        draws = np.random.default_rng([self.seed, NOISE_STREAMS[self.name], width]).standard_normal(rows)
+        return torch.from_numpy(np.repeat(draws * self.sigma, width)[:size])
+
+    def apply(self, ifm: torch.Tensor | np.ndarray, value: float) -> torch.Tensor:
+        """The IFM held with one window size, plus its per-window noise."""
+        return self.apply_batch(ifm, [check_window(value)])[0, ...]
+
+    def apply_batch(
+        self, ifm: torch.Tensor | np.ndarray, values: Sequence[float], *, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The IFM held with each window size plus that size's per-window noise: (len(values), *ifm.shape)."""
+        tensor, was_numpy = as_tensor(ifm)
+        windows = cast(list[int], list(values))
+        held = cast(torch.Tensor, sample_and_hold_sweep(tensor, windows, select=self.select, seed=self.seed))
+        flat = held.view(len(windows), -1)
+        for row, window in enumerate(windows):
+            noise = self.window_noise(flat.shape[1], window).to(flat.device)
+            flat[row] = (flat[row].to(torch.float64) + noise).to(flat.dtype)
+        if out is not None:
+            out.copy_(held)
+            held = out
+        return cast(torch.Tensor, held.numpy() if was_numpy else held)
+
+
+def check_sigma(value: object, *, name: str = "sigma") -> float:
+    """Return an absolute noise std as float, or raise a ValueError: a finite number > 0."""
+    sigma = check_scale(value, name=name)
+    if sigma == 0:
+        raise ValueError(f"{name} must be a finite number > 0 (an absolute noise std), got 0")
+    return sigma
 
 
 def check_scale(value: object, *, name: str = "scale") -> float:
@@ -115,7 +173,7 @@ def check_scale(value: object, *, name: str = "scale") -> float:
 
 
 def check_knob_values(
-    knob: WindowKnob | NoiseKnob, values: Sequence[object], *, name: str = "values"
+    knob: WindowKnob | NoiseKnob | HoldNoiseKnob, values: Sequence[object], *, name: str = "values"
 ) -> list[int | float]:
     """The values of one sweep, or a ValueError: non-empty, each a valid window (or scale), none repeated."""
     values = list(values)
@@ -139,10 +197,27 @@ def check_knob_values(
     return checked
 
 
-def get_knob(name: str, *, seed: int = 0) -> WindowKnob | NoiseKnob:
-    """The knob called name; the seed drives `random` picks and the noise draws."""
+def get_knob(
+    name: str, *, seed: int = 0, sigma: float | None = None, calibration_std: float | None = None
+) -> WindowKnob | NoiseKnob | HoldNoiseKnob:
+    """The knob called name; the seed drives `random` picks and the noise draws.
+
+    sigma: the randomized hold's absolute noise std (required for it, refused for the others). calibration_std: the
+    noise knobs' fixed reference std (the scale multiplies it instead of the query's own std).
+    """
+    if name in RANDOMIZED:
+        if sigma is None:
+            raise ValueError(f"knob {name} needs sigma, its absolute noise std (scale x the layer's calibration std)")
+        if calibration_std is not None:
+            raise ValueError(f"knob {name} takes sigma, not calibration_std")
+        return HoldNoiseKnob(name, sigma=check_sigma(sigma), seed=check_seed(seed))
+    if sigma is not None:
+        raise ValueError(f"sigma applies to the randomized knobs ({', '.join(RANDOMIZED)}) only, not to {name!r}")
     if name in SELECTORS:
+        if calibration_std is not None:
+            raise ValueError(f"calibration_std applies to the noise knobs ({', '.join(NOISES)}) only, not to {name!r}")
         return WindowKnob(name, seed=check_seed(seed))
     if name in NOISES:
-        return NoiseKnob(name, seed=check_seed(seed))
-    raise ValueError(f"knob must be one of {', '.join(KNOBS)}; got {name!r}")
+        reference = None if calibration_std is None else check_sigma(calibration_std, name="calibration_std")
+        return NoiseKnob(name, seed=check_seed(seed), calibration_std=reference)
+    raise ValueError(f"knob must be one of {', '.join(KNOBS + RANDOMIZED)}; got {name!r}")

@@ -111,6 +111,26 @@ def _held_values(padded: torch.Tensor, lengths: torch.Tensor, *, select: str, wi
     return held.masked_fill_(counts == 0, float("nan"))
 
 
+def window_picks(stream: torch.Tensor, window: int, *, select: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stream index that holds each window, and the windows' lengths; -1 where no one sample holds the window.
+
+    -1 marks a `mean` window (the mean holds it) and an all-zero `nonzero_mean` window (its samples stay as they are).
+    The choices are those of `_held_values`: the sample gathered here is the value the sanitizer holds.
+    """
+    padded, lengths = _windowed(stream.to(torch.float64), window)
+    if select == "mean":
+        return torch.full_like(lengths, -1), lengths
+    if select == "first":
+        return torch.zeros_like(lengths), lengths
+    if select == "random":
+        return _random_indices(lengths, window=window, seed=seed), lengths
+    nonzero = padded != 0
+    counts = nonzero.sum(dim=1)
+    means = padded.sum(dim=1) / counts.clamp(min=1)
+    distances = (padded - means[:, None]).abs().masked_fill_(~nonzero, float("inf"))
+    return distances.argmin(dim=1).masked_fill_(counts == 0, -1), lengths
+
+
 def _sanitize_stream(stream: torch.Tensor, window: int, *, select: str, seed: int, out: torch.Tensor) -> None:
     """Write the sanitized stream into out (same length, any floating dtype)."""
     padded, lengths = _windowed(stream, window)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,17 @@ FUSED_MIN_ELEMENTS = 1 << 22
 """Once a process has sent this many values through a layer type, it loads that fused kernel (importing numba is a
 start-up cost paid once per process); until then the bit-identical torch form runs, so short jobs on small nets never pay."""
 _TORCH_WORK: dict[str, int] = {}
+_TORCH_FORM: list[int] = [0]
+
+
+@contextlib.contextmanager
+def torch_form() -> Iterator[None]:
+    """Run the layers in their torch form inside the block, so that forward-mode AD (dual tensors) goes through them."""
+    _TORCH_FORM[0] += 1
+    try:
+        yield
+    finally:
+        _TORCH_FORM[0] -= 1
 
 
 def _worth_fusing(x: torch.Tensor, loader: Any) -> bool:
@@ -32,7 +44,7 @@ def _cpu_inference(x: torch.Tensor) -> bool:
     """A 4-D CPU float32 batch that needs no gradient: the only case the fused kernels cover."""
     return (
         x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-        and not (torch.is_grad_enabled() and x.requires_grad)
+        and not (torch.is_grad_enabled() and x.requires_grad) and not _TORCH_FORM[0]
     )  # fmt: skip
 
 

@@ -1,0 +1,99 @@
+"""The image an attacker estimates: RGB pixels in [0, 1] at r x r, mapped affinely onto the network's input.
+
+The certificate is per dimension of what is estimated, so it is stated for a parametrization z of the image:
+x = preprocess(upsample(z)). `pixel_map` reads the colour part of a network's preprocessing (x = M p + b per pixel,
+for an image already at the network's input size) from five constant images; `release_function` composes it with a
+bilinear upsampling from r x r and the layers up to L, in their torch form, so forward-mode AD runs through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ifmsan.models.base import LayeredNet
+
+
+@dataclass(frozen=True)
+class PixelMap:
+    """x[c'] = sum_c matrix[c', c] p[c] + offset[c'] for RGB pixels p in [0, 1] at the network's input size."""
+
+    matrix: torch.Tensor
+    """(3, 3) float32."""
+    offset: torch.Tensor
+    """(3, H, W) float32: the input of an all-black image."""
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Network inputs (B, 3, H, W) of pixel batches (B, 3, H, W)."""
+        return torch.einsum("dc,bchw->bdhw", self.matrix, pixels) + self.offset
+
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The pixels (B, 3, H, W) of network inputs (B, 3, H, W): the inverse map."""
+        return torch.einsum("cd,bdhw->bchw", torch.linalg.inv(self.matrix), x - self.offset)
+
+
+def pixel_map(net: LayeredNet) -> PixelMap:
+    """The colour part of `net.preprocess` on images at its input size, read from a black and three primary images."""
+    _, height, width = net.input_shape
+    black = net.preprocess(Image.new("RGB", (width, height), (0, 0, 0)), source="pixel map (black)")
+    columns = []
+    for channel in range(3):
+        colour = [0, 0, 0]
+        colour[channel] = 255
+        primary = net.preprocess(Image.new("RGB", (width, height), tuple(colour)), source="pixel map (primary)")
+        columns.append((primary - black).mean(dim=(1, 2)))
+    matrix = torch.stack(columns, dim=1).to(torch.float32)
+    if not bool(torch.isfinite(matrix).all()) or abs(float(torch.linalg.det(matrix.double()))) < 1e-12:
+        raise ValueError(f"{net.name}: its preprocessing is not an invertible colour map of the pixels; cannot certify")
+    return PixelMap(matrix=matrix, offset=black.to(torch.float32))
+
+
+def check_resolution(resolution: object, *, name: str = "resolution") -> int | None:
+    """None (the full input) or an integer r >= 4, the side of the estimated image."""
+    if resolution is None:
+        return None
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or int(resolution) < 4:
+        raise ValueError(f"{name} must be an integer >= 4 (pixels per side) or null for the full input, got {resolution!r}")
+    return int(resolution)
+
+
+def parametrization(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (B, 3, r, r) -> network input (B, 3, H, W): bilinear upsampling (none for the full input), then `pixel_map`."""
+    mapping = pixel_map(net)
+    size = tuple(net.input_shape[1:])
+    resolution = check_resolution(resolution)
+
+    def to_input(z: torch.Tensor) -> torch.Tensor:
+        pixels = z if resolution is None else torch.nn.functional.interpolate(z, size=size, mode="bilinear", align_corners=False)
+        return mapping(pixels)
+
+    return to_input
+
+
+def release_function(net: LayeredNet, *, layer: str, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (B, 3, r, r) -> the IFM of `layer`, flattened in stream order (B, D); call it inside `fused.torch_form()`."""
+    to_input = parametrization(net, resolution=resolution)
+    first = net.ifm_layers[0]
+    net.ifm_shape(layer)  # an unknown layer is refused now, naming the valid ones
+
+    def release(z: torch.Tensor) -> torch.Tensor:
+        x = to_input(z)
+        ifm = x if layer == first else net.forward_from(first, x, until=layer)
+        return ifm.reshape(ifm.shape[0], -1)
+
+    return release
+
+
+def image_pixels(image: Image.Image, *, net: LayeredNet, resolution: int | None) -> torch.Tensor:
+    """One image as z (3, r, r) in [0, 1]: PIL bilinear (antialiased) to r x r as the decoders' targets; the network's
+    own input read back to pixels when resolution is None."""
+    resolution = check_resolution(resolution)
+    if resolution is None:
+        x = net.preprocess(image, source="certified image")
+        return pixel_map(net).pixels(x[None])[0]
+    resized = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR, reducing_gap=None)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
