@@ -40,6 +40,7 @@ include: "workflow/rules/chains.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/gamma.smk"
 include: "workflow/rules/attacks.smk"
+include: "workflow/rules/certify.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/notebooks.smk"
 

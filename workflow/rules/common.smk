@@ -238,6 +238,68 @@ def attack_options():
     ]
 
 
+def certify_option(key):
+    """One option of the certify section (defaults filled in by the schema), or None when certify is off."""
+    return (config.get("certify") or {}).get(key)
+
+
+def certify_image_args(wildcards):
+    """--image/--image-sha256 of one image for ifmsan certify (which takes no --target)."""
+    args = image_args(wildcards)
+    if "--target" in args:
+        del args[args.index("--target") : args.index("--target") + 2]
+    return args
+
+
+def certify_map_files():
+    return [
+        expand(rules.certify_maps.output[0], layer=layer, image=image)[0]
+        for layer in PLAN.certify_layers
+        for image in IMAGES
+    ]
+
+
+def certify_calibration_files():
+    return [expand(rules.calibrate.output[0], layer=layer)[0] for layer in PLAN.certify_layers]
+
+
+def certify_attack_files():
+    return [
+        expand(rules.certify_attack.output[0], layer=layer, knob=knob, setting=setting, budget=budget)[0]
+        for layer, knob, setting, budget in PLAN.certify_attacks
+    ]
+
+
+def certify_attack_values(wildcards):
+    """hold_gaussian: its windows (n = 1, the identity, is the unsanitized row); a noise knob: its scales."""
+    if wildcards.setting == "scales":
+        return ",".join(repr(float(s)) for s in certify_option("scales"))
+    return ",".join(str(w) for w in certify_option("windows") if w != 1)
+
+
+def certify_knob_args(wildcards):
+    """--noise-scale of a hold_gaussian job (its setting s<scale>); nothing for a noise knob."""
+    return [] if wildcards.setting == "scales" else ["--noise-scale", wildcards.setting[1:]]
+
+
+def certify_attack_options(wildcards):
+    """ifmsan attack's sizes and epochs at budget B (b1) or 2B (b2: twice the training images and epochs)."""
+    factor = 2 if wildcards.budget == "b2" else 1
+    epochs = certify_option("epochs")
+    optimize = certify_option("optimize")
+    return [
+        *("--n-train", str(factor * certify_option("n_train")), "--n-test", str(certify_option("n_test"))),
+        *("--epochs-adaptive", str(factor * epochs["adaptive"])),
+        *("--epochs-inversion", str(factor * epochs["inversion"])),
+        *("--epochs-attribute", str(factor * epochs["attribute"])),
+        *("--resolution", str(certify_option("resolution")), "--seed", str(certify_option("seed"))),
+        *("--batch-size", str(certify_option("batch_size")), "--threads", str(certify_option("threads"))),
+        *("--optimize-images", str(optimize["images"]), "--optimize-iterations", str(optimize["iterations"])),
+        *("--optimize-lr", repr(float(optimize["lr"])), "--optimize-tv", repr(float(optimize["tv_weight"]))),
+        *("--attr", f"budget={wildcards.budget}"),
+    ]
+
+
 def job_priority(wildcards):
     """Local scheduling order among ready jobs, longest first: a job sweeping from an earlier layer runs more of the
     network (conv1's sweep costs about 10x fc6's); the gamma controller (all layers) and an image's figures (the
@@ -258,6 +320,7 @@ def all_targets():
     """What a run produces: the outputs of the final rules (attack_report only with attacks), every image's."""
     return [
         *(rules.attack_report.output if PLAN.attacks else []),
+        *(rules.certify_report.output if PLAN.certify_layers else []),
         *rules.tables.output,
         *expand(rules.gamma_controller.output[0], image=IMAGES),
         *(expand(rules.figures.output, image=IMAGES) if PLAN.figures else []),

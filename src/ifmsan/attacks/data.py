@@ -14,7 +14,7 @@ import numpy as np
 
 from ifmsan.steps.minidata import BACKGROUNDS, render_spec, sample_spec
 
-SPLIT_IDS: dict[str, int] = {"train": 0, "test": 1}
+SPLIT_IDS: dict[str, int] = {"train": 0, "test": 1, "calibration": 2}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,14 +27,10 @@ import xarray as xr
 
 from ifmsan.attacks import scores
 from ifmsan.attacks.data import N_ATTRIBUTES, AttackImages, attack_images, downsample, image_seed
-from ifmsan.attacks.nets import Decoder, Probe, check_resolution
+from ifmsan.attacks.nets import Decoder, Probe
+from ifmsan.attacks.options import AttackOptions
 from ifmsan.models.base import LayeredNet
 
-METRICS: tuple[str, ...] = (
-    "legit_accuracy", "legit_p_target", "epsilon_legit", "adaptive_accuracy", "adaptive_p_target", "epsilon_adaptive",
-    "inversion_psnr", "inversion_ssim", "attribute_accuracy",
-)  # fmt: skip
-"""The `metric` coordinate of an attack file, in this order."""
 UNSANITIZED = "unsanitized"
 IDENTITY: dict[str, int | float] = {"window": 1, "scale": 0.0}
 """The knob value that leaves an IFM as it is: the "unsanitized" row's value."""
@@ -45,49 +41,17 @@ Sanitizer = Callable[[torch.Tensor, int | float, int], torch.Tensor]
 """(one image's IFM, knob value, per-image seed) -> the sanitized IFM of the same shape and dtype."""
 
 
-@dataclass(frozen=True)
-class AttackOptions:
-    """Sizes, epochs and learning rates of one attack run; the same options give bit-identical scores."""
+def knob_sanitizer(knob: str, **options: float) -> Sanitizer:
+    """The library knob `knob` as a Sanitizer, seeded per image (random picks and noise draws are fresh per query).
 
-    n_train: int = 300
-    n_test: int = 100
-    epochs_adaptive: int = 3
-    epochs_inversion: int = 10
-    epochs_attribute: int = 15
-    lr_adaptive: float = 1e-4
-    lr_attack: float = 2e-3
-    resolution: int = 64
-    batch_size: int = 32
-    n_examples: int = 4
-    seed: int = 0
-    threads: int = 1
-
-    def check(self) -> AttackOptions:
-        """Return self, or raise a ValueError naming the first option out of range."""
-        minimum = {"n_train": 2, "n_test": 2, "epochs_adaptive": 0, "epochs_inversion": 1, "epochs_attribute": 1,
-                   "batch_size": 1, "n_examples": 0, "seed": 0, "threads": 1}  # fmt: skip
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"attack option {name} must be an integer >= {low}, got {value!r}")
-        for name in ("lr_adaptive", "lr_attack"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"attack option {name} must be a finite number > 0, got {value!r}")
-        check_resolution(self.resolution)
-        if self.n_examples > self.n_test:
-            raise ValueError(f"attack option n_examples ({self.n_examples}) must not exceed n_test ({self.n_test})")
-        return self
-
-
-def knob_sanitizer(knob: str) -> Sanitizer:
-    """The library knob `knob` as a Sanitizer, seeded per image (random picks and noise draws are fresh per query)."""
+    options: get_knob's sigma (the randomized hold) or calibration_std (the noise knobs), fixed for every image.
+    """
     from ifmsan.core.knobs import get_knob
 
-    get_knob(knob)  # refuse an unknown name now
+    get_knob(knob, **options)  # refuse an unknown name or option now
 
     def apply(ifm: torch.Tensor, value: int | float, seed: int) -> torch.Tensor:
-        return get_knob(knob, seed=seed).apply(ifm, value)
+        return get_knob(knob, seed=seed, **options).apply(ifm, value)
 
     return apply
 
@@ -190,9 +154,32 @@ def _input_scale(ifms: torch.Tensor) -> float:
     return 1.0 / std if std > 0 and math.isfinite(std) else 1.0
 
 
+def _optimized(
+    net: LayeredNet, data: _Data, *, layer: str, knob: str, value: int | float, test_ifms: torch.Tensor,
+    options: AttackOptions,
+) -> dict[str, float]:  # fmt: skip
+    """The white-box optimization attack on the first held-out releases, scored like the decoder (MSE, PSNR, SSIM)."""
+    from ifmsan.attacks.optimize import OptimizeOptions, optimize_attack, reconstruction_scores
+
+    o = options
+    k = o.optimize_images
+    found = optimize_attack(
+        net, test_ifms[:k], layer=layer, knob=knob, value=value, z0=data.train_pictures.mean(dim=0),
+        release_seeds=[image_seed(o.seed, "test", i) for i in range(k)],
+        options=OptimizeOptions(iterations=o.optimize_iterations, lr=o.optimize_lr, tv_weight=o.optimize_tv,
+                                resolution=o.resolution, seed=o.seed, threads=o.threads),
+    )  # fmt: skip
+    scored = reconstruction_scores(found.reconstructions, data.test_pictures[:k])
+    return {
+        "optimization_mse": float(scored.mse.mean()),
+        "optimization_mse_se": float(scored.mse.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan"),
+        "optimization_psnr": float(scored.psnr.mean()), "optimization_ssim": float(scored.ssim.mean()),
+    }  # fmt: skip
+
+
 def _row(
     net: LayeredNet, data: _Data, *, layer: str, train_ifms: torch.Tensor, test_ifms: torch.Tensor, row: int,
-    p0: float, options: AttackOptions, clock: dict[str, float],
+    p0: float, options: AttackOptions, clock: dict[str, float], knob: str = "", value: int | float = 0,
 ) -> tuple[dict[str, float], np.ndarray]:  # fmt: skip
     """Every metric at one knob value, and the decoder's reconstructions of the first n_examples held-out images.
 
@@ -239,6 +226,10 @@ def _row(
     result["inversion_psnr"] = scores.psnr(pictures, data.test_pictures)
     result["inversion_ssim"] = scores.ssim(pictures, data.test_pictures)
     started = _lap(clock, "inversion", started)
+    if o.optimize_images:
+        result["inversion_mse"] = float(((pictures - data.test_pictures) ** 2).mean())
+        result.update(_optimized(net, data, layer=layer, knob=knob, value=value, test_ifms=test_ifms, options=o))
+        started = _lap(clock, "optimization", started)
 
     torch.manual_seed(int(np.random.SeedSequence([o.seed, STREAMS["attribute"], row]).generate_state(1)[0]))
     probe = Probe(shape, classes=N_ATTRIBUTES)
@@ -262,13 +253,14 @@ def _lap(clock: dict[str, float], name: str, started: float) -> float:
 def run_attacks(
     net: LayeredNet, *, layer: str, knob: str, values: Sequence[int | float], roles: Sequence[str] | None = None,
     options: AttackOptions | None = None, sanitizer: Sanitizer | None = None, progress: bool | None = None,
-    timings: list[dict[str, Any]] | None = None,
+    timings: list[dict[str, Any]] | None = None, knob_options: dict[str, float] | None = None,
 ) -> xr.Dataset:  # fmt: skip
     """The attack file of one (layer, knob): scores (parameter x metric) at "unsanitized" and each value.
 
     `roles` says why each value is there (e.g. "grid", "n_star gamma=1"); `sanitizer` replaces the knob (tests
     use the identity and a constant); its values still go through the knob's checks. `timings`, when given,
     receives one dict per row (parameter label and the seconds of each phase), never part of the file.
+    `knob_options` are get_knob's sigma or calibration_std, recorded in the file's attributes.
     """
     from tqdm import tqdm
 
@@ -279,7 +271,8 @@ def run_attacks(
 
     o = (options or AttackOptions()).check()
     check_layer(net, layer)
-    spec = get_knob(knob)
+    knob_options = dict(knob_options or {})
+    spec = get_knob(knob, **knob_options)
     checked = check_knob_values(spec, values, name="attack values")
     identity = IDENTITY[spec.parameter]
     if identity in checked:
@@ -289,7 +282,7 @@ def run_attacks(
     roles = list(roles) if roles is not None else ["grid"] * len(checked)
     if len(roles) != len(checked):
         raise ValueError(f"roles has {len(roles)} entries for {len(checked)} values")
-    sanitize = sanitizer or knob_sanitizer(knob)
+    sanitize = sanitizer or knob_sanitizer(knob, **knob_options)
     disable = None if progress is None else not progress
 
     with reproducible_torch(seed=o.seed, threads=o.threads):
@@ -312,10 +305,11 @@ def run_attacks(
                 test_ifms = _sanitize_all(sanitize, data.test_ifms, value, seed=o.seed, split="test")
             clock["sanitize"] = time.perf_counter() - started
             result, pictures = _row(net, data, layer=layer, train_ifms=train_ifms, test_ifms=test_ifms, row=row,
-                                    p0=p0, options=o, clock=clock)  # fmt: skip
+                                    p0=p0, options=o, clock=clock, knob=knob,
+                                    value=identity if value is None else value)  # fmt: skip
             if timings is not None:
                 timings.append({"parameter": labels[row], **clock})
-            rows.append([result[m] for m in METRICS])
+            rows.append([result[m] for m in o.metrics()])
             examples.append(pictures)
 
     mean_image = np.broadcast_to(data.train_pictures.numpy().mean(axis=0).transpose(1, 2, 0), data.test_pictures.shape)
@@ -327,8 +321,11 @@ def run_attacks(
         attribute_majority=scores.majority_rate(data.test.attributes),
         mean_image_psnr=scores.psnr(mean_image, data.test_pictures),
         mean_image_ssim=scores.ssim(mean_image, data.test_pictures),
-        data="ifmsan.minidata: train split for training, test split held out", **asdict(o),
+        data="ifmsan.minidata: train split for training, test split held out", **o.recorded(),
+        **{f"knob_{name}": value for name, value in knob_options.items()},
     )  # fmt: skip
+    if o.optimize_images:
+        attrs["mean_image_mse"] = float(((mean_image - data.test_pictures) ** 2).mean())
     size = o.resolution
     return xr.Dataset(
         {
@@ -346,7 +343,7 @@ def run_attacks(
             "parameter": labels,
             "value": ("parameter", np.asarray([identity, *checked], dtype=np.float64)),
             "role": ("parameter", [UNSANITIZED, *roles]),
-            "metric": list(METRICS),
+            "metric": list(o.metrics()),
             "example": np.arange(o.n_examples),
         },
         attrs=attrs,

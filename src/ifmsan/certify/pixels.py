@@ -97,3 +97,46 @@ def image_pixels(image: Image.Image, *, net: LayeredNet, resolution: int | None)
         return pixel_map(net).pixels(x[None])[0]
     resized = image.convert("RGB").resize((resolution, resolution), Image.Resampling.BILINEAR, reducing_gap=None)
     return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+def tangent_map(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """dz (B, 3, r, r) -> dx (B, 3, H, W): the linear part of `parametrization`, i.e. its Jacobian everywhere."""
+    matrix = pixel_map(net).matrix
+    size = tuple(net.input_shape[1:])
+    resolution = check_resolution(resolution)
+
+    def to_input(dz: torch.Tensor) -> torch.Tensor:
+        pixels = dz if resolution is None else torch.nn.functional.interpolate(dz, size=size, mode="bilinear", align_corners=False)
+        return torch.einsum("dc,bchw->bdhw", matrix, pixels)
+
+    return to_input
+
+
+def local_release(
+    net: LayeredNet, *, layer: str, x: torch.Tensor, resolution: int | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """dz (B, 3, r, r) -> the IFM of `layer` at x + tangent(dz), flattened (B, D): at dz = 0 its Jacobian is J_x(x) dx/dz.
+
+    The Jacobian is taken at the query's own input x, not at a blurred copy of it; call it inside `fused.torch_form()`.
+    """
+    tangent = tangent_map(net, resolution=resolution)
+    first = net.ifm_layers[0]
+    net.ifm_shape(layer)
+    base = x.detach()[None]
+
+    def release(dz: torch.Tensor) -> torch.Tensor:
+        inputs = base + tangent(dz)
+        ifm = inputs if layer == first else net.forward_from(first, inputs, until=layer)
+        return ifm.reshape(ifm.shape[0], -1)
+
+    return release
+
+
+def space_name(resolution: int | None) -> str:
+    """The name of a parametrization in files and tables: "r32" for 32 x 32 pixels, "full" for the network's input."""
+    return "full" if resolution is None else f"r{resolution}"
+
+
+def space_dims(net: LayeredNet, resolution: int | None) -> int:
+    """d, the number of estimated dimensions: 3 r² or the network input's size."""
+    return 3 * resolution * resolution if resolution is not None else int(np.prod(net.input_shape))

@@ -14,12 +14,18 @@ HELP = "Score an adaptive server, an image decoder and an attribute probe on san
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     from ifmsan.attacks import AttackOptions
-    from ifmsan.core.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS, RANDOMIZED
 
     defaults = AttackOptions()
     add_model_options(parser)
     parser.add_argument("--layer", required=True, help="the IFM layer whose sanitized IFMs the adversaries see")
-    parser.add_argument("--knob", required=True, choices=KNOBS, help="how the IFM is sanitized")
+    parser.add_argument("--knob", required=True, choices=KNOBS + RANDOMIZED, help="how the IFM is sanitized")
+    parser.add_argument(
+        "--calibration", type=Path,
+        help="the layer's `ifmsan calibrate` JSON: hold_gaussian's σ is --noise-scale x its std; the noise knobs then "
+        "scale by that fixed std instead of each IFM's own",
+    )  # fmt: skip
+    parser.add_argument("--noise-scale", type=float, help="hold_gaussian only: σ = this x the calibration std")
     parser.add_argument(
         "--values", required=True,
         help="knob values: windows START:STOP[:STEP] or a comma list, scales a comma list; 'unsanitized' (window 1, "
@@ -41,6 +47,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("batch_size", "training and evaluation batch size"),
         ("n_examples", "held-out reconstructions kept in the file"),
         ("seed", "seed of the data, the initialisations, the shuffles and the per-image sanitizer seeds"),
+        ("optimize_images", "held-out images the white-box optimization attack reconstructs (0: it does not run)"),
+        ("optimize_iterations", "Adam steps of the optimization attack"),
     ):
         flag = "--" + name.replace("_", "-")
         parser.add_argument(flag, type=int, default=getattr(defaults, name), help=f"{help_text} (default %(default)s)")
@@ -48,6 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lr-attack", type=float, default=defaults.lr_attack, help="decoder and probe (default %(default)s)"
     )
+    parser.add_argument("--optimize-lr", type=float, default=defaults.optimize_lr, help="(default %(default)s)")
+    parser.add_argument(
+        "--optimize-tv", type=float, default=defaults.optimize_tv,
+        help="total-variation prior weight of the optimization attack (default %(default)s: none)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output .nc (scores: parameter x metric)")
 
 
@@ -77,6 +90,26 @@ def n_star_rows(
     return chosen, per_image
 
 
+def calibrated_options(args: argparse.Namespace) -> dict[str, float]:
+    """get_knob's sigma (hold_gaussian: --noise-scale x the calibration std) or calibration_std (noise knobs)."""
+    from ifmsan.certify.table import read_calibration
+    from ifmsan.commands._args import check_real
+    from ifmsan.core.knobs import NOISES, RANDOMIZED
+
+    if args.knob in RANDOMIZED:
+        if args.calibration is None or args.noise_scale is None:
+            raise ValueError(f"--knob {args.knob} needs --calibration and --noise-scale (σ = scale x calibration std)")
+        scale = check_real("--noise-scale", args.noise_scale, minimum=0.0, exclusive=True)
+        return {"sigma": scale * read_calibration(args.calibration, layer=args.layer, name="--calibration")}
+    if args.noise_scale is not None:
+        raise ValueError(f"--noise-scale applies to {', '.join(RANDOMIZED)} only; the values of --knob {args.knob} are its scales")
+    if args.calibration is None:
+        return {}
+    if args.knob not in NOISES:
+        raise ValueError(f"--calibration applies to {', '.join(RANDOMIZED + NOISES)}, not to --knob {args.knob}")
+    return {"calibration_std": read_calibration(args.calibration, layer=args.layer, name="--calibration")}
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every option and file, then train and score the adversaries, and write the NetCDF atomically."""
     import json
@@ -95,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".nc":
         raise ValueError(f"--out must end in .nc, got {args.out}")
     check_output_file("--out", args.out)
-    knob = get_knob(args.knob)
+    knob_options = calibrated_options(args)
+    knob = get_knob(args.knob, **knob_options)
     values = list(parse_values(args.values, kind=knob.parameter))
     identity = IDENTITY[knob.parameter]
     if identity in values:
@@ -108,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
         n_train=args.n_train, n_test=args.n_test, epochs_adaptive=args.epochs_adaptive,
         epochs_inversion=args.epochs_inversion, epochs_attribute=args.epochs_attribute, lr_adaptive=args.lr_adaptive,
         lr_attack=args.lr_attack, resolution=args.resolution, batch_size=args.batch_size, n_examples=args.n_examples,
-        seed=args.seed, threads=args.threads or 1,
+        seed=args.seed, threads=args.threads or 1, optimize_images=args.optimize_images,
+        optimize_iterations=args.optimize_iterations, optimize_lr=args.optimize_lr, optimize_tv=args.optimize_tv,
     ).check()  # fmt: skip
     attrs = check_user_attrs(parse_attrs(args.attr))
     sweeps = [read_sweep(path) for path in args.sweeps]
@@ -123,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     for path, sweep in zip(args.sweeps, sweeps, strict=True):
         check_same_network(sweep.attrs, net, source=f"--sweeps {path}")
     dataset = run_attacks(net, layer=args.layer, knob=args.knob, values=ordered,
-                          roles=["; ".join(roles[v]) for v in ordered], options=options)  # fmt: skip
+                          roles=["; ".join(roles[v]) for v in ordered], options=options, knob_options=knob_options)  # fmt: skip
+    if args.noise_scale is not None:
+        dataset.attrs["noise_scale"] = args.noise_scale
     dataset.attrs.update(attrs)
     dataset.attrs["gammas"] = json.dumps([f"{g:g}" for g in gammas])
     dataset.attrs["n_star"] = json.dumps(chosen)

@@ -138,6 +138,7 @@ KINDS: dict[str, str] = {
     "ifms": "the IFM file written by `ifmsan extract`",
     "sweep": "a sweep file written by `ifmsan sweep`",
     "attack": "an attack file written by `ifmsan attack`",
+    "certify_maps": "a certificate map file written by `ifmsan certify`",
 }
 PROVENANCE_ATTRS = (
     "model",
@@ -329,3 +330,13 @@ def all_or_none(*folders: str | Path) -> Iterator[list[Path]]:
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
+
+
+def read_certify_maps(path: str | Path) -> xr.Dataset:
+    """One certificate map file, checked to be one: g_hat and the held norms present, layer and image named."""
+    dataset = _read_kind(path, "certify_maps")
+    missing = [name for name in ("g_hat", "held_norm", "held_norm_se", "full_norm") if name not in dataset.data_vars]
+    missing += [f"attribute {name}" for name in ("layer", "image_id") if attr_text(dataset.attrs.get(name)) == ""]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['certify_maps']}")
+    return dataset

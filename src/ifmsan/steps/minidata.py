@@ -35,7 +35,7 @@ CLASS_NAMES: tuple[str, ...] = (
     "bar",
 )
 IMAGE_SIZE = 227
-SPLITS: dict[str, int] = {"train": 0, "test": 1}
+SPLITS: dict[str, int] = {"train": 0, "test": 1, "calibration": 2}
 RADIUS_RANGE = (40.0, 95.0)
 """Circumradius of the shape in pixels."""
 POSITION_JITTER = 35.0

@@ -43,6 +43,29 @@ def attack_pairs(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((layer, knob) for layer in attacks.get("layers") or [] for knob in attacks.get("knobs") or [])
 
 
+CERTIFY_TABLES: tuple[str, ...] = ("certificate.csv", "certified_summary.csv", "certified_summary.md")
+"""The tables `ifmsan certify-report` writes when the config has a certify section."""
+BUDGETS: tuple[str, ...] = ("b1", "b2")
+"""The attacker's budget B (the configured training images and epochs) and 2B: a verdict must survive both."""
+
+
+def certify_attack_jobs(config: Mapping[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
+    """(layer, knob, setting, budget) of every certify attack job: hold_gaussian once per scale ("s<scale>", its windows
+    the rows), a noise knob once ("scales", its scales the rows); each at budgets B and 2B."""
+    certify = config.get("certify") or {}
+    jobs = []
+    for layer in certify.get("layers") or []:
+        for knob in certify.get("knobs") or []:
+            settings = [f"s{float(s):g}" for s in certify.get("scales") or []] if knob == "hold_gaussian" else ["scales"]
+            jobs += [(layer, knob, setting, budget) for setting in settings for budget in BUDGETS]
+    return tuple(jobs)
+
+
+def certify_figure_names(config: Mapping[str, Any]) -> list[str]:
+    """certificate_<layer> for each certified layer."""
+    return [f"certificate_{layer}" for layer in (config.get("certify") or {}).get("layers") or []]
+
+
 def attack_figure_names(pairs: Iterable[tuple[str, str]]) -> list[str]:
     """frontier_<layer> once per layer (first-seen order), then reconstructions_<layer>_<knob> per attack.
 
@@ -87,6 +110,12 @@ class Plan(NamedTuple):
     """(layer, knob) of each attack job (attack_pairs)."""
     attack_figures: tuple[str, ...] = ()
     """Figure names of the attack stage (each written as .png and .pdf)."""
+    certify_layers: tuple[str, ...] = ()
+    """Layers of the certify section (one calibration, one map per image, one figure each)."""
+    certify_attacks: tuple[tuple[str, str, str, str], ...] = ()
+    """(layer, knob, setting, budget) of each certify attack job (certify_attack_jobs)."""
+    certify_figures: tuple[str, ...] = ()
+    """Figure names of the certify stage (each written as .png and .pdf)."""
 
 
 def figure_names(
@@ -162,6 +191,9 @@ def plan(config: Mapping[str, Any]) -> Plan:
         config_hash=config_hash(config),
         attacks=attack_pairs(config),
         attack_figures=tuple(attack_figure_names(attack_pairs(config))),
+        certify_layers=tuple((config.get("certify") or {}).get("layers") or []),
+        certify_attacks=certify_attack_jobs(config),
+        certify_figures=tuple(certify_figure_names(config)),
     )
 
 
@@ -191,6 +223,10 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         "notebook": len(the_plan.notebooks),
         "attack": len(the_plan.attacks),
         "attack_report": int(bool(the_plan.attacks)),
+        "calibrate": len(the_plan.certify_layers),
+        "certify_maps": n * len(the_plan.certify_layers),
+        "certify_attack": len(the_plan.certify_attacks),
+        "certify_report": int(bool(the_plan.certify_layers)),
         "all": 1,
     }
     return {rule: count for rule, count in jobs.items() if count}
@@ -198,6 +234,8 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
 
 __all__ = [
     "ATTACK_TABLE",
+    "BUDGETS",
+    "CERTIFY_TABLES",
     "COMPUTE_KEYS",
     "NOTEBOOKS",
     "PLAIN",
@@ -206,6 +244,8 @@ __all__ = [
     "Sweep",
     "attack_figure_names",
     "attack_pairs",
+    "certify_attack_jobs",
+    "certify_figure_names",
     "config_hash",
     "config_sweeps",
     "figure_names",
