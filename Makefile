@@ -59,6 +59,7 @@ lint: $(STAMP)  ## ruff, ruff format, mypy, snakefmt and snakemake --lint (confi
 bench: $(STAMP)  ## run the performance harness (benchmarks/)
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_certify.py
 
 bench-dag: $(STAMP)  ## time whole DAGs from local files (paper, 16 images): wall, efficiency; BEFORE=REV compares
 	$(BIN)/python benchmarks/bench_dag.py $(if $(BEFORE),--before $(BEFORE))

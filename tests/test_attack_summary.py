@@ -17,7 +17,16 @@ import xarray as xr
 import yaml
 
 from ifmsan.attacks import METRICS
-from ifmsan.attacks.summary import BROKEN, HOLDS, NO_SWEEPS, UNREACHED, attack_summary, attack_summary_markdown
+from ifmsan.attacks.summary import (
+    BROKEN,
+    HOLDS,
+    NO_SWEEPS,
+    NOT_CONVERGED,
+    UNCHECKED,
+    UNREACHED,
+    attack_summary,
+    attack_summary_markdown,
+)
 from ifmsan.cli import main
 from ifmsan.steps.io import write_netcdf
 from ifmsan.workflow import plan
@@ -101,10 +110,37 @@ def test_summary_reads_the_scores_at_each_n_star_and_judges_against_gamma_ln2() 
     assert frame["inversion_psnr"].tolist() == [20.0, 16.0]
     assert frame["psnr_unsanitized"].tolist() == [25.0, 25.0] and frame["psnr_mean_image"].tolist() == [15.0, 15.0]
     assert frame["attribute_unsanitized"].tolist() == [0.3, 0.3]
-    assert frame["holds"].tolist() == [True, False]  # 0.9 >= 0.693; 1.2 < 1.386
-    assert frame["verdict"].tolist() == [HOLDS, BROKEN]
+    assert frame["holds"].tolist() == [False, False]  # 0.9 >= 0.693 but unchecked at 2B; 1.2 < 1.386
+    assert frame["verdict"].tolist() == [UNCHECKED, BROKEN]  # without the 2B files "holds" is not said
     text = attack_summary_markdown(frame)
-    assert "Stand-in" in text and HOLDS in text and BROKEN in text and "| pool5 " in text
+    assert "Stand-in" in text and UNCHECKED in text and BROKEN in text and "| pool5 " in text
+
+
+def doubled(epsilon_5: float, accuracy_5: float) -> xr.Dataset:
+    """example() at budget 2B: only window 5's adaptive server differs."""
+    twin = example()
+    twin.attrs["n_train"] = 20
+    twin["scores"].loc[{"parameter": "5", "metric": "epsilon_adaptive"}] = epsilon_5
+    twin["scores"].loc[{"parameter": "5", "metric": "adaptive_accuracy"}] = accuracy_5
+    return twin
+
+
+@pytest.mark.parametrize(
+    ("epsilon_5", "accuracy_5", "expected"),
+    [
+        (0.8, 0.61, HOLDS),  # both budgets meet ln 2 = 0.693, the accuracy moved 0.01
+        (0.5, 0.61, BROKEN),  # holds at B, broken at 2B: broken
+        (0.8, 0.62, NOT_CONVERGED),  # a move of 0.02 is not converged
+        (0.8, 0.58, NOT_CONVERGED),
+    ],
+)
+def test_a_verdict_holds_only_if_it_survives_the_doubled_budget(epsilon_5, accuracy_5, expected) -> None:
+    frame = attack_summary([example()], doubled=[doubled(epsilon_5, accuracy_5)])
+    assert frame["verdict"].tolist() == [expected, BROKEN]  # γ = 2 stays broken (1.2 < 1.386 at B)
+    assert frame["holds"].tolist() == [expected == HOLDS, False]
+    assert frame["epsilon_adaptive_2b"].iloc[0] == epsilon_5 and frame["n_train_2b"].iloc[0] == 20
+    assert frame["accuracy_move"].iloc[0] == pytest.approx(abs(accuracy_5 - 0.6))
+    assert "ε adaptive 2B" in attack_summary_markdown(frame)
 
 
 def test_summary_says_when_n_star_was_not_reached_or_no_sweeps_were_given() -> None:

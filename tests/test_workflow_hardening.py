@@ -161,6 +161,18 @@ SEMANTIC = {
         "blocks.3.0@3+blocks.1.0@3",
         ["chains[0].steps", "'blocks.3.0@3+blocks.1.0@3'", "network order"],
     ),
+    "certify_unknown_layer": (
+        DEMO,
+        "certify.layers.0",
+        "bogus",
+        ["certify.layers[0]", "'bogus'", "not an IFM layer", "allowed: conv1, norm1"],
+    ),
+    "certify_optimize_past_n_test": (
+        DEMO,
+        "certify.optimize.images",
+        101,
+        ["certify.optimize.images", "101", "exceeds certify.n_test 100"],
+    ),
     "local_weights_missing": (
         DEMO,
         "model.weights",
@@ -332,6 +344,9 @@ SCHEMA_CASES = {
         ["knobs: ['first', 'mean'] lacks nonzero_mean", "chains need"],
     ),
     "unsafe_layer_name": ("layers", ["..x"], ["layers[0]: '..x' should not be valid"]),
+    "certify_deterministic_knob": ("certify.knobs", ["first"], ["certify.knobs[0]: 'first' is not one of"]),
+    "certify_zero_scale": ("certify.scales", [0.0], ["certify.scales[0]: 0.0 is less than or equal to the minimum of 0"]),
+    "certify_one_probe": ("certify.probes", 1, ["certify.probes: 1 is less than the minimum of 2"]),
 }
 
 

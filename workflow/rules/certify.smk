@@ -91,12 +91,6 @@ rule certify_report:
         calibration=certify_calibration_files(),
         attacks=certify_attack_files(),
     output:
-        certificate=report(
-            f"{OUT}/tables/certificate.csv",
-            caption="../report/certificate.rst",
-            category="Certificate",
-            labels={"table": "certificate", "format": "csv"},
-        ),
         **{
             f"summary_{ext}": report(
                 f"{OUT}/tables/certified_summary.{ext}",
@@ -116,13 +110,25 @@ rule certify_report:
             for name in PLAN.certify_figures
         },
         **{f"{name}_pdf": f"{OUT}/figures/certify/{name}.pdf" for name in PLAN.certify_figures},
+        certificate=report(
+            f"{OUT}/tables/certificate.csv",
+            caption="../report/certificate.rst",
+            category="Certificate",
+            labels={"table": "certificate", "format": "csv"},
+        ),
+        certify_attacks=report(
+            f"{OUT}/tables/certify_attacks.csv",
+            caption="../report/certify_attacks.rst",
+            category="Certificate",
+            labels={"table": "certify_attacks", "format": "csv"},
+        ),
     log:
         f"logs/{RUN}/certify_report.log",
     conda:
         CONDA_ENV_FILE
     params:
         tables=lambda wildcards, output: os.path.dirname(output.certificate),
-        figures=f"{OUT}/figures/certify",
+        figures=lambda wildcards, output: os.path.dirname(getattr(output, f"{PLAN.certify_figures[0]}_png")),
         knobs=lambda wildcards: ",".join(certify_option("knobs")),
         scales=lambda wildcards: ",".join(repr(float(s)) for s in certify_option("scales")),
         gammas=lambda wildcards: [str(g) for g in certify_option("gammas")],

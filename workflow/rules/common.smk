@@ -201,9 +201,10 @@ def attack_option(key):
     return (config.get("attacks") or {}).get(key)
 
 
-def attack_files():
-    """The output of rule attack for each attacked (layer, knob)."""
-    return [expand(rules.attack.output[0], layer=layer, knob=knob)[0] for layer, knob in PLAN.attacks]
+def attack_files(rule="attack"):
+    """The output of rule attack (or attack_doubled) for each attacked (layer, knob)."""
+    output = getattr(rules, rule).output[0]
+    return [expand(output, layer=layer, knob=knob)[0] for layer, knob in PLAN.attacks]
 
 
 def attack_sweeps(wildcards):
@@ -224,15 +225,17 @@ def attack_model_args(wildcards=None):
     return [*args[: args.index("--device")], "--device", "cpu"]
 
 
-def attack_options():
-    """Sizes, epochs, seed and threads of ifmsan attack, as a list for {params:q}."""
+def attack_options(factor=1):
+    """Sizes, epochs, seed and threads of ifmsan attack, as a list for {params:q}; factor 2: the attacker's budget doubled
+    (twice the training images and every epoch count), which a verdict must survive."""
     if not PLAN.attacks:
         return []
     epochs = attack_option("epochs")
     return [
-        *("--n-train", str(attack_option("n_train")), "--n-test", str(attack_option("n_test"))),
-        *("--epochs-adaptive", str(epochs["adaptive"]), "--epochs-inversion", str(epochs["inversion"])),
-        *("--epochs-attribute", str(epochs["attribute"]), "--resolution", str(attack_option("resolution"))),
+        *("--n-train", str(factor * attack_option("n_train")), "--n-test", str(attack_option("n_test"))),
+        *("--epochs-adaptive", str(factor * epochs["adaptive"])),
+        *("--epochs-inversion", str(factor * epochs["inversion"])),
+        *("--epochs-attribute", str(factor * epochs["attribute"]), "--resolution", str(attack_option("resolution"))),
         *("--n-examples", str(attack_option("n_examples")), "--seed", str(attack_option("seed"))),
         *("--batch-size", str(attack_option("batch_size")), "--threads", str(attack_option("threads"))),
     ]

@@ -10,6 +10,7 @@ rule notebook:
         ifms=expand(rules.extract.output[0], image=IMAGES),
         sweeps=sweep_files(),
         attacks=lambda wildcards: attack_files() if wildcards.notebook == "attacks" else [],
+        certify=lambda wildcards: rules.certify_report.output if wildcards.notebook == "certify" else [],
     output:
         f"{OUT}/notebooks/{{notebook}}.ipynb",
     log:

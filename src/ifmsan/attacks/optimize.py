@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ifmsan.attacks import scores
+from ifmsan.core.hold import holding
 from ifmsan.models.base import LayeredNet
 
 
@@ -133,8 +134,6 @@ def _windows(y: torch.Tensor, window: int) -> _Windows:
 
 def _held_error(h: torch.Tensor, target: _Windows, rule: ReleaseRule, seed: int) -> torch.Tensor:
     """‖S(h) − y‖² of one candidate IFM h (D,) float64, with S's choices made on h itself."""
-    from ifmsan.core.hold import holding
-
     if rule.select is None:
         return ((h - target.stream) ** 2).sum()
     hold = holding(h.detach(), rule.window, select=rule.select, seed=seed)
@@ -142,8 +141,8 @@ def _held_error(h: torch.Tensor, target: _Windows, rule: ReleaseRule, seed: int)
     # (apply's own pass-through branch is a Python loop over windows).
     chosen = replace(hold, held=torch.ones_like(hold.held)).apply(h)
     held = hold.held
-    lengths = hold.lengths.to(torch.float64)
-    error = (lengths[held] * (chosen[held] - target.means[held]) ** 2).sum() + target.spread[held].sum()
+    weights = hold.lengths.to(torch.float64) * held  # a passed-through window's chosen value is not released
+    error = (weights * (chosen - target.means) ** 2).sum() + (target.spread * held).sum()
     if bool(held.all()):
         return error
     passed = (~held).repeat_interleave(hold.lengths)
@@ -261,6 +260,7 @@ def optimize_attack(
     targets = [_windows(y, rule.window) for y in ys[:n]]
 
     def data_term(z: torch.Tensor) -> torch.Tensor:
+        """‖S(f_L(z)) − y‖² of each candidate, in float64."""
         return _batch_error(release(z).to(torch.float64), targets, rule, seeds)
 
     with reproducible_torch(seed=o.seed, threads=o.threads), torch_form():

@@ -17,6 +17,8 @@ OPTIMIZE_METRICS: tuple[str, ...] = (
     "inversion_mse", "optimization_mse", "optimization_mse_se", "optimization_psnr", "optimization_ssim",
 )  # fmt: skip
 """Appended to METRICS when the white-box optimization attack runs (optimize_images > 0): MSEs in [0, 1] pixels."""
+
+
 @dataclass(frozen=True)
 class AttackOptions:
     """Sizes, epochs and learning rates of one attack run; the same options give bit-identical scores."""
@@ -58,12 +60,16 @@ class AttackOptions:
                 raise ValueError(f"attack option {name} must be an integer >= {low}, got {value!r}")
         for name in ("lr_adaptive", "lr_attack", "optimize_lr", "optimize_tv"):
             value = getattr(self, name)
-            low = 0 if name == "optimize_tv" else None
+            zero_ok = name == "optimize_tv"
             bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            if bad or value < 0 or (low is None and value == 0):
-                raise ValueError(f"attack option {name} must be a finite number {'>=' if low == 0 else '>'} 0, got {value!r}")
+            if bad or value < 0 or (not zero_ok and value == 0):
+                raise ValueError(
+                    f"attack option {name} must be a finite number {'>=' if zero_ok else '>'} 0, got {value!r}"
+                )
         if self.optimize_images > self.n_test:
-            raise ValueError(f"attack option optimize_images ({self.optimize_images}) must not exceed n_test ({self.n_test})")
+            raise ValueError(
+                f"attack option optimize_images ({self.optimize_images}) must not exceed n_test ({self.n_test})"
+            )
         check_resolution(self.resolution)
         if self.n_examples > self.n_test:
             raise ValueError(f"attack option n_examples ({self.n_examples}) must not exceed n_test ({self.n_test})")

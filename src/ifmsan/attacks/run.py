@@ -46,12 +46,12 @@ def knob_sanitizer(knob: str, **options: float) -> Sanitizer:
 
     options: get_knob's sigma (the randomized hold) or calibration_std (the noise knobs), fixed for every image.
     """
-    from ifmsan.core.knobs import get_knob
+    from ifmsan.core.knobs import knob_with
 
-    get_knob(knob, **options)  # refuse an unknown name or option now
+    knob_with(knob, options)  # refuse an unknown name or option now
 
     def apply(ifm: torch.Tensor, value: int | float, seed: int) -> torch.Tensor:
-        return get_knob(knob, seed=seed, **options).apply(ifm, value)
+        return knob_with(knob, options, seed=seed).apply(ifm, value)
 
     return apply
 
@@ -265,14 +265,14 @@ def run_attacks(
     from tqdm import tqdm
 
     from ifmsan._shared.torchrepro import reproducible_torch
-    from ifmsan.core.knobs import check_knob_values, get_knob
+    from ifmsan.core.knobs import check_knob_values, knob_with
     from ifmsan.steps.extract import provenance
     from ifmsan.steps.sweep import check_layer
 
     o = (options or AttackOptions()).check()
     check_layer(net, layer)
     knob_options = dict(knob_options or {})
-    spec = get_knob(knob, **knob_options)
+    spec = knob_with(knob, knob_options)
     checked = check_knob_values(spec, values, name="attack values")
     identity = IDENTITY[spec.parameter]
     if identity in checked:

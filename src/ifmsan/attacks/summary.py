@@ -20,14 +20,19 @@ from ifmsan.steps.io import attr_text
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "model", "layer", "knob", "parameter", "gamma", "epsilon_bound", "n_star", "legit_accuracy", "epsilon_legit",
-    "adaptive_accuracy", "epsilon_adaptive", "epsilon_adaptive_own", "original_accuracy", "label_majority", "inversion_psnr",
+    "adaptive_accuracy", "epsilon_adaptive", "epsilon_adaptive_own", "adaptive_accuracy_2b", "epsilon_adaptive_2b",
+    "accuracy_move", "n_train_2b", "original_accuracy", "label_majority", "inversion_psnr",
     "psnr_unsanitized", "psnr_mean_image", "inversion_ssim", "ssim_unsanitized", "ssim_mean_image",
     "attribute_accuracy", "attribute_unsanitized", "attribute_chance", "attribute_majority", "holds", "verdict",
     "n_train", "n_test", "stand_in",
 )  # fmt: skip
 """Columns of attack_summary.csv, one row per (layer, knob, γ)."""
-HOLDS = "holds: epsilon_adaptive >= gamma ln 2"
-BROKEN = "broken: the adaptive server recovers, epsilon_adaptive < gamma ln 2"
+HOLDS = "holds: epsilon_adaptive >= gamma ln 2 at budgets B and 2B"
+BROKEN = "broken: the adaptive server recovers, epsilon_adaptive < gamma ln 2 (at B or 2B)"
+NOT_CONVERGED = "not converged: the adaptive server's accuracy moved by 0.02 or more from B to 2B"
+UNCHECKED = "holds at B only: not checked with the attacker's budget doubled (give the 2B files)"
+CONVERGED = 0.02
+"""A verdict holds only if the adaptive server's held-out accuracy moves by less than this between budgets B and 2B."""
 UNREACHED = "n*(gamma) not reached in the sweeps"
 NO_SWEEPS = "no sweeps: n*(gamma) unknown"
 
@@ -45,17 +50,42 @@ def _n_star_row(attack: xr.Dataset, gamma: str) -> str | None:
     return None
 
 
-def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (attack file, γ of that file) with SUMMARY_COLUMNS, layers in layer_order then first seen."""
+def _doubled_row(doubled: xr.Dataset | None, value: float) -> str | None:
+    """The label of the 2B file's row at the same knob value, if there is one."""
+    if doubled is None:
+        return None
+    for label, found in zip(doubled["parameter"].values, doubled["value"].values, strict=True):
+        if attr_text(label) != "unsanitized" and float(found) == value:
+            return attr_text(label)
+    return None
+
+
+def verdict(epsilon: float, epsilon_2b: float | None, move: float | None, bound: float) -> str:
+    """holds only if ε_adaptive ≥ γ ln 2 at B and at 2B with an accuracy move below CONVERGED; broken if either fails."""
+    if not epsilon >= bound or (epsilon_2b is not None and not epsilon_2b >= bound):
+        return BROKEN
+    if epsilon_2b is None or move is None:
+        return UNCHECKED
+    return HOLDS if move < CONVERGED else NOT_CONVERGED
+
+
+def attack_summary(
+    attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] | None = None, doubled: Sequence[xr.Dataset] = ()
+) -> pd.DataFrame:
+    """One row per (attack file, γ of that file) with SUMMARY_COLUMNS, layers in layer_order then first seen.
+
+    `doubled`: the same (layer, knob) attacked with twice the training images and epochs; the verdict needs it."""
     from ifmsan.report.curves import knob_rank, layer_ranks
 
     if not attacks:
         raise ValueError("no attack files given; expected at least one written by `ifmsan attack`")
     ranks = layer_ranks((attr_text(a.attrs["layer"]) for a in attacks), layer_order=layer_order)
     ordered = sorted(attacks, key=lambda a: (ranks[attr_text(a.attrs["layer"])], knob_rank(attr_text(a.attrs["knob"]))))
+    twins = {(attr_text(d.attrs["layer"]), attr_text(d.attrs["knob"])): d for d in doubled}
     rows = []
     for attack in ordered:
         a = attack.attrs
+        twin = twins.get((attr_text(a["layer"]), attr_text(a["knob"])))
         gammas = json.loads(attr_text(a.get("gammas")) or "[]")
         chosen = json.loads(attr_text(a.get("n_star")) or "{}")
         base = {
@@ -67,6 +97,7 @@ def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] 
             "attribute_unsanitized": _score(attack, "unsanitized", "attribute_accuracy"),
             "attribute_chance": float(a["attribute_chance"]), "attribute_majority": float(a["attribute_majority"]),
             "n_train": int(a["n_train"]), "n_test": int(a["n_test"]), "stand_in": int(a.get("stand_in", 0)),
+            "n_train_2b": int(twin.attrs["n_train"]) if twin is not None else None,
         }  # fmt: skip
         for gamma in gammas:
             row: dict[str, Any] = {**base, "gamma": float(gamma), "epsilon_bound": float(gamma) * math.log(2.0)}
@@ -83,8 +114,14 @@ def attack_summary(attacks: Sequence[xr.Dataset], *, layer_order: Sequence[str] 
             own = _score(attack, "unsanitized", "adaptive_p_target")
             p = _score(attack, label, "adaptive_p_target")
             row["epsilon_adaptive_own"] = math.inf if p == 0 else math.log(own / p)
-            row["holds"] = bool(row["epsilon_adaptive"] >= row["epsilon_bound"])
-            row["verdict"] = HOLDS if row["holds"] else BROKEN
+            twin_label = _doubled_row(twin, row["n_star"])
+            if twin is not None and twin_label is not None:
+                row["adaptive_accuracy_2b"] = _score(twin, twin_label, "adaptive_accuracy")
+                row["epsilon_adaptive_2b"] = _score(twin, twin_label, "epsilon_adaptive")
+                row["accuracy_move"] = abs(row["adaptive_accuracy_2b"] - row["adaptive_accuracy"])
+            row["verdict"] = verdict(row["epsilon_adaptive"], row.get("epsilon_adaptive_2b"), row.get("accuracy_move"),
+                                     row["epsilon_bound"])  # fmt: skip
+            row["holds"] = row["verdict"] == HOLDS
             rows.append(row)
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     frame["holds"] = frame["holds"].astype("boolean")
@@ -105,7 +142,8 @@ def attack_summary_markdown(frame: pd.DataFrame) -> str:
         "value the adversaries were trained on sanitized IFMs of generated training images and scored on held-out "
         "ones. ε = ln(p0 / p) with p the mean target probability; γ ln 2 is the bound. References in brackets: "
         "accuracy (original; label majority), PSNR/SSIM (unsanitized decoder; mean training image), attribute "
-        "(unsanitized probe; chance).",
+        "(unsanitized probe; chance). 2B: the adaptive server trained on twice the images for twice the epochs; "
+        "a verdict holds only if ε adaptive meets γ ln 2 at both budgets and the accuracy moved by less than 0.02.",
         "",
     ]
     table = pd.DataFrame(
@@ -122,6 +160,8 @@ def attack_summary_markdown(frame: pd.DataFrame) -> str:
                 for v, o, m in zip(frame["adaptive_accuracy"], frame["original_accuracy"], frame["label_majority"], strict=True)
             ],
             "ε adaptive": [_num(v, ".3f") for v in frame["epsilon_adaptive"]],
+            "accuracy, adaptive 2B": [_num(v, ".3f") for v in frame["adaptive_accuracy_2b"]],
+            "ε adaptive 2B": [_num(v, ".3f") for v in frame["epsilon_adaptive_2b"]],
             "PSNR dB [unsan; mean]": [
                 f"{_num(v, '.2f')} [{u:.2f}; {m:.2f}]"
                 for v, u, m in zip(frame["inversion_psnr"], frame["psnr_unsanitized"], frame["psnr_mean_image"], strict=True)
@@ -156,4 +196,4 @@ def check_same_run(attacks: Sequence[xr.Dataset], paths: Sequence[str]) -> None:
         seen[key] = path
 
 
-__all__ = ["SUMMARY_COLUMNS", "attack_summary", "attack_summary_markdown", "check_same_run"]
+__all__ = ["SUMMARY_COLUMNS", "attack_summary", "attack_summary_markdown", "check_same_run", "verdict"]

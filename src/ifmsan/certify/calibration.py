@@ -18,7 +18,13 @@ CALIBRATION_SPLIT = "calibration"
 
 
 def calibration_std(
-    net: LayeredNet, *, layer: str, n_images: int = 64, seed: int = 0, batch_size: int = 32, progress: bool | None = None
+    net: LayeredNet,
+    *,
+    layer: str,
+    n_images: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """The layer's population std over the calibration images (float64), with what it was computed from."""
     from ifmsan.attacks.data import attack_images
@@ -32,7 +38,9 @@ def calibration_std(
     ifms = layer_ifms(net, images.images, layer=layer, batch_size=batch_size).to(torch.float64)
     std = float(ifms.std(correction=0))
     if not np.isfinite(std) or std <= 0:
-        raise ValueError(f"layer {layer}: its calibration IFMs are constant (std {std}); no noise scale can be set from them")
+        raise ValueError(
+            f"layer {layer}: its calibration IFMs are constant (std {std}); no noise scale can be set from them"
+        )
     return {
         "layer": layer,
         "calibration_std": std,

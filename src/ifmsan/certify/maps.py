@@ -67,7 +67,9 @@ def certify_maps(
         ifm = (x[None] if layer == first else net.forward_from(first, x[None], until=layer))[0]
     holdings = {(s, n): holding(ifm, n, select=s, seed=seed) for s in selectors for n in sizes}
     maps, held, held_se, full, full_se = [], [], [], [], []
-    for resolution in tqdm(spaces, desc=f"certify {layer}", unit="space", disable=None if progress is None else not progress):
+    for resolution in tqdm(
+        spaces, desc=f"certify {layer}", unit="space", disable=None if progress is None else not progress
+    ):
         release = local_release(net, layer=layer, x=x, resolution=resolution)
         side = tuple(net.input_shape[1:]) if resolution is None else (resolution, resolution)
         with torch_form():
@@ -88,7 +90,10 @@ def certify_maps(
             "held_norm_se": (("space", "select", "window"), np.asarray(held_se, dtype=np.float64)),
             "full_norm": (("space",), np.asarray(full, dtype=np.float64)),
             "full_norm_se": (("space",), np.asarray(full_se, dtype=np.float64)),
-            "released": (("select", "window"), np.asarray([[holdings[s, n].released for n in sizes] for s in selectors], dtype=np.int64)),
+            "released": (
+                ("select", "window"),
+                np.asarray([[holdings[s, n].released for n in sizes] for s in selectors], dtype=np.int64),
+            ),
         },
         coords={
             "space": names,

@@ -57,7 +57,9 @@ def check_resolution(resolution: object, *, name: str = "resolution") -> int | N
     if resolution is None:
         return None
     if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)) or int(resolution) < 4:
-        raise ValueError(f"{name} must be an integer >= 4 (pixels per side) or null for the full input, got {resolution!r}")
+        raise ValueError(
+            f"{name} must be an integer >= 4 (pixels per side) or null for the full input, got {resolution!r}"
+        )
     return int(resolution)
 
 
@@ -68,7 +70,11 @@ def parametrization(net: LayeredNet, *, resolution: int | None) -> Callable[[tor
     resolution = check_resolution(resolution)
 
     def to_input(z: torch.Tensor) -> torch.Tensor:
-        pixels = z if resolution is None else torch.nn.functional.interpolate(z, size=size, mode="bilinear", align_corners=False)
+        pixels = (
+            z
+            if resolution is None
+            else torch.nn.functional.interpolate(z, size=size, mode="bilinear", align_corners=False)
+        )
         return mapping(pixels)
 
     return to_input
@@ -106,7 +112,11 @@ def tangent_map(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.T
     resolution = check_resolution(resolution)
 
     def to_input(dz: torch.Tensor) -> torch.Tensor:
-        pixels = dz if resolution is None else torch.nn.functional.interpolate(dz, size=size, mode="bilinear", align_corners=False)
+        pixels = (
+            dz
+            if resolution is None
+            else torch.nn.functional.interpolate(dz, size=size, mode="bilinear", align_corners=False)
+        )
         return torch.einsum("dc,bchw->bdhw", matrix, pixels)
 
     return to_input

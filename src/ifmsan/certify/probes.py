@@ -109,8 +109,8 @@ def _basis_columns(release: Release, z: torch.Tensor, chunk: int) -> Iterator[to
 def probe_products(release: Release, z: torch.Tensor, *, probes: int, seed: int, chunk: int = 16) -> torch.Tensor:
     """v_k = J u_k for K seeded Gaussian probes u_k ~ N(0, I_d): (K, D) in the release's dtype, chunk probes per pass.
 
-    The probes are drawn all at once from a torch.Generator seeded with `seed`, so the chunk size changes only the
-    batching (and so at most the last bits of v), never which probes are used.
+    The probes are drawn one after another from a torch.Generator seeded with `seed`: fewer probes are a prefix of
+    more, and the chunk size changes only the batching (so at most the last bits of v), never which probes are used.
     """
     release = check_release(release)
     z = check_image(z)
@@ -118,7 +118,8 @@ def probe_products(release: Release, z: torch.Tensor, *, probes: int, seed: int,
     seed = check_seed(seed)
     chunk = check_count(chunk, name="chunk")
     generator = torch.Generator().manual_seed(seed)
-    directions = torch.randn((probes, *z.shape), generator=generator, dtype=z.dtype).to(z.device)
+    draws = [torch.randn(z.shape, generator=generator, dtype=z.dtype) for _ in range(probes)]  # K' < K: a prefix
+    directions = torch.stack(draws).to(z.device)
     blocks = [_jvps(release, z, directions[start : start + chunk]) for start in range(0, probes, chunk)]
     return torch.cat(blocks)
 

@@ -52,9 +52,11 @@ def _row(held: float, se: float, *, sigma: float, dims: int, noise: str) -> dict
                 "psnr_ceiling": -math.inf, "psnr_ceiling_se": nan}  # fmt: skip
     value_se = value * se / held if held > 0 else float("nan")
     floor = mse_floor(value)
+    ceiling = psnr_ceiling(floor)
+    assert floor is not None and ceiling is not None  # a positive dFIL has both
     return {
         "dfil": value, "dfil_se": value_se, "mse_floor": floor, "mse_floor_se": floor * value_se / value,
-        "psnr_ceiling": psnr_ceiling(floor), "psnr_ceiling_se": 10.0 / math.log(10.0) * value_se / value,
+        "psnr_ceiling": ceiling, "psnr_ceiling_se": 10.0 / math.log(10.0) * value_se / value,
     }  # fmt: skip
 
 
@@ -77,14 +79,18 @@ def certificate_table(
         std = float(calibration[layer])
         for space in data["space"].values:
             part = data.sel(space=space)
-            base = {"image_id": image, "layer": layer, "space": str(space), "dims": int(part["dims"])}
+            dims = int(part["dims"])
+            base = {"image_id": image, "layer": layer, "space": str(space), "dims": dims}
             for knob in knobs:
                 if knob in SELECTORS:
-                    rows += [{**base, "knob": knob, "select": knob, "window": int(n), "bound": NO_BOUND} for n in data["window"].values]
+                    rows += [
+                        {**base, "knob": knob, "select": knob, "window": int(n), "bound": NO_BOUND}
+                        for n in data["window"].values
+                    ]
                     continue
+                cells: list[tuple[int | None, float, float]]
                 if knob in NOISES:
-                    held, se = float(part["full_norm"]), float(part["full_norm_se"])
-                    cells = [(None, held, se)]
+                    cells = [(None, float(part["full_norm"]), float(part["full_norm_se"]))]
                 else:
                     if select not in data["select"].values:
                         raise ValueError(f"the maps of image {image}, layer {layer} hold no selector {select!r}")
@@ -96,9 +102,10 @@ def certificate_table(
                         if scale == 0:
                             continue
                         sigma = scale * std
+                        bound = _row(held, se, sigma=sigma, dims=dims, noise=knob)
                         rows.append({**base, "knob": knob, "select": select if window else "", "window": window,
                                      "scale": scale, "sigma": sigma, "held_norm": held, "held_norm_se": se,
-                                     **_row(held, se, sigma=sigma, dims=base["dims"], noise=knob), "bound": CRAMER_RAO})  # fmt: skip
+                                     **bound, "bound": CRAMER_RAO})  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 

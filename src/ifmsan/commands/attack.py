@@ -102,7 +102,9 @@ def calibrated_options(args: argparse.Namespace) -> dict[str, float]:
         scale = check_real("--noise-scale", args.noise_scale, minimum=0.0, exclusive=True)
         return {"sigma": scale * read_calibration(args.calibration, layer=args.layer, name="--calibration")}
     if args.noise_scale is not None:
-        raise ValueError(f"--noise-scale applies to {', '.join(RANDOMIZED)} only; the values of --knob {args.knob} are its scales")
+        raise ValueError(
+            f"--noise-scale applies to {', '.join(RANDOMIZED)} only; the values of --knob {args.knob} are its scales"
+        )
     if args.calibration is None:
         return {}
     if args.knob not in NOISES:
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan._shared.values import parse_values
     from ifmsan.attacks import IDENTITY, AttackOptions, run_attacks
     from ifmsan.commands._args import check_output_file
-    from ifmsan.core.knobs import get_knob
+    from ifmsan.core.knobs import knob_with
     from ifmsan.core.metrics import check_gamma
     from ifmsan.report.consistency import check_same_network
     from ifmsan.steps.io import check_user_attrs, read_sweep, write_netcdf
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .nc, got {args.out}")
     check_output_file("--out", args.out)
     knob_options = calibrated_options(args)
-    knob = get_knob(args.knob, **knob_options)
+    knob = knob_with(args.knob, knob_options)
     values = list(parse_values(args.values, kind=knob.parameter))
     identity = IDENTITY[knob.parameter]
     if identity in values:

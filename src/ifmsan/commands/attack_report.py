@@ -11,9 +11,31 @@ HELP = "Write attack_summary (.csv, .md) and the privacy-utility frontier and re
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     parser.add_argument("--attacks", nargs="+", type=Path, required=True, help="attack files from 'ifmsan attack'")
+    parser.add_argument(
+        "--doubled", nargs="*", type=Path, default=[],
+        help="the same attacks with twice the training images and epochs: a verdict holds only if it holds at both",
+    )  # fmt: skip
     parser.add_argument("--tables-dir", type=Path, required=True, help="where attack_summary.csv and .md go")
     parser.add_argument("--figures-dir", type=Path, required=True, help="where the attack figures (.png, .pdf) go")
     parser.add_argument("--layer-order", help="comma-separated layer order of the rows (default: first seen)")
+
+
+def check_doubled(attacks: list, doubled: list, paths: list[str]) -> None:
+    """Each 2B file pairs with a B file of the same network, layer and knob, trained on more images."""
+    from ifmsan.steps.io import attr_text
+
+    base = {(attr_text(a.attrs["layer"]), attr_text(a.attrs["knob"])): a for a in attacks}
+    for twin, path in zip(doubled, paths, strict=True):
+        key = (attr_text(twin.attrs["layer"]), attr_text(twin.attrs["knob"]))
+        if key not in base:
+            raise ValueError(f"--doubled {path}: layer {key[0]}, knob {key[1]} has no --attacks file at budget B")
+        a = base[key].attrs
+        if attr_text(twin.attrs.get("weights_sha")) != attr_text(a.get("weights_sha")):
+            raise ValueError(f"--doubled {path} attacks another network than its --attacks file")
+        if not int(twin.attrs["n_train"]) > int(a["n_train"]):
+            raise ValueError(
+                f"--doubled {path} trains on {twin.attrs['n_train']} images, not more than B's {a['n_train']}"
+            )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir("--figures-dir", args.figures_dir)
     attacks = [read_attack(path) for path in args.attacks]
     check_same_run(attacks, [str(p) for p in args.attacks])
+    doubled = [read_attack(path) for path in args.doubled]
+    check_same_run(doubled, [str(p) for p in args.doubled])
+    check_doubled(attacks, doubled, [str(p) for p in args.doubled])
     order = [layer for layer in (args.layer_order or "").split(",") if layer] or None
-    frame = attack_summary(attacks, layer_order=order)
+    frame = attack_summary(attacks, layer_order=order, doubled=doubled)
     markdown = attack_summary_markdown(frame)
     with all_or_none(args.tables_dir, args.figures_dir) as written:
         for suffix, write in (("csv", lambda tmp: frame.to_csv(tmp, index=False)),

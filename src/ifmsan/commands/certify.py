@@ -56,13 +56,12 @@ def resolutions(text: str) -> list[int | None]:
 
 def run(args: argparse.Namespace) -> int:
     """Check every option and file, compute the maps, write them (and the table) atomically."""
-    from ifmsan._shared.atomic import all_or_none
     from ifmsan._shared.values import parse_values
     from ifmsan.certify.maps import certify_maps, check_probes
     from ifmsan.certify.table import certificate_table, read_calibration, write_table
     from ifmsan.commands._args import check_output_file
     from ifmsan.steps.images import load_image_with_checksum
-    from ifmsan.steps.io import check_id, check_user_attrs, write_netcdf
+    from ifmsan.steps.io import all_or_none, check_id, check_user_attrs, write_netcdf
     from ifmsan.steps.sweep import check_layer
 
     check_id(args.image_id, name="--image-id")
@@ -88,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     maps = certify_maps(net, image, layer=args.layer, windows=windows, selects=selects, resolutions=spaces,
                         probes=probes, seed=args.seed, source=args.image)  # fmt: skip
     maps.attrs.update({"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs})
-    table = certificate_table([maps], calibration={args.layer: calibration}, knobs=knobs, scales=scales) if table_wanted else None
+    table = (
+        certificate_table([maps], calibration={args.layer: calibration}, knobs=knobs, scales=scales)
+        if table_wanted
+        else None
+    )
     with all_or_none(args.out.parent) as written:
         write_netcdf(maps, args.out)
         written.append(args.out)

@@ -57,7 +57,10 @@ class Holding:
             return chosen
         starts = torch.arange(self.rows, device=values.device) * width
         passed = torch.cat(
-            [torch.arange(int(s), int(s) + int(n), device=values.device) for s, n in zip(starts[~held], self.lengths[~held], strict=True)]
+            [
+                torch.arange(int(s), int(s) + int(n), device=values.device)
+                for s, n in zip(starts[~held], self.lengths[~held], strict=True)
+            ]
         )
         return torch.cat([chosen[..., held], values[..., passed]], dim=-1)
 

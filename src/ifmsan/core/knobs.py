@@ -154,6 +154,14 @@ class HoldNoiseKnob:
         return cast(torch.Tensor, held.numpy() if was_numpy else held)
 
 
+def knob_with(name: str, options: dict[str, float], *, seed: int = 0) -> WindowKnob | NoiseKnob | HoldNoiseKnob:
+    """get_knob with its options from a dict (the attack files record them as knob_<name> attributes)."""
+    unknown = sorted(set(options) - {"sigma", "calibration_std"})
+    if unknown:
+        raise ValueError(f"knob options must be sigma or calibration_std, got {', '.join(unknown)}")
+    return get_knob(name, seed=seed, sigma=options.get("sigma"), calibration_std=options.get("calibration_std"))
+
+
 def check_sigma(value: object, *, name: str = "sigma") -> float:
     """Return an absolute noise std as float, or raise a ValueError: a finite number > 0."""
     sigma = check_scale(value, name=name)

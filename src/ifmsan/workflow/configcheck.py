@@ -207,6 +207,25 @@ def _check_attacks(config: Mapping[str, Any], info: ModelInfo | None, problems: 
         problems.append(f"attacks.n_examples: {n_examples} exceeds attacks.n_test {n_test}; keep at most n_test")
 
 
+def _check_certify(config: Mapping[str, Any], info: ModelInfo | None, problems: list[str]) -> None:
+    """Certified layers are IFM layers of the model; the optimization attack's images fit n_test; numbers finite."""
+    certify = config.get("certify")
+    if not certify:
+        return
+    for j, layer in enumerate(certify.get("layers") or []):
+        if info is not None and layer not in info.layers:
+            problems.append(
+                f"certify.layers[{j}]: {layer!r} is not an IFM layer of the model; allowed: {', '.join(info.layers)}"
+            )
+    for key in ("scales", "gammas", "psnr_targets"):
+        for j, value in enumerate(certify.get(key) or []):
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"certify.{key}[{j}]: {value!r} is not a finite number")
+    images, n_test = (certify.get("optimize") or {}).get("images"), certify.get("n_test")
+    if isinstance(images, int) and isinstance(n_test, int) and images > n_test:
+        problems.append(f"certify.optimize.images: {images} exceeds certify.n_test {n_test}; keep at most n_test")
+
+
 def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | None, problems: list[str]) -> None:
     """Every step names a known layer, in network order, before the swept layer, with a window >= 1."""
     if layers is None:
@@ -273,6 +292,7 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
         _check_image(i, image, info, problems)
     _check_lists(config, info, problems)
     _check_attacks(config, info, problems)
+    _check_certify(config, info, problems)
     if config.get("device") == "cuda" and cuda_available is False:
         problems.append(
             "device: 'cuda', but torch sees no CUDA device here; allowed here: cpu (or run the jobs on a GPU node)"

@@ -15,6 +15,8 @@ NOTEBOOKS: tuple[str, ...] = ("inspect_ifms", "compare_knobs")
 """The notebooks the workflow executes on a run's results (notebooks/<name>.ipynb)."""
 ATTACK_NOTEBOOK = "attacks"
 """The notebook that opens the attack files, executed when the config has an attacks section."""
+CERTIFY_NOTEBOOK = "certify"
+"""The notebook that opens the certificate, executed when the config has a certify section."""
 TABLES: tuple[str, ...] = ("table1", "gamma_report", "gamma_summary")
 """The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
 COMPUTE_KEYS: tuple[str, ...] = (
@@ -43,7 +45,12 @@ def attack_pairs(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((layer, knob) for layer in attacks.get("layers") or [] for knob in attacks.get("knobs") or [])
 
 
-CERTIFY_TABLES: tuple[str, ...] = ("certificate.csv", "certified_summary.csv", "certified_summary.md")
+CERTIFY_TABLES: tuple[str, ...] = (
+    "certificate.csv",
+    "certify_attacks.csv",
+    "certified_summary.csv",
+    "certified_summary.md",
+)
 """The tables `ifmsan certify-report` writes when the config has a certify section."""
 BUDGETS: tuple[str, ...] = ("b1", "b2")
 """The attacker's budget B (the configured training images and epochs) and 2B: a verdict must survive both."""
@@ -56,7 +63,9 @@ def certify_attack_jobs(config: Mapping[str, Any]) -> tuple[tuple[str, str, str,
     jobs = []
     for layer in certify.get("layers") or []:
         for knob in certify.get("knobs") or []:
-            settings = [f"s{float(s):g}" for s in certify.get("scales") or []] if knob == "hold_gaussian" else ["scales"]
+            settings = (
+                [f"s{float(s):g}" for s in certify.get("scales") or []] if knob == "hold_gaussian" else ["scales"]
+            )
             jobs += [(layer, knob, setting, budget) for setting in settings for budget in BUDGETS]
     return tuple(jobs)
 
@@ -187,7 +196,9 @@ def plan(config: Mapping[str, Any]) -> Plan:
         baseline_layers=tuple(sorted({layer for layer, _ in chains})),
         figures=tuple(figure_names(sweeps=config_sweeps(config, layers), layer_order=layers)),
         tables=tuple(table_names(chains=bool(chains), n_images=len(config["images"]))),
-        notebooks=NOTEBOOKS + ((ATTACK_NOTEBOOK,) if attack_pairs(config) else ()),
+        notebooks=NOTEBOOKS
+        + ((ATTACK_NOTEBOOK,) if attack_pairs(config) else ())
+        + ((CERTIFY_NOTEBOOK,) if (config.get("certify") or {}).get("layers") else ()),
         config_hash=config_hash(config),
         attacks=attack_pairs(config),
         attack_figures=tuple(attack_figure_names(attack_pairs(config))),
@@ -222,6 +233,7 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         "gamma_controller": n,
         "notebook": len(the_plan.notebooks),
         "attack": len(the_plan.attacks),
+        "attack_doubled": len(the_plan.attacks),
         "attack_report": int(bool(the_plan.attacks)),
         "calibrate": len(the_plan.certify_layers),
         "certify_maps": n * len(the_plan.certify_layers),
@@ -235,6 +247,7 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
 __all__ = [
     "ATTACK_TABLE",
     "BUDGETS",
+    "CERTIFY_NOTEBOOK",
     "CERTIFY_TABLES",
     "COMPUTE_KEYS",
     "NOTEBOOKS",
