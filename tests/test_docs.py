@@ -121,11 +121,11 @@ def test_netcdf_doc_lists_every_name_a_real_file_has_and_each_always_present_nam
 
 def test_netcdf_doc_lists_every_attribute_the_library_reserves() -> None:
     tables = doc_tables()
-    sections = ("IFM file", "Sweep file", "Attack file")
+    sections = ("IFM file", "Sweep file", "Attack file", "Certificate map file")
     documented_attrs = set().union(*(tables[(section, "Attributes")] for section in sections))
     assert sorted(set(io.RESERVED_ATTRS) - documented_attrs) == []
     kinds = {section: tables[(section, "Attributes")][io.KIND_ATTR][2] for section in sections}
-    assert [f'`"{kind}"`' in kinds[section] for kind, section in zip(io.KINDS, kinds, strict=True)] == [True] * 3
+    assert [f'`"{kind}"`' in kinds[section] for kind, section in zip(io.KINDS, kinds, strict=True)] == [True] * 4
 
 
 def test_definitions_doc_exists_and_the_modules_point_to_the_docs() -> None:

@@ -28,7 +28,7 @@ def test_noise_draws_come_from_the_knobs_fixed_stream(name: str, stream: int) ->
 
 
 def test_every_noise_knob_has_its_own_stream() -> None:
-    assert set(knobs.NOISE_STREAMS) == set(knobs.NOISES)
+    assert set(knobs.NOISE_STREAMS) == set(knobs.NOISES + knobs.RANDOMIZED)
     assert len(set(knobs.NOISE_STREAMS.values())) == len(knobs.NOISE_STREAMS)
 
 

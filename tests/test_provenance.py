@@ -164,8 +164,12 @@ def test_reserved_list_is_exactly_what_extract_sweep_and_attack_compute(made, tm
         "--n-test", "2", "--epochs-adaptive", "0", "--epochs-inversion", "1", "--epochs-attribute", "1",
         "--resolution", "32", "--n-examples", "1", "--out", str(attack),
     ]) == 0  # fmt: skip
-    assert set(io.read_attack(attack).attrs) == set(io.ATTACK_ATTRS) - {"preprocess"}  # preprocess: bvlc_alexnet only
-    assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS) | set(io.ATTACK_ATTRS)
+    optional = {"optimize_images", "optimize_iterations", "optimize_lr", "optimize_tv", "mean_image_mse", "knob_sigma",
+                "knob_calibration_std", "noise_scale"}  # the optimization attack's and the calibrated knobs'  # fmt: skip
+    assert set(io.read_attack(attack).attrs) == set(io.ATTACK_ATTRS) - {"preprocess"} - optional
+    assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS) | set(io.ATTACK_ATTRS) | set(
+        io.CERTIFY_MAPS_ATTRS
+    )
 
 
 @pytest.mark.parametrize("key", ["target", "p0", "ifm_layers"])

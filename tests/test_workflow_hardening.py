@@ -345,7 +345,11 @@ SCHEMA_CASES = {
     ),
     "unsafe_layer_name": ("layers", ["..x"], ["layers[0]: '..x' should not be valid"]),
     "certify_deterministic_knob": ("certify.knobs", ["first"], ["certify.knobs[0]: 'first' is not one of"]),
-    "certify_zero_scale": ("certify.scales", [0.0], ["certify.scales[0]: 0.0 is less than or equal to the minimum of 0"]),
+    "certify_zero_scale": (
+        "certify.scales",
+        [0.0],
+        ["certify.scales[0]: 0.0 is less than or equal to the minimum of 0"],
+    ),
     "certify_one_probe": ("certify.probes", 1, ["certify.probes: 1 is less than the minimum of 2"]),
 }
 

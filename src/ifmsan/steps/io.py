@@ -174,10 +174,19 @@ ATTACK_ATTRS = (
     *PROVENANCE_ATTRS, "layer", "knob", "parameter", "p0", "original_accuracy", "label_source", "label_majority",
     "attribute", "attribute_chance", "attribute_majority", "mean_image_psnr", "mean_image_ssim", "data", "n_train",
     "n_test", "epochs_adaptive", "epochs_inversion", "epochs_attribute", "lr_adaptive", "lr_attack", "resolution",
-    "batch_size", "n_examples", "seed", "threads", "gammas", "n_star", "n_star_per_image",
+    "batch_size", "n_examples", "seed", "threads", "gammas", "n_star", "n_star_per_image", "optimize_images",
+    "optimize_iterations", "optimize_lr", "optimize_tv", "mean_image_mse", "knob_sigma", "knob_calibration_std",
+    "noise_scale",
 )  # fmt: skip
 """Every attribute `ifmsan attack` computes (docs/netcdf.md)."""
-RESERVED_ATTRS: tuple[str, ...] = tuple(sorted(set(IFMS_ATTRS) | set(SWEEP_ATTRS) | set(ATTACK_ATTRS)))
+CERTIFY_MAPS_ATTRS = (
+    *PROVENANCE_ATTRS, "layer", "probes", "probe_seed", "ifm_shape", "estimator", "resolution_note", "image_id",
+    "image_source", "image_sha256",
+)  # fmt: skip
+"""Every attribute `ifmsan certify` computes (docs/netcdf.md)."""
+RESERVED_ATTRS: tuple[str, ...] = tuple(
+    sorted(set(IFMS_ATTRS) | set(SWEEP_ATTRS) | set(ATTACK_ATTRS) | set(CERTIFY_MAPS_ATTRS))
+)
 """Keys `--attr` may not set: the library computes them, so a user value would make the provenance lie. The
 workflow sets config_hash and run; config_hash is copied from the IFMs into sweeps and must agree with them."""
 MAX_ATTR_KEY = 64
