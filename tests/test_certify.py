@@ -229,3 +229,13 @@ def test_the_optimization_attack_joins_the_attack_file_only_when_asked() -> None
     plain = run_attacks(net, layer="conv2", knob="nonzero_mean", values=[8], options=AttackOptions(**small))
     assert list(plain["metric"].values) == list(METRICS)
     assert not any(key.startswith("optimize_") or key == "mean_image_mse" for key in plain.attrs)
+
+
+def test_the_near_miss_reported_is_the_one_that_fails_the_fewest_checks() -> None:
+    table = _table([
+        {"window": 8, "scale": 0.25, "legit_accuracy_b1": 0.9, "mse_floor": 0.01, "decoder_mse": 0.01, "optimization_mse": 0.5},
+        {"window": 32, "scale": 1.0, "legit_accuracy_b1": 0.2, "mse_floor": 0.5, "decoder_mse": 0.01, "optimization_mse": 0.5},
+    ])  # fmt: skip
+    summary = certified_summary(table, gammas=[1.0], psnr_targets=[]).iloc[0]  # mean image 0.04: both fail the decoder
+    assert summary["status"] == NONE_ON_GRID
+    assert summary["best_failed"] == "hold_gaussian n=32 scale=1: fails decoder"

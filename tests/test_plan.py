@@ -158,8 +158,14 @@ def test_plan_uses_the_models_layers_when_the_config_lists_none() -> None:
     from ifmsan.models.caffe_alexnet import IFM_LAYERS
 
     assert plan.plan(filled(variant(TINY, layers=[]))).layers == IFM_LAYERS
-    assert plan.plan(filled(TINY)).notebooks == ("inspect_ifms", "compare_knobs", "attacks")  # tiny has attacks:
-    assert plan.plan(filled(variant(TINY, attacks=None))).notebooks == ("inspect_ifms", "compare_knobs")
+    assert plan.plan(filled(TINY)).notebooks == (
+        "inspect_ifms",
+        "compare_knobs",
+        "attacks",
+        "certify",
+    )  # attacks:, certify:
+    assert plan.plan(filled(variant(TINY, attacks=None, certify=None))).notebooks == ("inspect_ifms", "compare_knobs")
+    assert plan.plan(filled(variant(TINY, attacks=None))).notebooks == ("inspect_ifms", "compare_knobs", "certify")
 
 
 def test_config_hash_ignores_knob_order_images_and_gammas_but_not_what_jobs_compute() -> None:

@@ -118,7 +118,16 @@ def test_tiny_dag_figures_notebooks_and_report(tiny_run: Path) -> None:
     for name in ("frontier_pool5", "reconstructions_pool5_nonzero_mean", "reconstructions_pool5_gaussian"):
         for ext in ("png", "pdf"):
             assert (out / "figures" / "attacks" / f"{name}.{ext}").stat().st_size > 1000, name
-    for name in ("inspect_ifms", "compare_knobs", "attacks"):
+    assert (out / "figures" / "certify" / "certificate_pool5.png").stat().st_size > 1000
+    summary = pd.read_csv(out / "tables" / "certified_summary.csv")
+    assert list(summary["target"]) == ["mean_image", "psnr<=20dB", "psnr<=25dB"] and set(summary["gamma"]) == {0.5}
+    beside = pd.read_csv(out / "tables" / "certify_attacks.csv")
+    assert (
+        list(beside["window"]) == [3] and (beside["mse_floor"] > 0).all() and (beside["optimization_mse_b2"] > 0).all()
+    )
+    attack_md = (out / "tables" / "attack_summary.md").read_text()
+    assert "ε adaptive 2B" in attack_md and "holds at B only" not in attack_md  # the DAG always runs the 2B twins
+    for name in ("inspect_ifms", "compare_knobs", "attacks", "certify"):
         notebook = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [cell for cell in notebook.cells if cell.cell_type == "code"]
         assert all(cell.outputs is not None for cell in code)
