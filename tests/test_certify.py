@@ -239,3 +239,36 @@ def test_the_near_miss_reported_is_the_one_that_fails_the_fewest_checks() -> Non
     summary = certified_summary(table, gammas=[1.0], psnr_targets=[]).iloc[0]  # mean image 0.04: both fail the decoder
     assert summary["status"] == NONE_ON_GRID
     assert summary["best_failed"] == "hold_gaussian n=32 scale=1: fails decoder"
+
+
+def test_sanitize_cli_applies_the_randomized_hold(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ifm = np.abs(np.random.default_rng(0).standard_normal((4, 6, 6))).astype(np.float32)
+    np.save(tmp_path / "in.npy", ifm)
+    out = tmp_path / "out.npy"
+    assert main(["sanitize", "--knob", "hold_gaussian", "--sigma", "0.5", "--window", "4", "--seed", "2",
+                 str(tmp_path / "in.npy"), str(out)]) == 0  # fmt: skip
+    expected = get_knob("hold_gaussian", sigma=0.5, seed=2).apply(ifm, 4)
+    np.testing.assert_array_equal(np.load(out), expected)
+    assert main(["sanitize", "--knob", "hold_gaussian", "--window", "4", str(tmp_path / "in.npy"), str(out)]) == 2
+    assert "needs sigma" in capsys.readouterr().err
+    assert (
+        main(["sanitize", "--knob", "first", "--sigma", "1", "--window", "4", str(tmp_path / "in.npy"), str(out)]) == 2
+    )
+    assert "sigma applies to the randomized knobs" in capsys.readouterr().err
+
+
+def test_the_gamma_controller_runs_the_randomized_hold() -> None:
+    import ifmsan.models
+    from ifmsan.core.controller import GammaSanitizer
+
+    net = ifmsan.models.load("alexnet_mini")
+    plain = GammaSanitizer(net, "pool5", 0.5, windows=[2, 4, 8])
+    noisy = GammaSanitizer(net, "pool5", 0.01, windows=[2, 16, 150], sigma=0.3, seed=1)
+    assert isinstance(noisy.knob, HoldNoiseKnob) and noisy.knob.sigma == 0.3 and noisy.knob.select == "nonzero_mean"
+    assert not isinstance(plain.knob, HoldNoiseKnob)
+    ifm = torch.relu(torch.randn(net.ifm_shape("pool5"), generator=torch.Generator().manual_seed(0)))
+    found, released = noisy.sanitize_ifm(ifm)
+    expected = HoldNoiseKnob(sigma=0.3, seed=1).apply(ifm, found.window)
+    torch.testing.assert_close(released, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="sigma must be a finite number > 0"):
+        GammaSanitizer(net, "pool5", 0.5, sigma=0.0)

@@ -17,7 +17,7 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
-    from ifmsan.core.knobs import KNOBS
+    from ifmsan.core.knobs import KNOBS, RANDOMIZED
 
     parser.add_argument(
         "input", type=Path, metavar="IN", help="IFM as .npy (any shape, 0-d too, floating point, any byte order)"
@@ -39,9 +39,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--knob",
         default="nonzero_mean",
-        choices=KNOBS,
-        help="knob: nonzero_mean (the paper's Algorithm 1, default), first, mean, random, laplace, gaussian",
+        choices=KNOBS + RANDOMIZED,
+        help="knob: nonzero_mean (the paper's Algorithm 1, default), first, mean, random, laplace, gaussian, "
+        "hold_gaussian (Algorithm 1 plus one N(0, sigma^2) draw per window: needs --sigma)",
     )
+    parser.add_argument(
+        "--sigma", type=float,
+        help="hold_gaussian only: the absolute noise std, fixed before any query (e.g. scale x `ifmsan calibrate`'s std)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed (>= 0) for the random selector and the noise knobs")
 
 
@@ -81,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output.suffix != ".npy":
         raise ValueError(f"OUT must end in .npy, got {args.output}")
     check_output_file("OUT", args.output)
-    from ifmsan.core.knobs import NOISES
+    from ifmsan.core.knobs import NOISES, get_knob
 
     is_noise = args.knob in NOISES
+    get_knob(args.knob, sigma=args.sigma)  # hold_gaussian without --sigma, or --sigma with another knob: refused now
     if is_noise and args.scale is None:
         raise ValueError(f"--knob {args.knob} is a noise knob: give --scale, not --window")
     if not is_noise and args.window is None:
@@ -106,7 +112,7 @@ def _sanitize(args: argparse.Namespace, array: np.ndarray, value: float) -> int:
     from ifmsan.core.sanitize import check_ifm
 
     check_ifm(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)), name=f"IN {args.input}")
-    result = get_knob(args.knob, seed=args.seed).apply(array, value)
+    result = get_knob(args.knob, seed=args.seed, sigma=args.sigma).apply(array, value)
     with atomic_path(args.output, suffix=".part.npy") as tmp:
         np.save(tmp, np.asarray(result))
     return 0

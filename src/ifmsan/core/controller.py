@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from ifmsan.core.knobs import get_knob
+from ifmsan.core.knobs import HoldNoiseKnob, check_sigma, get_knob
 from ifmsan.core.metrics import check_gamma, n_star_for_gamma
-from ifmsan.core.sanitize import SELECTORS, check_window
+from ifmsan.core.sanitize import SELECTORS, check_seed, check_window
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,7 +64,9 @@ class GammaSanitizer:
         target: int | None = None,
         batch_size: int = 16,
         seed: int = 0,
+        sigma: float | None = None,
     ) -> None:
+        """sigma: with it, the randomized hold (`HoldNoiseKnob`: the selector plus one N(0, sigma²) draw per window)."""
         if layer not in net.ifm_layers:
             raise ValueError(
                 f"layer {layer!r} is not an IFM layer of {net.name}; expected one of {', '.join(net.ifm_layers)}"
@@ -79,7 +81,11 @@ class GammaSanitizer:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.net, self.layer, self.gamma = net, layer, float(gamma)
         self.windows, self.target, self.batch_size = sizes, target, batch_size
-        self.knob = get_knob(select, seed=seed)
+        self.knob = (
+            get_knob(select, seed=seed)
+            if sigma is None
+            else HoldNoiseKnob(select=select, sigma=check_sigma(sigma), seed=check_seed(seed))
+        )
         self.last_results: list[GammaResult] = []
         self._searching = False
 
