@@ -262,9 +262,14 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
                 "tables": 1,
                 "figures": 5,
                 "gamma_controller": 5,
-                "notebook": 3,
+                "notebook": 4,
                 "attack": 4,
+                "attack_doubled": 4,
                 "attack_report": 1,
+                "calibrate": 2,
+                "certify_maps": 10,  # 5 images x 2 layers
+                "certify_attack": 8,  # 2 layers x hold_gaussian x 2 scales x budgets B, 2B
+                "certify_report": 1,
             },
         ),
         (
@@ -290,9 +295,14 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
                 "tables": 1,
                 "figures": 3,
                 "gamma_controller": 3,
-                "notebook": 3,
+                "notebook": 4,
                 "attack": 4,
+                "attack_doubled": 4,
                 "attack_report": 1,
+                "calibrate": 1,
+                "certify_maps": 3,
+                "certify_attack": 4,  # conv2 x hold_gaussian x 2 scales x budgets B, 2B
+                "certify_report": 1,
             },
         ),
         (
@@ -305,9 +315,14 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
                 "tables": 1,
                 "figures": 3,
                 "gamma_controller": 3,
-                "notebook": 3,
+                "notebook": 4,
                 "attack": 20,
+                "attack_doubled": 20,
                 "attack_report": 1,
+                "calibrate": 3,
+                "certify_maps": 9,
+                "certify_attack": 30,  # 3 layers x (hold_gaussian: 4 scales, gaussian: 1) x budgets B, 2B
+                "certify_report": 1,
             },
         ),
     ],

@@ -46,6 +46,7 @@ LOCAL_RULES = {
     "figures",
     "notebook",
     "attack_report",
+    "certify_report",
     "all",
 }
 
@@ -263,9 +264,8 @@ def test_grouped_profile_bundles_each_image_or_k_images(tmp_path: Path) -> None:
         for match in re.finditer(r"^ *rule (?P<rule>\w+):\n(?: {4,}.*\n)*? +resources: (?P<resources>.*)$", out, re.M)
     }
     assert {rule for rule, slot in slots.items() if slot == "1"} == set(GROUPED_RULES)
-    assert {rule for rule, slot in slots.items() if slot is None} == {"train_mini", "attack"} | (
-        LOCAL_RULES & set(slots)
-    )
+    ungrouped = {"train_mini", "attack", "attack_doubled", "calibrate", "certify_maps", "certify_attack"}
+    assert {rule for rule, slot in slots.items() if slot is None} == ungrouped | (LOCAL_RULES & set(slots))
 
 
 @pytest.mark.cluster
@@ -304,6 +304,10 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
         "chain_sweep": images * len(config["chains"]),
         "gamma_controller": images,
         "attack": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
+        "attack_doubled": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
+        "calibrate": len(config["certify"]["layers"]),
+        "certify_maps": images * len(config["certify"]["layers"]),
+        "certify_attack": 2 * len(config["certify"]["layers"]) * len(config["certify"]["scales"]),  # budgets B, 2B
     }
     records = slurm_records(result.stdout, slurm_env)
     jobs = [(row["rule"], row["State"]) for row in records]
@@ -315,7 +319,8 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
 
     # Grouped: one SLURM job per image instead of the image's extract, sweeps, chain sweeps and gamma controller.
     grouped_records = slurm_records(grouped_result.stdout, slurm_env)
-    grouped_expected = {"train_mini": 1, GROUP_JOB: images, "attack": expected["attack"]}
+    ungrouped = ("attack", "attack_doubled", "calibrate", "certify_maps", "certify_attack")
+    grouped_expected = {"train_mini": 1, GROUP_JOB: images, **{rule: expected[rule] for rule in ungrouped}}
     assert collections.Counter(row["rule"] for row in grouped_records) == grouped_expected, grouped_records
     assert {row["State"] for row in grouped_records} == {"COMPLETED"}, grouped_records
     assert len(grouped_records) < len(records)
