@@ -350,7 +350,9 @@ def test_tiny_dag_on_slurm_gives_the_local_results(
     assert assert_same_results(local / "results", grouped / "results") == compared
     suffixes = collections.Counter(name.suffix for name in compared)
     assert (
-        suffixes[".nc"] == images * (1 + layers * len(config["knobs"]) + len(config["chains"])) + expected["attack"]
+        suffixes[".nc"]
+        == images * (1 + layers * len(config["knobs"]) + len(config["chains"]))
+        + sum(expected[rule] for rule in ("attack", "attack_doubled", "certify_maps", "certify_attack"))
         and suffixes[".pt"] == 1
     )
     assert suffixes[".csv"] >= 4
