@@ -63,21 +63,29 @@ def check_resolution(resolution: object, *, name: str = "resolution") -> int | N
     return int(resolution)
 
 
-def parametrization(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """z (B, 3, r, r) -> network input (B, 3, H, W): bilinear upsampling (none for the full input), then `pixel_map`."""
-    mapping = pixel_map(net)
-    size = tuple(net.input_shape[1:])
-    resolution = check_resolution(resolution)
+def _upsampled_colour_map(
+    matrix: torch.Tensor, *, size: tuple[int, ...], resolution: int | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (B, 3, r, r) -> matrix applied to its bilinear upsampling to `size` (none for the full input)."""
 
-    def to_input(z: torch.Tensor) -> torch.Tensor:
+    def linear(z: torch.Tensor) -> torch.Tensor:
         pixels = (
             z
             if resolution is None
             else torch.nn.functional.interpolate(z, size=size, mode="bilinear", align_corners=False)
         )
-        return mapping(pixels)
+        return torch.einsum("dc,bchw->bdhw", matrix, pixels)
 
-    return to_input
+    return linear
+
+
+def parametrization(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z (B, 3, r, r) -> network input (B, 3, H, W): bilinear upsampling (none for the full input), then `pixel_map`."""
+    mapping = pixel_map(net)
+    linear = _upsampled_colour_map(
+        mapping.matrix, size=tuple(net.input_shape[1:]), resolution=check_resolution(resolution)
+    )
+    return lambda z: linear(z) + mapping.offset
 
 
 def release_function(net: LayeredNet, *, layer: str, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -107,19 +115,9 @@ def image_pixels(image: Image.Image, *, net: LayeredNet, resolution: int | None)
 
 def tangent_map(net: LayeredNet, *, resolution: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
     """dz (B, 3, r, r) -> dx (B, 3, H, W): the linear part of `parametrization`, i.e. its Jacobian everywhere."""
-    matrix = pixel_map(net).matrix
-    size = tuple(net.input_shape[1:])
-    resolution = check_resolution(resolution)
-
-    def to_input(dz: torch.Tensor) -> torch.Tensor:
-        pixels = (
-            dz
-            if resolution is None
-            else torch.nn.functional.interpolate(dz, size=size, mode="bilinear", align_corners=False)
-        )
-        return torch.einsum("dc,bchw->bdhw", matrix, pixels)
-
-    return to_input
+    return _upsampled_colour_map(
+        pixel_map(net).matrix, size=tuple(net.input_shape[1:]), resolution=check_resolution(resolution)
+    )
 
 
 def local_release(
