@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch"}  # pip name -> conda-forge name where they differ
+CONDA_NAMES = {"torch": "pytorch", "xxhash": "python-xxhash"}  # pip name -> conda-forge name where they differ
 
 
 def pip_requirements() -> dict[str, str]:
