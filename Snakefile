@@ -22,10 +22,11 @@ if not workflow.config_settings.configfiles:
 # In this order: one line per schema problem, naming the key, its value and what is allowed; then Snakemake's validate
 # fills in the schema's defaults; then every problem the schema cannot state, before Snakemake plans a job (a dry run
 # too), with files already on disk verified against their checksums. `device: cuda` is checked once the executor is
-# known (check_device in workflow/rules/common.smk).
+# known (check_device in workflow/rules/common.smk). A cluster job's own Snakemake (remote mode) skips the hashing:
+# the main process did it before submitting, and the job's `ifmsan` command checks each file it reads itself.
 check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
 validate(config, "workflow/schemas/config.schema.yaml")
-check_config(config)
+check_config(config, files=not workflow.remote_exec)
 
 
 report: "workflow/report/workflow.rst"

@@ -16,7 +16,7 @@ from ifmsan.steps import io
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "netcdf.md"
 MODEL = ["--model", "alexnet_mini"]
-WORKFLOW_ATTRS = ["--attr", "config_hash=abc", "--attr", "run=demo"]
+WORKFLOW_ATTRS = ["--attr", "config_hash=abc", "--attr", "extract_hash=e1", "--attr", "run=demo"]
 ROW = re.compile(r"^\|\s*`(?P<name>[^`]+)`\s*\|(?P<cells>.*)\|\s*$")
 ATTR_TYPES = {"str": (str,), "int": (np.int64,), "float": (np.float64,)}
 

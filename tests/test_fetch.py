@@ -251,66 +251,119 @@ def test_cli_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         main(["fetch", source.as_uri(), str(dest)])  # a checksum is required
 
 
-def test_verify_file_records_once_and_skips_rehashing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import json
+class CountingHashlib:
+    """Stands in for hashlib inside ifmsan._shared.hashing, recording every file hash started."""
 
-    import ifmsan.steps.fetch
+    algorithms_guaranteed = hashlib.algorithms_guaranteed
 
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def new(self, algorithm: str) -> object:
+        self.calls.append(algorithm)
+        return hashlib.new(algorithm)
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> CountingHashlib:
+    """A fresh in-process memo, hashes counted, and files written by the test memoizable at once (not 'racy')."""
+    from ifmsan._shared import hashing
+
+    counter = CountingHashlib()
+    monkeypatch.setattr(hashing, "hashlib", counter)
+    monkeypatch.setattr(hashing, "_MEMO", {})
+    monkeypatch.setattr(hashing, "RACY_NS", -(10**18))
+    return counter
+
+
+def test_verify_file_hashes_once_per_process_and_content(tmp_path: Path, counted: CountingHashlib) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(PAYLOAD)
     assert verify_file(path, sha256=SHA256) == path
-    record = json.loads((tmp_path / "model.bin.verified").read_text())
-    assert record["digests"] == {"sha256": SHA256} and record["size"] == len(PAYLOAD)
-    assert record["mtime_ns"] == path.stat().st_mtime_ns
-    calls: list[str] = []
-    real = ifmsan.steps.fetch.file_checksum
-    monkeypatch.setattr(
-        ifmsan.steps.fetch,
-        "file_checksum",
-        lambda p, algorithm="sha256": calls.append(algorithm) or real(p, algorithm=algorithm),
-    )
     verify_file(path, sha256=SHA256.upper())
-    assert calls == []  # the sidecar vouches for this content
-    verify_file(path, sha1=SHA1)  # a new algorithm is hashed once and added
-    assert calls == ["sha1"] and json.loads((tmp_path / "model.bin.verified").read_text())["digests"] == {
-        "sha256": SHA256,
-        "sha1": SHA1,
-    }
+    assert counted.calls == ["sha256"]  # memoized in this process
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]  # and nothing written on disk
+    verify_file(path, sha1=SHA1)  # a new algorithm is hashed once
     verify_file(path, sha256=SHA256, sha1=SHA1)
-    assert calls == ["sha1"]
+    assert counted.calls == ["sha256", "sha1"]
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: hashed again
     verify_file(path, sha256=SHA256)
-    assert calls == ["sha1", "sha256"]
+    assert counted.calls == ["sha256", "sha1", "sha256"]
 
 
-def test_verify_file_changed_content_invalidates_the_record(tmp_path: Path) -> None:
+def test_a_file_changed_just_now_is_hashed_every_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """File times tick coarsely: a digest of a file changed less than RACY_NS ago is not memoized."""
+    from ifmsan._shared import hashing
+
+    counter = CountingHashlib()
+    monkeypatch.setattr(hashing, "hashlib", counter)
+    monkeypatch.setattr(hashing, "_MEMO", {})
+    path = tmp_path / "model.bin"
+    path.write_bytes(PAYLOAD)
+    verify_file(path, sha256=SHA256)
+    verify_file(path, sha256=SHA256)
+    assert counter.calls == ["sha256", "sha256"]
+
+
+def test_verify_file_changed_content_is_hashed_again(tmp_path: Path, counted: CountingHashlib) -> None:
     path = tmp_path / "model.bin"
     path.write_bytes(PAYLOAD)
     verify_file(path, sha256=SHA256)
     stat = path.stat()
-    path.write_bytes(bytes(reversed(PAYLOAD)))  # same size, new content, later mtime
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    path.write_bytes(bytes(reversed(PAYLOAD)))  # same size, same mtime, new content: ctime still moves
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     wrong = hashlib.sha256(bytes(reversed(PAYLOAD))).hexdigest()
     with pytest.raises(ValueError) as info:
         verify_file(path, sha256=SHA256)
     message = str(info.value)
     assert str(path) in message and f"sha256 is {wrong}, expected {SHA256}" in message and f"delete {path}" in message
-    assert not (tmp_path / "model.bin.verified").exists()
+
+
+def forged_sidecar(path: Path, digests: dict[str, str]) -> Path:
+    """The `.verified` record an older ifmsan trusted, forged to match the file's size, mtime and inode."""
+    import json
+
+    stat = path.stat()
+    sidecar = path.with_name(path.name + ".verified")
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino, "digests": digests}
+    sidecar.write_text(json.dumps(record))
+    return sidecar
 
 
 @pytest.mark.parametrize(
     "sidecar",
-    ["not json", '{"size": 1, "mtime_ns": 2, "ino": 3, "digests": {}}', "[]"],
-    ids=["garbage", "stale", "list"],
+    ["forged", "not json", '{"size": 1, "mtime_ns": 2, "ino": 3, "digests": {}}', "[]"],
+    ids=["forged", "garbage", "stale", "list"],
 )
-def test_verify_file_ignores_a_bad_sidecar(tmp_path: Path, sidecar: str) -> None:
+def test_a_checksum_cache_file_never_vouches_for_a_file(tmp_path: Path, sidecar: str) -> None:
     path = tmp_path / "model.bin"
-    path.write_bytes(b"other")
-    (tmp_path / "model.bin.verified").write_text(sidecar)
+    path.write_bytes(b"other bytes")
+    record = forged_sidecar(path, {"sha256": SHA256}) if sidecar == "forged" else (tmp_path / "model.bin.verified")
+    if sidecar != "forged":
+        record.write_text(sidecar)
     with pytest.raises(ValueError, match=f"expected {SHA256}"):
         verify_file(path, sha256=SHA256)
+    assert not record.exists()  # a stale cache is removed when found
     path.write_bytes(PAYLOAD)
     assert verify_file(path, sha256=SHA256) == path
+
+
+def test_cli_weights_with_a_forged_cache_file_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from ifmsan import models
+
+    weights = tmp_path / "mini.pt"
+    torch.save(models.load("alexnet_mini", seed=0).state_dict(), weights)
+    claimed = hashlib.sha256(b"the file someone vouched for").hexdigest()
+    forged_sidecar(weights, {"sha256": claimed})
+    out = tmp_path / "x.nc"
+    code = main(["extract", "--model", "alexnet_mini", "--weights", str(weights), "--weights-sha256", claimed,
+                 "--image", "skimage:cat", "--image-id", "cat", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ifmsan extract: error: ") and err.count("\n") == 1, err
+    assert f"{weights} is not the expected file: its sha256 is {file_checksum(weights)}, expected {claimed}" in err
+    assert not out.exists() and not weights.with_name("mini.pt.verified").exists()
 
 
 def test_verify_file_bad_arguments(tmp_path: Path) -> None:
@@ -323,15 +376,11 @@ def test_verify_file_bad_arguments(tmp_path: Path) -> None:
         verify_file(tmp_path / "x.bin", sha1="abc")
 
 
-def test_fetch_records_its_check_and_trusts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ifmsan.steps.fetch
-
+def test_fetch_leaves_no_checksum_cache_and_verifies_again(tmp_path: Path) -> None:
     source = tmp_path / "src.bin"
     source.write_bytes(PAYLOAD)
     dest = tmp_path / "data" / "model.bin"
     quick(source.as_uri(), dest, sha256=SHA256)
-    assert (tmp_path / "data" / "model.bin.verified").is_file()
-    monkeypatch.setattr(
-        ifmsan.steps.fetch, "file_checksum", lambda *a, **k: (_ for _ in ()).throw(AssertionError("hashed"))
-    )
-    assert quick(source.as_uri(), dest, sha256=SHA256) == dest
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.bin"]
+    dest.write_bytes(b"x" * len(PAYLOAD))  # replaced by other bytes: fetched again, not trusted
+    assert quick(source.as_uri(), dest, sha256=SHA256) == dest and dest.read_bytes() == PAYLOAD

@@ -219,6 +219,19 @@ MALFORMED = {
     ),
     "bad_url": (HEADER + row(url="ftp://x/y.JPEG"), "line 2: url 'ftp://x/y.JPEG' is not an http(s):// or file:// URL"),
     "unsafe_id": (HEADER + row("..JPEG"), "line 2: image id made from file '..JPEG'"),
+    "underscore_class": (
+        HEADER + row(class_index="1_0"),
+        "line 2: class_index '1_0' is not an integer; expected 0..999",
+    ),
+    "plus_class": (HEADER + row(class_index="+7"), "line 2: class_index '+7' is not an integer"),
+    "arabic_digits_class": (
+        HEADER + row(class_index="\u0661\u0660"),
+        "line 2: class_index '\u0661\u0660' is not an integer",
+    ),
+    "superscript_bytes": (
+        HEADER + row().replace("\t123\t", "\t\u00b2\t"),
+        "line 2: bytes '\u00b2' is not a non-negative integer",
+    ),
     "empty_file": (HEADER + row(file="", url=URL + "x.JPEG"), "line 2: column file is empty"),
 }
 
@@ -231,3 +244,108 @@ def test_malformed_manifest_is_a_clear_error(case: str, tmp_path: Path) -> None:
         manifest.read_manifest(path)
     assert str(info.value).startswith(str(path)), info.value
     assert message in str(info.value), info.value
+
+
+# --- python -m ifmsan.workflow.manifest: what it writes, the workflow accepts ------------------------------------
+
+MINI_BASE = "model: {name: alexnet_mini, weights: train}\nlayers: [pool5]\n"
+"""A base config for a 10-class model."""
+
+
+def run_main(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str, manifest_text: str | None = None,
+             base_text: str | None = MINI_BASE) -> tuple[int, str]:  # fmt: skip
+    """main() on a two-row manifest (classes 5 and 3) and a base written into tmp_path; (exit code, stderr)."""
+    path = write(tmp_path, manifest_text or HEADER + row(class_index="5") + row("n02_goldfish.JPEG", "3"))
+    if base_text is not None:
+        (tmp_path / "base.yaml").write_text(base_text, encoding="utf-8")
+    defaults = {"--base": str(tmp_path / "base.yaml"), "--out": str(tmp_path / "out.yaml")}
+    for option in args:
+        defaults.pop(option, None)
+    code = manifest.main([str(path), *[arg for pair in defaults.items() for arg in pair], *args])
+    return code, capsys.readouterr().err
+
+
+REFUSED = {
+    "class_beyond_the_model": (
+        [],
+        HEADER + row(class_index="5") + row("n02_goldfish.JPEG", "500"),
+        MINI_BASE,
+        "MANIFEST.tsv line 3: images[1].target: 500 is not a class of the model; allowed: 0..9 or null",
+    ),
+    "unknown_knob": (["--knobs", "bogus"], None, MINI_BASE, "--knobs: knobs[0]: 'bogus' is not one of"),
+    "run_with_a_parent_dir": (["--run", "../x"], None, MINI_BASE, "--run ../x: run: '../x'"),
+    "run_from_out_name": (["--out", "OUT_DIR/my run.yaml"], None, MINI_BASE, "run 'my run' (from --out"),
+    "unknown_base_key": ([], None, MINI_BASE + "bogus: 1\n", "base.yaml: config: unknown key 'bogus'"),
+    "unknown_base_layer": (
+        [],
+        None,
+        "model: {name: alexnet_mini, weights: train}\nlayers: [pool9]\n",
+        "base.yaml: layers[0]: 'pool9' is not an IFM layer of alexnet_mini",
+    ),  # fmt: skip
+    "broken_base_yaml": ([], None, "model: {name: [\n", "base.yaml line 2: not valid YAML: expected the node content"),
+    "base_yaml_alias": (
+        [],
+        None,
+        MINI_BASE + "a: &x [1]\nb: *x\n",
+        "base.yaml line 4: YAML alias *x; a config made from a manifest",
+    ),
+    "base_not_a_mapping": ([], None, "- 1\n- 2\n", "base.yaml: not a YAML mapping (a workflow config) but list"),
+    "base_missing": (
+        ["--base", "OUT_DIR/nope.yaml"],
+        None,
+        None,
+        "--base OUT_DIR/nope.yaml: cannot read it: No such file",
+    ),
+    "base_is_a_directory": (["--base", "OUT_DIR"], None, None, "--base OUT_DIR is a directory"),
+    "out_is_a_directory": (["--out", "OUT_DIR"], None, MINI_BASE, "--out OUT_DIR is a directory; expected the path"),
+}
+"""Inputs whose config the workflow would refuse (or that cannot be read): one clear error, exit 2, nothing written."""
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_main_refuses_what_the_workflow_would_refuse(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args, manifest_text, base_text, message = REFUSED[case]
+    args = [arg.replace("OUT_DIR", str(tmp_path)) for arg in args]
+    before = sorted(tmp_path.rglob("*"))
+    code, err = run_main(tmp_path, capsys, *args, manifest_text=manifest_text, base_text=base_text)
+    assert code == 2, err
+    assert err.startswith("python -m ifmsan.workflow.manifest: error: ") and "Traceback" not in err
+    assert message.replace("OUT_DIR", str(tmp_path)) in err, err
+    after = sorted(tmp_path.rglob("*"))
+    assert [p for p in after if p not in before and p.name not in ("MANIFEST.tsv", "base.yaml")] == []
+
+
+def test_main_names_each_problem_with_its_manifest_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = HEADER + row(class_index="5") + "\n" + row("n02_goldfish.JPEG", "11") + row("n03_x.JPEG", "12")
+    code, err = run_main(tmp_path, capsys, "--groups", "none", manifest_text=text)
+    assert code == 2 and "(2 problems)" in err
+    assert "MANIFEST.tsv line 4: images[1].target: 11 is not a class" in err  # line 3 is blank
+    assert "MANIFEST.tsv line 5: images[2].target: 12 is not a class" in err
+
+
+def test_main_writes_a_config_the_workflow_accepts_for_a_small_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(tmp_path, capsys, "--groups", "none")
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
+    assert config["run"] == "out" and [image["target"] for image in config["images"]] == [5, 3]
+    schema.check_schema(config, SCHEMA)
+    configcheck.check_config(schema.with_defaults(config, SCHEMA), files=False)
+
+
+def test_python_m_runs_the_documented_module(tmp_path: Path) -> None:
+    """The module path the config headers and docs give is the one that runs (there is no ifmsan.manifest)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ifmsan.workflow.manifest", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "--base" in result.stdout
+    documented = {
+        line.split("python -m ")[1].split()[0] for line in CONFIG_FILE.read_text().splitlines() if "python -m" in line
+    }
+    assert documented == {"ifmsan.workflow.manifest"}

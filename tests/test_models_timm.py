@@ -92,6 +92,48 @@ def test_local_state_dict_loads_and_is_checked(tmp_path) -> None:
         models.load("timm:resnet18", weights=tmp_path / "bad.pt")
 
 
+class RunsCode:
+    """Pickles as a call to os.getcwd: what a malicious "state dict" holds instead of tensors."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        import os
+
+        return (os.getcwd, ())
+
+
+def test_a_pickle_with_code_is_refused_without_relaying_torchs_advice(tmp_path, capsys) -> None:
+    from ifmsan.cli import main
+
+    path = tmp_path / "evil.pt"
+    torch.save({"fc.weight": RunsCode()}, path)
+    with pytest.raises(ValueError) as info:
+        models.load("timm:resnet18", weights=path)
+    message = str(info.value)
+    assert f"timm:resnet18 weights {path} holds non-tensor objects (posix.getcwd) and is refused" in message, message
+    assert "weights_only" not in message and "trusted source" not in message, message
+    code = main(["extract", "--model", "timm:resnet18", "--weights", str(path), "--image", "skimage:cat",
+                 "--image-id", "cat", "--out", str(tmp_path / "x.nc")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "holds non-tensor objects (posix.getcwd)" in err, err
+    assert "weights_only" not in err and not (tmp_path / "x.nc").exists()
+
+
+def test_an_unknown_pretrained_tag_is_named_with_the_models_tags(tmp_path, capsys) -> None:
+    from ifmsan.cli import main
+
+    for weights in (None, "DEFAULT"):
+        with pytest.raises(ValueError) as info:
+            models.load("timm:resnet18.bogus_tag", weights=weights)
+        message = str(info.value)
+        assert "timm model timm:resnet18.bogus_tag: unknown pretrained tag 'bogus_tag' for resnet18" in message
+        assert "a1_in1k" in message and "timm:resnet18 without a tag" in message
+    code = main(["extract", "--model", "timm:resnet18.bogus_tag", "--image", "skimage:cat", "--image-id", "cat",
+                 "--out", str(tmp_path / "x.nc")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "unknown pretrained tag 'bogus_tag'" in err, err
+    assert timm_net.check_arch("resnet18.a1_in1k") == "resnet18.a1_in1k"
+
+
 def test_pretrained_without_network_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(name: str, *, pretrained: bool = False, **kwargs: object) -> nn.Module:
         if pretrained:

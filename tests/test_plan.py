@@ -168,14 +168,67 @@ def test_plan_uses_the_models_layers_when_the_config_lists_none() -> None:
     assert plan.plan(filled(variant(TINY, attacks=None))).notebooks == ("inspect_ifms", "compare_knobs", "certify")
 
 
-def test_config_hash_ignores_knob_order_images_and_gammas_but_not_what_jobs_compute() -> None:
-    base = {"model": {"name": "alexnet_mini"}, "knobs": ["nonzero_mean", "first", "laplace"], "seed": 0,
-            "images": [{"id": "a"}], "gammas": [1]}  # fmt: skip
-    same = {**base, "knobs": ["laplace", "nonzero_mean", "first"], "images": [{"id": "b"}], "gammas": [2, 3]}
-    assert plan.config_hash(same) == plan.config_hash(base)
-    for change in ({"seed": 1}, {"knobs": ["nonzero_mean", "first"]}, {"model": {"name": "bvlc_alexnet"}}):
-        assert plan.config_hash({**base, **change}) != plan.config_hash(base), change
-    assert len(plan.config_hash(base)) == 16 and int(plan.config_hash(base), 16) >= 0
+HASHED = {
+    "model": {"name": "alexnet_mini", "weights": "train", "mean_file": None, "preprocess": None},
+    "train_mini": {"epochs": 1, "seed": 0}, "images": [{"id": "a", "source": "minidata:test:1", "target": 1}],
+    "windows": {"start": 2, "stop": 12, "step": 1}, "knobs": ["nonzero_mean", "first", "laplace"],
+    "noise_scales": [1.0], "chains": [], "gammas": [1], "seed": 0, "batch_size": 4, "threads": 1, "device": "cpu",
+}  # fmt: skip
+"""A config with every key the provenance hashes could read."""
+SWEEP_SETTINGS = {
+    "windows": {"windows": {"start": 2, "stop": 11, "step": 1}},
+    "batch_size": {"batch_size": 2},
+    "threads": {"threads": 2},
+    "device": {"device": "cuda"},
+}
+"""Edits that change what every sweep-stage job computes, not what extraction computes."""
+NEITHER = {
+    "seed": {"seed": 1},
+    "knobs": {"knobs": ["nonzero_mean", "first"]},
+    "knob_order": {"knobs": ["laplace", "nonzero_mean", "first"]},
+    "noise_scales": {"noise_scales": [2.0]},
+    "chains": {"chains": [{"steps": "norm2@3", "layer": "pool5"}]},
+    "images": {"images": [{"id": "b", "source": "minidata:test:2", "target": 2}]},
+    "gammas": {"gammas": [2, 3]},
+    "decimals": {"decimals": 2},
+}
+"""Edits that neither hash sees: the rules pass them as options to the jobs that use them (or no job uses them)."""
+MODEL = {
+    "preprocess": {"model": {**HASHED["model"], "preprocess": "caffe"}},
+    "mean_file": {"model": {**HASHED["model"], "mean_file": {"path": "m.binaryproto", "sha256": "ab" * 32}}},
+    "weights": {"model": {**HASHED["model"], "weights": {"path": "w.pt", "sha256": "cd" * 32}}},
+    "name": {"model": {**HASHED["model"], "name": "bvlc_alexnet"}},
+    "training": {"train_mini": {"epochs": 2, "seed": 0}},
+}
+"""Edits of what extraction uses, which both hashes see."""
+
+
+@pytest.mark.parametrize("case", list(MODEL))
+def test_extract_hash_changes_with_what_extraction_uses(case: str) -> None:
+    changed = {**HASHED, **MODEL[case]}
+    assert plan.extract_hash(changed) != plan.extract_hash(HASHED)
+    assert plan.config_hash(changed) != plan.config_hash(HASHED)
+
+
+@pytest.mark.parametrize("case", list(SWEEP_SETTINGS))
+def test_sweep_settings_change_config_hash_not_extract_hash(case: str) -> None:
+    changed = {**HASHED, **SWEEP_SETTINGS[case]}
+    assert plan.extract_hash(changed) == plan.extract_hash(HASHED)
+    assert plan.config_hash(changed) != plan.config_hash(HASHED)
+
+
+@pytest.mark.parametrize("case", list(NEITHER))
+def test_per_job_options_change_neither_hash(case: str) -> None:
+    changed = {**HASHED, **NEITHER[case]}
+    assert plan.extract_hash(changed) == plan.extract_hash(HASHED)
+    assert plan.config_hash(changed) == plan.config_hash(HASHED)
+
+
+def test_training_settings_count_only_when_the_workflow_trains_the_weights() -> None:
+    given = {**HASHED, "model": {**HASHED["model"], "weights": {"path": "w.pt", "sha256": "cd" * 32}}}
+    assert plan.extract_hash({**given, "train_mini": {"epochs": 9}}) == plan.extract_hash(given)
+    assert len(plan.extract_hash(HASHED)) == 16 and int(plan.extract_hash(HASHED), 16) >= 0
+    assert plan.plan(filled(TINY)).extract_hash == plan.extract_hash(filled(TINY))
 
 
 def test_scaling_doc_quotes_the_planned_job_counts() -> None:

@@ -151,10 +151,11 @@ def test_user_attrs_are_written_next_to_computed_ones(made, tmp_path: Path) -> N
 
 def test_reserved_list_is_exactly_what_extract_sweep_and_attack_compute(made, tmp_path: Path) -> None:
     ifms = io.read_ifms(made["ifms"])
-    assert set(ifms.attrs) - {"config_hash"} == set(io.IFMS_ATTRS) - {"preprocess"}  # preprocess: bvlc_alexnet only
+    only_some = {"preprocess", "weights_content_xxh3"}  # bvlc_alexnet only; its converted weights only
+    assert set(ifms.attrs) - {"config_hash"} == set(io.IFMS_ATTRS) - only_some
     net = models.load("alexnet_mini")
     chained = sweep_dataset(net, ifms, layer="pool5", knob="nonzero_mean", values=[2], chain=parse_chain("conv5@2"))
-    assert set(chained.attrs) - {"config_hash"} == set(io.SWEEP_ATTRS) - {"preprocess"}
+    assert set(chained.attrs) - {"config_hash"} == set(io.SWEEP_ATTRS) - only_some
     from ifmsan.steps.extract import provenance
 
     assert provenance(models.load("bvlc_alexnet", preprocess="pycaffe"))["preprocess"] == "pycaffe"
@@ -166,7 +167,7 @@ def test_reserved_list_is_exactly_what_extract_sweep_and_attack_compute(made, tm
     ]) == 0  # fmt: skip
     optional = {"optimize_images", "optimize_iterations", "optimize_lr", "optimize_tv", "mean_image_mse", "knob_sigma",
                 "knob_calibration_std", "noise_scale"}  # the optimization attack's and the calibrated knobs'  # fmt: skip
-    assert set(io.read_attack(attack).attrs) == set(io.ATTACK_ATTRS) - {"preprocess"} - optional
+    assert set(io.read_attack(attack).attrs) == set(io.ATTACK_ATTRS) - only_some - optional
     assert set(io.RESERVED_ATTRS) == set(io.IFMS_ATTRS) | set(io.SWEEP_ATTRS) | set(io.ATTACK_ATTRS) | set(
         io.CERTIFY_MAPS_ATTRS
     )

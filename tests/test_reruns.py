@@ -1,9 +1,12 @@
-"""A job whose Snakemake was SIGKILLed stops on its own and leaves no output (ifmsan._shared.parentwatch via the CLI)."""
+"""Reruns: a job whose Snakemake was SIGKILLed stops on its own and leaves no output (ifmsan._shared.parentwatch via the
+CLI); a temporary file a killed writer left is removed when its output is written again (ifmsan._shared.atomic); and
+an edited config reruns exactly the jobs whose results it changes (each rule's params hold only what it uses)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
+from workflow_runner import snakemake
 
+from ifmsan._shared.atomic import atomic_path, owner_tag
 from ifmsan._shared.parentwatch import ENV_VAR, PARENT_GONE_EXIT, parent_pid, watch_parent
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc and prctl")
@@ -152,3 +158,202 @@ def test_the_cli_names_a_malformed_variable(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"ifmsan slow: error: {ENV_VAR} must be a positive process id" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# --- temporary files a killed writer left -----------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited and been reaped."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def leftover(directory: Path, target: str, pid: int, *, host: str | None = None, suffix: str = ".part.png") -> Path:
+    """An empty temporary sibling of `target` as atomic_path names them, written by process `pid` of `host`."""
+    path = directory / f".{target}.{pid}@{host or owner_tag().split('@')[1]}.k3j_x9a2{suffix}"
+    path.write_bytes(b"")
+    return path
+
+
+def test_a_dead_writers_temporary_file_is_removed_when_its_output_is_written_again(tmp_path: Path) -> None:
+    """What a figures job killed mid-savefig leaves (a 0-byte .part.png) goes on the next write of that figure; a live
+    writer's, another host's and another output's stay."""
+    stale = leftover(tmp_path, "figure2.png", dead_pid())
+    live = leftover(tmp_path, "figure2.png", os.getppid())
+    remote = leftover(tmp_path, "figure2.png", dead_pid(), host="0badc0de")
+    other = leftover(tmp_path, "figure4.png", dead_pid())
+    pdf = leftover(tmp_path, "figure2.png", dead_pid(), suffix=".part.pdf")
+    with atomic_path(tmp_path / "figure2.png", suffix=".part.png") as tmp:
+        assert not stale.exists()
+        assert tmp.name.startswith(f".figure2.png.{owner_tag()}.") and tmp.name.endswith(".part.png")
+        tmp.write_bytes(b"png")
+    assert (tmp_path / "figure2.png").read_bytes() == b"png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in (live, remote, other, pdf, tmp_path / "figure2.png")
+    )
+
+
+def test_the_default_suffix_is_cleaned_too(tmp_path: Path) -> None:
+    stale = leftover(tmp_path, "x.nc", dead_pid(), suffix=".part.nc")
+    with atomic_path(tmp_path / "x.nc") as tmp:
+        tmp.write_text("nc")
+    assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["x.nc"]
+
+
+# --- an edited config reruns exactly the jobs it affects --------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+TWO_IMAGES = {
+    **{
+        key: value
+        for key, value in yaml.safe_load((REPO / "tests" / "data" / "tiny.yaml").read_text(encoding="utf-8")).items()
+        if key not in ("attacks", "certify")
+    },
+    "run": "two",
+    "images": [
+        {"id": "a", "source": "minidata:test:1", "target": 1},
+        {"id": "b", "source": "minidata:test:2", "target": 2},
+    ],
+    "knobs": ["nonzero_mean", "gaussian"],
+    "noise_scales": [0.0, 1.0],
+    "gammas": [0.5],
+}
+"""The tiny config with two images and only the per-image stages."""
+TARGETS = [
+    *(f"results/two/sweeps/{image}/{layer}/nonzero_mean.nc" for image in "ab" for layer in ("norm2", "pool5")),
+    *(f"results/two/chains/{image}/pool5/norm2@3.nc" for image in "ab"),
+    *(f"results/two/gamma/controller/{image}.csv" for image in "ab"),
+]
+"""Every extract, sweep, chain_sweep and gamma_controller job of TWO_IMAGES."""
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}, without the total; {} when nothing is to be done."""
+    if "Job stats:" not in text:
+        assert "Nothing to be done" in text, text[-3000:]
+        return {}
+    counts = {}
+    for line in text.split("Job stats:", 1)[1].splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match[1]] = int(match[2])
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def ran_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir where TWO_IMAGES' per-image jobs ran (about a minute on two cores)."""
+    workdir = tmp_path_factory.mktemp("two")
+    (workdir / "two.yaml").write_text(yaml.safe_dump(TWO_IMAGES, sort_keys=False), encoding="utf-8")
+    snakemake(workdir, *TARGETS, "--cores", "2", "--configfile", str(workdir / "two.yaml"))
+    return workdir
+
+
+RERUNS = {
+    "unchanged": ({}, {}),
+    "windows": (
+        {"windows": {"start": 2, "stop": 11, "step": 1}},
+        {"sweep": 4, "chain_sweep": 2, "gamma_controller": 2},
+    ),
+    "seed": ({"seed": 1}, {"sweep": 4}),  # the chains and the controller draw nothing
+    "batch_size": ({"batch_size": 2}, {"sweep": 4, "chain_sweep": 2, "gamma_controller": 2}),
+    "noise_scales": ({"noise_scales": [0.0, 2.0]}, {"sweep": 4}),
+    "gammas": ({"gammas": [0.25]}, {"gamma_controller": 2}),
+    "image_source": (
+        {"images": [TWO_IMAGES["images"][0], {"id": "b", "source": "minidata:test:3", "target": 2}]},
+        {"extract": 1, "sweep": 2, "chain_sweep": 1, "gamma_controller": 1},
+    ),
+    "image_target": (
+        {"images": [{"id": "a", "source": "minidata:test:1", "target": 4}, TWO_IMAGES["images"][1]]},
+        {"extract": 1, "sweep": 2, "chain_sweep": 1, "gamma_controller": 1},
+    ),
+}
+"""Config edits and the jobs a dry run then plans: the windows, seed, batch size, noise scales or gammas rerun no
+extract job; an image's source or target reruns that image's extract job and what reads its IFMs, nothing else."""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(RERUNS))
+def test_an_edit_reruns_exactly_the_jobs_it_affects(ran_two: Path, case: str) -> None:
+    changes, expected = RERUNS[case]
+    (ran_two / "edited.yaml").write_text(yaml.safe_dump({**TWO_IMAGES, **changes}, sort_keys=False), encoding="utf-8")
+    result = snakemake(ran_two, *TARGETS, "-n", "--configfile", str(ran_two / "edited.yaml"))
+    assert job_counts(result.stdout) == expected
+
+
+# --- per-stage provenance hashes still refuse files of different runs ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """IFMs as the workflow makes them (extract_hash only) and a sweep of them with the sweep stage's config_hash."""
+    import numpy as np
+    from PIL import Image
+
+    from ifmsan.cli import main
+
+    root = tmp_path_factory.mktemp("staged")
+    image = root / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(image)
+    ifms, model = root / "ifms.nc", ["--model", "alexnet_mini"]
+    assert main(["extract", *model, "--image", str(image), "--image-id", "img", "--out", str(ifms),
+                 "--attr", "extract_hash=e1"]) == 0  # fmt: skip
+    assert main(["sweep", *model, "--ifms", str(ifms), "--layer", "pool5", "--values", "2:3", "--knob", "nonzero_mean",
+                 "--out-dir", str(root / "sw"), "--attr", "extract_hash=e1", "--attr", "config_hash=s1"]) == 0  # fmt: skip
+    return {"ifms": ifms, "sweep": root / "sw" / "nonzero_mean.nc", "root": root}
+
+
+def gamma_args(staged: dict[str, Path], sweep: Path, out: Path, *attrs: str) -> list[str]:
+    return ["gamma", "--model", "alexnet_mini", "--ifms", str(staged["ifms"]), "--layers", "pool5", "--gammas", "0.5",
+            "--values", "2:3", "--sweeps", str(sweep), "--out", str(out), *attrs]  # fmt: skip
+
+
+def test_a_sweep_records_its_ifms_extract_hash_and_its_own_config_hash(staged: dict[str, Path], tmp_path: Path) -> None:
+    from ifmsan.cli import main
+    from ifmsan.steps.io import read_ifms, read_sweep
+
+    assert (
+        read_ifms(staged["ifms"]).attrs["extract_hash"] == "e1" and "config_hash" not in read_ifms(staged["ifms"]).attrs
+    )
+    attrs = read_sweep(staged["sweep"]).attrs
+    assert (attrs["extract_hash"], attrs["config_hash"]) == ("e1", "s1")
+    out = tmp_path / "g.csv"  # the controller accepts the sweep of its IFMs made under the sweep stage's hash
+    assert main(gamma_args(staged, staged["sweep"], out, "--attr", "extract_hash=e1", "--attr", "config_hash=s1")) == 0
+    assert out.is_file()
+
+
+@pytest.mark.parametrize("verb", ["sweep", "gamma"])
+def test_an_extract_hash_other_than_the_ifms_is_refused(
+    staged: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    from ifmsan.cli import main
+
+    out = tmp_path / ("x.nc" if verb == "sweep" else "x.csv")
+    args = (
+        ["sweep", "--model", "alexnet_mini", "--ifms", str(staged["ifms"]), "--layer", "pool5", "--values", "2:3",
+         "--out", str(out), "--attr", "extract_hash=e2"]
+        if verb == "sweep"
+        else gamma_args(staged, staged["sweep"], out, "--attr", "extract_hash=e2")
+    )  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{staged['ifms']} was made under extract_hash 'e1', but --attr extract_hash=e2" in err, err
+    assert not out.exists()
+
+
+def test_gamma_refuses_a_sweep_of_other_ifms_by_extract_hash(
+    staged: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ifmsan.cli import main
+    from ifmsan.steps.io import read_sweep, write_netcdf
+
+    other = read_sweep(staged["sweep"]).load()
+    other.attrs["extract_hash"] = "e9"
+    write_netcdf(other, tmp_path / "other.nc")
+    assert main(gamma_args(staged, tmp_path / "other.nc", tmp_path / "g.csv")) == 2
+    err = capsys.readouterr().err
+    assert "other.nc was made with extract_hash 'e9', but" in err and "'e1'" in err, err

@@ -24,9 +24,11 @@ from safetensors.numpy import save_file
 from workflow_runner import shell_commands, snakemake
 
 import ifmsan.models as models
+from ifmsan._shared.hashing import check_digest_file, digest_path, file_xxh3
 from ifmsan.cli import main
 from ifmsan.models.caffe import read_caffemodel
 from ifmsan.models.converted import (
+    CONTENT_KEY,
     FORMAT,
     FORMAT_VERSION,
     convert_caffemodel,
@@ -41,11 +43,12 @@ from ifmsan.workflow import configcheck, paths
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SEED = 3
+BVLC_SHA1 = "9116a64c0fbe4459d18f4bb6b56d647b63920377"  # BVLC's published sha1 of bvlc_alexnet.caffemodel
 
 
 def leftovers(folder: Path) -> list[str]:
-    """Files in `folder` that a failed conversion must not leave: any .safetensors or temporary sibling."""
-    return sorted(p.name for p in folder.iterdir() if p.suffix == ".safetensors" or ".part" in p.name)
+    """Files in `folder` that a failed conversion must not leave: any .safetensors, digest or temporary sibling."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".xxh3") or ".part" in p.name)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +90,9 @@ def test_v1_conversion_holds_the_caffemodels_arrays_and_records_its_sums(bvlc: d
         "caffemodel_sha1": bvlc["sha1"],
         "caffemodel_sha256": bvlc["sha256"],
         "layout": metadata["layout"],
+        CONTENT_KEY: metadata[CONTENT_KEY],
     }
+    assert FORMAT_VERSION == "2" and len(metadata[CONTENT_KEY]) == 32
     assert "float32" in metadata["layout"] and "(out, in/group, kh, kw)" in metadata["layout"]
     assert expected_tensors() == {
         f"{layer}.{kind}": shape
@@ -137,7 +142,8 @@ def test_network_from_the_converted_file_is_bit_identical_and_carries_the_caffem
     info = converted.weights_info
     assert info["sha1"] == direct.weights_info["sha1"] == bvlc["sha1"] and "sha256" not in info
     assert info["source"] == str(bvlc["converted"]) and info["converted_from"] == "bvlc_alexnet.caffemodel"
-    assert {k: v for k, v in info.items() if k not in ("source", "converted_from")} == {
+    assert info["content_xxh3"] == read_converted_metadata(bvlc["converted"])[CONTENT_KEY]
+    assert {k: v for k, v in info.items() if k not in ("source", "converted_from", "content_xxh3")} == {
         k: v for k, v in direct.weights_info.items() if k != "source"
     }
 
@@ -148,7 +154,8 @@ def test_extract_outputs_differ_only_by_the_weights_source(bvlc: dict, tmp_path:
     outputs = {}
     for kind in ("caffemodel", "converted"):
         outputs[kind] = tmp_path / f"{kind}.nc"
-        code = main(["extract", "--model", "bvlc_alexnet", "--weights", str(bvlc[kind]), "--weights-sha1",
+        digest = ["--weights-digest", str(digest_path(bvlc[kind]))] if kind == "converted" else []
+        code = main(["extract", "--model", "bvlc_alexnet", "--weights", str(bvlc[kind]), *digest, "--weights-sha1",
                      bvlc["sha1"], "--image", "skimage:cat", "--image-id", "cat", "--target", "281", "--threads", "1",
                      "--attr", "run=t", "--out", str(outputs[kind])])  # fmt: skip
         assert code == 0, kind
@@ -156,10 +163,12 @@ def test_extract_outputs_differ_only_by_the_weights_source(bvlc: dict, tmp_path:
     differ = sorted(
         key for key in {*direct.attrs, *converted.attrs} if direct.attrs.get(key) != converted.attrs.get(key)
     )
-    assert differ == ["weights_source"]
+    assert differ == ["weights_content_xxh3", "weights_source"]  # the converted file's checksum: an extra attribute
     assert (
         converted.attrs["weights_source"] == str(bvlc["converted"]) and converted.attrs["weights_sha"] == bvlc["sha1"]
     )
+    assert converted.attrs["weights_content_xxh3"] == read_converted_metadata(bvlc["converted"])[CONTENT_KEY]
+    del converted.attrs["weights_content_xxh3"]
     assert direct.identical(converted.assign_attrs(weights_source=direct.attrs["weights_source"]))
 
 
@@ -219,6 +228,150 @@ def test_cli_job_with_a_wrong_sha1_stops_before_any_work(
         assert not out.exists()
 
 
+# --- provenance bound to the bytes: the content checksum, the digest beside the file, the published sums ----------
+
+
+def edited_copy(bvlc: dict, folder: Path, *, sha1: str | None = None, flip: bool = False) -> Path:
+    """A copy of the converted file with the caffemodel_sha1 in its header replaced (same length) and/or one byte of
+    fc8.bias (the last tensor) flipped, as a hand edit would leave it."""
+    data = bytearray(bvlc["converted"].read_bytes())
+    if sha1 is not None:
+        (length,) = struct.unpack("<Q", data[:8])
+        header = bytes(data[8 : 8 + length])
+        assert header.count(bvlc["sha1"].encode()) == 1
+        data[8 : 8 + length] = header.replace(bvlc["sha1"].encode(), sha1.encode())
+    if flip:
+        data[-3] ^= 0x01
+    path = folder / "edited.safetensors"
+    path.write_bytes(data)
+    return path
+
+
+EDITS = {"header_sha1_made_bvlcs": {"sha1": BVLC_SHA1}, "one_tensor_byte": {"flip": True},
+         "both": {"sha1": BVLC_SHA1, "flip": True}}  # fmt: skip
+
+
+@pytest.mark.parametrize("edit", list(EDITS))
+def test_an_edited_converted_file_is_refused_as_provenance_that_lies(
+    bvlc: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str
+) -> None:
+    edited = edited_copy(bvlc, tmp_path, **EDITS[edit])
+    claimed = EDITS[edit].get("sha1", bvlc["sha1"])
+    loads = (
+        read_converted_metadata,
+        lambda p: load_converted(p, sha1=claimed),
+        lambda p: verify_converted(p, sha1=claimed),
+        lambda p: models.load("bvlc_alexnet", weights=p),
+    )
+    for load in loads:
+        with pytest.raises(ValueError) as info:
+            load(edited)
+        message = str(info.value)
+        assert f"{edited}: its recorded provenance does not match its bytes" in message and claimed in message
+    out = tmp_path / "x.nc"
+    code = main(["extract", "--model", "bvlc_alexnet", "--weights", str(edited), "--weights-sha1", claimed,
+                 "--image", "skimage:cat", "--image-id", "cat", "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "its recorded provenance does not match its bytes" in err, err
+    assert not out.exists()
+
+
+def forged(bvlc: dict, folder: Path) -> Path:
+    """A self-consistent forgery: one weight changed, BVLC's sha1 recorded, the content checksum computed anew (what
+    only someone rewriting the file with ifmsan's own code would make); the digest beside the original catches it."""
+    from ifmsan.models import converted as module
+
+    with safe_open(str(bvlc["converted"]), framework="numpy") as handle:
+        tensors = {name: handle.get_tensor(name) for name in expected_tensors()}
+        metadata = dict(handle.metadata())
+    tensors["fc8.bias"][0] += 1
+    metadata["caffemodel_sha1"] = BVLC_SHA1
+    parts = {name: (a.shape, a.reshape(-1).view(np.uint8)) for name, a in tensors.items()}
+    metadata[CONTENT_KEY] = module._content_digest(metadata, parts)
+    path = folder / "forged.safetensors"
+    module._write_safetensors(path, tensors, metadata)
+    return path
+
+
+def test_the_digest_beside_the_file_catches_a_consistent_forgery(
+    bvlc: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = forged(bvlc, tmp_path)
+    assert load_converted(fake, sha1=BVLC_SHA1)[1]["caffemodel_sha1"] == BVLC_SHA1  # consistent in itself
+    original_digest = digest_path(bvlc["converted"])
+    with pytest.raises(ValueError) as info:
+        check_digest_file(fake, original_digest)
+    message = str(info.value)
+    assert f"{fake} does not match its digest file {original_digest}" in message
+    assert file_xxh3(fake)[0] in message and file_xxh3(bvlc["converted"])[0] in message
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the model was loaded")))
+    out = tmp_path / "x.nc"
+    code = main(["extract", "--model", "bvlc_alexnet", "--weights", str(fake), "--weights-digest",
+                 str(original_digest), "--weights-sha1", BVLC_SHA1, "--image", "skimage:cat", "--image-id", "cat",
+                 "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "does not match its digest file" in err, err
+    assert not out.exists()
+
+
+def test_a_recorded_sum_must_come_with_its_published_partner(
+    bvlc: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No public source states BVLC's sha256, so the table holds the sha1 alone; with a partner, a lone sum is refused."""
+    from ifmsan.models import converted as module
+
+    assert module.KNOWN_CAFFEMODELS == {"bvlc_alexnet.caffemodel": {"sha1": BVLC_SHA1}}
+    fake = forged(bvlc, tmp_path)
+    published = "e" * 64
+    monkeypatch.setitem(module.KNOWN_CAFFEMODELS, "bvlc_alexnet.caffemodel", {"sha1": BVLC_SHA1, "sha256": published})
+    with pytest.raises(ValueError) as info:
+        load_converted(fake, sha1=BVLC_SHA1)
+    message = str(info.value)
+    assert f"{fake} records sums of which only some are bvlc_alexnet.caffemodel's" in message
+    assert f"sha256 {bvlc['sha256']}, published {published}" in message
+    assert read_converted_metadata(bvlc["converted"])["caffemodel_sha1"] == bvlc["sha1"]  # unknown sums: no claim
+
+
+def test_conversion_writes_the_digest_that_jobs_check(bvlc: dict) -> None:
+    import json
+
+    digest = digest_path(bvlc["converted"])
+    assert digest == bvlc["converted"].with_name("bvlc_alexnet.safetensors.xxh3")
+    found, size = file_xxh3(bvlc["converted"])
+    assert json.loads(digest.read_text()) == {
+        "format": "ifmsan.xxh3_128", "file": "bvlc_alexnet.safetensors", "bytes": size, "xxh3_128": found,
+    }  # fmt: skip
+    assert size == bvlc["converted"].stat().st_size and check_digest_file(bvlc["converted"], digest) == found
+
+
+DIGEST_BAD = {
+    "missing": (None, ["digest file not found:", "absent.xxh3"]),
+    "garbage": ("not json", ["is not a digest of 'ifmsan.xxh3_128'", "JSONDecodeError"]),
+    "short_digest": ('{"format": "ifmsan.xxh3_128", "file": "w", "bytes": 1, "xxh3_128": "abc"}', ["malformed"]),
+    "other_file": ('{"format": "ifmsan.xxh3_128", "file": "w", "bytes": 3, "xxh3_128": "' + "0" * 32 + '"}',
+                   ["does not match its digest file", "the digest file records " + "0" * 32 + " (3 bytes)"]),
+    "no_weights": ("", ["--weights-digest needs a --weights file, got None"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(DIGEST_BAD))
+def test_cli_bad_weights_digest_exits_2_before_loading(
+    bvlc: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    text, fragments = DIGEST_BAD[case]
+    digest = tmp_path / ("absent.xxh3" if text is None else "w.xxh3")
+    if text is not None:
+        digest.write_text(text)
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("the model was loaded")))
+    weights = [] if case == "no_weights" else ["--weights", str(bvlc["converted"])]
+    code = main(["extract", "--model", "bvlc_alexnet", *weights, "--weights-digest", str(digest), "--image",
+                 "skimage:cat", "--image-id", "cat", "--out", str(tmp_path / "x.nc")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("ifmsan extract: error: ") and err.count("\n") == 1, err
+    assert all(fragment in err for fragment in fragments), err
+    assert not (tmp_path / "x.nc").exists()
+
+
 # --- bad files handed over as converted weights --------------------------------------------------------------------
 
 
@@ -244,12 +397,22 @@ def test_a_truncated_or_corrupt_file_is_refused(bvlc: dict, tmp_path: Path, name
         assert f"{bad} is not a readable safetensors file" in message and "ifmsan convert-weights" in message, message
 
 
-def test_a_caffemodel_named_safetensors_is_refused(bvlc: dict, tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", ["whole", "first_64k"])
+def test_a_caffemodel_named_safetensors_is_named_as_one_and_kept(bvlc: dict, tmp_path: Path, size: str) -> None:
     bad = tmp_path / "renamed.safetensors"
-    with bvlc["caffemodel"].open("rb") as handle:
-        bad.write_bytes(handle.read(1 << 16))
-    with pytest.raises(ValueError, match=f"{bad} is not a readable safetensors file"):
-        models.load("bvlc_alexnet", weights=bad)
+    if size == "whole":
+        shutil.copyfile(bvlc["caffemodel"], bad)
+    else:
+        with bvlc["caffemodel"].open("rb") as handle:
+            bad.write_bytes(handle.read(1 << 16))
+    for load in (read_converted_metadata, lambda p: models.load("bvlc_alexnet", weights=p)):
+        with pytest.raises(ValueError) as info:
+            load(bad)
+        message = str(info.value)
+        assert f"{bad} is a Caffe caffemodel (protobuf), not converted weights" in message, message
+        assert "keep it" in message and "delete" not in message, message
+        assert f"ifmsan convert-weights {tmp_path / 'renamed.caffemodel'} --out {bad}" in message, message
+    assert bad.exists()
 
 
 def small(shape: tuple[int, ...] = (1,), dtype: str = "float32") -> np.ndarray:
@@ -257,13 +420,15 @@ def small(shape: tuple[int, ...] = (1,), dtype: str = "float32") -> np.ndarray:
 
 
 FULL_METADATA = {"format": FORMAT, "format_version": FORMAT_VERSION, "caffemodel": "w.caffemodel",
-                 "caffemodel_sha1": "a" * 40, "caffemodel_sha256": "b" * 64}  # fmt: skip
+                 "caffemodel_sha1": "a" * 40, "caffemodel_sha256": "b" * 64, CONTENT_KEY: "c" * 32}  # fmt: skip
 
 
 ELSEWHERE = {
     "no_metadata": ({"x": small()}, None, ["safetensors file with no ifmsan metadata", f"format {FORMAT!r}"]),
     "hf_metadata": ({"x": small()}, {"format": "pt"}, ["with metadata format 'pt'", "not converted BVLC AlexNet"]),
-    "future_version": ({"x": small()}, {**FULL_METADATA, "format_version": "2"}, ["format_version '2'", "'1'"]),
+    "future_version": ({"x": small()}, {**FULL_METADATA, "format_version": "3"}, ["format_version '3'", "'2'"]),
+    "version_1": ({"x": small()}, {**FULL_METADATA, "format_version": "1"}, ["format_version '1' (written by an older ifmsan, without a content checksum)", "convert the caffemodel again"]),
+    "no_content_checksum": ({"x": small()}, {k: v for k, v in FULL_METADATA.items() if k != CONTENT_KEY}, [f"metadata {CONTENT_KEY} is None, expected 32"]),
     "bad_recorded_sha1": ({"x": small()}, {**FULL_METADATA, "caffemodel_sha1": "xyz"}, ["caffemodel_sha1 is 'xyz'"]),
     "missing_tensor": ({"x": small()}, FULL_METADATA, ["does not hold BVLC AlexNet's tensors", "missing ['conv1.weight'", "unexpected ['x']"]),
     "wrong_shape": ({n: small() for n in expected_tensors()}, FULL_METADATA, ["'conv1.weight' is F32 of shape (1,)", "(96, 3, 11, 11)"]),
@@ -314,9 +479,12 @@ def test_cli_converts_and_prints_what_it_recorded(
 ) -> None:
     out = tmp_path / "sub" / "w.safetensors"
     assert main(["convert-weights", str(bvlc["caffemodel"]), "--out", str(out), "--sha1", bvlc["sha1"]]) == 0
-    assert capsys.readouterr().out == f"{out}\tconverted from bvlc_alexnet.caffemodel (sha1 {bvlc['sha1']})\n"
+    assert capsys.readouterr().out == (
+        f"{out}\tconverted from bvlc_alexnet.caffemodel (sha1 {bvlc['sha1']})\n"
+        f"{out}.xxh3\tdigest of w.safetensors (give it as --weights-digest)\n"
+    )
     assert out.read_bytes() == bvlc["converted"].read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["w.safetensors"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["w.safetensors", "w.safetensors.xxh3"]
 
 
 @pytest.mark.slow
@@ -403,10 +571,12 @@ def test_paper_dry_run_converts_once_and_jobs_load_the_converted_file(tmp_path: 
     assert convert == [
         ["convert-weights", "data/bvlc_alexnet.caffemodel", "--out", "data/bvlc_alexnet.safetensors", "--sha1", sha1]
     ]
+    assert "output: data/bvlc_alexnet.safetensors, data/bvlc_alexnet.safetensors.xxh3" in result.stdout
     jobs = [
         " ".join(args) + " " for verb in ("extract", "sweep", "gamma") for args in shell_commands(result.stdout, verb)
     ]
     jobs = [c for c in jobs if " --model bvlc_alexnet " in f" {c}"]
     assert len(jobs) == 1 + 13 + 2 + 1  # extract, sweeps, chain sweeps, gamma controller
-    assert all(f"--weights data/bvlc_alexnet.safetensors --weights-sha1 {sha1} " in c for c in jobs)
+    digest = "--weights-digest data/bvlc_alexnet.safetensors.xxh3"
+    assert all(f"--weights data/bvlc_alexnet.safetensors {digest} --weights-sha1 {sha1} " in c for c in jobs)
     assert not any("bvlc_alexnet.caffemodel" in c for c in jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -416,22 +417,22 @@ def test_wrong_hand_placed_image_is_refused(tmp_path: Path, monkeypatch: pytest.
         check_config(config)
 
 
-def test_right_hand_placed_file_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ifmsan.steps.fetch
-
+def test_right_hand_placed_file_leaves_no_cache_and_its_edit_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     config = local_bvlc(tmp_path, b"right")
     (tmp_path / "data").mkdir()
     for name in ("w.caffemodel", "m.npy"):
         (tmp_path / "data" / name).write_bytes(b"right")
     check_config(config)
-    assert (tmp_path / "data" / "w.caffemodel.verified").is_file() and (tmp_path / "data" / "m.npy.verified").is_file()
-
-    def no_hashing(*args: object, **kwargs: object) -> str:
-        raise AssertionError("hashed again")
-
-    monkeypatch.setattr(ifmsan.steps.fetch, "file_checksum", no_hashing)
-    check_config(config)  # the sidecars vouch for both files
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["m.npy", "w.caffemodel"]  # nothing vouches on disk
+    weights = tmp_path / "data" / "w.caffemodel"
+    stat = weights.stat()
+    weights.write_bytes(b"wrong")  # the same size, and the old mtime put back: only the bytes tell
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ValueError, match="w.caffemodel is not the expected file"):
+        check_config(config)
 
 
 def test_local_weights_file_form_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -570,8 +571,8 @@ def test_hostile_strings_arrive_verbatim_and_run_nothing(
     assert good.attrs["image_source"] == config["images"][0]["source"] and good.attrs["target"] == 1
     web = workdir / "data" / "images" / "web.png"
     assert web.read_bytes() == (workdir / URL_HOSTILE / "web.png").read_bytes()
-    assert (workdir / "data" / "images" / "web.png.verified").is_file()
-    assert (workdir / "data" / "mini.pt").is_file() and (workdir / "data" / "mini.pt.verified").is_file()
+    assert not (workdir / "data" / "images" / "web.png.verified").exists()  # no file vouches for another
+    assert (workdir / "data" / "mini.pt").is_file() and not (workdir / "data" / "mini.pt.verified").exists()
     log = (workdir / "logs" / "demo" / "extract" / "bad.log").read_text()
     assert "is not a readable image" in log and config["images"][1]["source"] in log
 

@@ -113,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         watch_parent()  # a job whose Snakemake was killed stops instead of finishing unnoticed
+        check_limits(args)
         return int(args._run(args) or 0)
     except (ValueError, OSError, KeyError, FetchError) as exc:
         print(f"ifmsan {args.verb}: error: {error_message(exc)}", file=sys.stderr)
@@ -139,6 +140,15 @@ def console() -> None:
         with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing more can reach it
             stream.flush()
     os._exit(code)
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """Refuse any numeric option above the limit the code honours, and a run that cannot fit in memory, before work."""
+    from ifmsan._shared import limits, memory
+
+    if problems := limits.cli_problems(vars(args)):
+        raise ValueError("; ".join(problems))
+    memory.check_cli(args.verb, vars(args))
 
 
 def error_message(exc: BaseException) -> str:

@@ -16,11 +16,12 @@ rule attack:
         runtime=lambda wildcards: attack_option("runtime"),
     params:
         model=attack_model_args,
+        hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),
     shell:
-        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        "ifmsan attack {params.model:q} {params.hashes:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
         " --values {params.values:q} --sweeps {input.sweeps:q} --gammas {params.gammas:q} {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -43,11 +44,12 @@ rule attack_doubled:
         runtime=lambda wildcards: 2 * attack_option("runtime"),
     params:
         model=attack_model_args,
+        hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(factor=2),
     shell:
-        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        "ifmsan attack {params.model:q} {params.hashes:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
         " --values {params.values:q} --sweeps {input.sweeps:q} --gammas {params.gammas:q} {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 

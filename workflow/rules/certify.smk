@@ -16,11 +16,12 @@ rule calibrate:
         runtime=lambda wildcards: certify_option("runtime"),
     params:
         model=attack_model_args,
+        hashes=hash_args("extract_hash"),  # the model only: no sweep setting reruns a certify job
         n_images=lambda wildcards: certify_option("calibration_images"),
         seed=lambda wildcards: certify_option("seed"),
     shell:
-        "ifmsan calibrate {params.model:q} --layer {wildcards.layer:q} --n-images {params.n_images:q}"
-        " --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
+        "ifmsan calibrate {params.model:q} {params.hashes:q} --layer {wildcards.layer:q}"
+        " --n-images {params.n_images:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule certify_maps:
@@ -39,15 +40,16 @@ rule certify_maps:
         runtime=lambda wildcards: certify_option("runtime"),
     params:
         model=attack_model_args,
+        hashes=hash_args("extract_hash"),  # the model only: no sweep setting reruns a certify job
         image=certify_image_args,
         windows=lambda wildcards: ",".join(str(w) for w in certify_option("windows")),
         resolutions=lambda wildcards: f"{certify_option('resolution')},full",
         probes=lambda wildcards: certify_option("probes"),
         seed=lambda wildcards: certify_option("seed"),
     shell:
-        "ifmsan certify {params.model:q} {params.image:q} --image-id {wildcards.image:q} --layer {wildcards.layer:q}"
-        " --windows {params.windows:q} --resolutions {params.resolutions:q} --probes {params.probes:q}"
-        " --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
+        "ifmsan certify {params.model:q} {params.hashes:q} {params.image:q} --image-id {wildcards.image:q}"
+        " --layer {wildcards.layer:q} --windows {params.windows:q} --resolutions {params.resolutions:q}"
+        " --probes {params.probes:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule certify_attack:
@@ -70,11 +72,12 @@ rule certify_attack:
         runtime=lambda wildcards: certify_option("runtime"),
     params:
         model=attack_model_args,
+        hashes=hash_args("extract_hash"),  # the model only: no sweep setting reruns a certify job
         values=certify_attack_values,
         knob=certify_knob_args,
         options=certify_attack_options,
     shell:
-        "ifmsan attack {params.model:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
+        "ifmsan attack {params.model:q} {params.hashes:q} --layer {wildcards.layer:q} --knob {wildcards.knob:q}"
         " --calibration {input.calibration:q} {params.knob:q} --values {params.values:q} {params.options:q}"
         " --out {output:q} > {log:q} 2>&1"
 

@@ -17,10 +17,11 @@ rule chain_sweep:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
+        hashes=hash_args("extract_hash", "config_hash"),  # not the knobs, scales or seed, which it does not use
         values=windows_arg(),
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob nonzero_mean"
-        " --chain {wildcards.steps:q} --values {params.values:q} --batch-size {params.batch_size:q}"
+        "ifmsan sweep {params.model:q} {params.hashes:q} --ifms {input.ifms:q} --layer {wildcards.layer:q}"
+        " --knob nonzero_mean --chain {wildcards.steps:q} --values {params.values:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

@@ -2,6 +2,7 @@
 # Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
 import os
 
+from ifmsan._shared.hashing import digest_path
 from ifmsan._shared.ids import SAFE_ID_BODY
 from ifmsan.core.knobs import KNOBS, NOISES
 from ifmsan.workflow import configcheck, paths
@@ -22,8 +23,17 @@ OUT = f"results/{RUN}"
 IMAGES = {image["id"]: image for image in config["images"]}
 # What this run produces (layers, figures, tables, notebooks), decided by the package that writes it; computed once.
 PLAN = plan(config)
-# Provenance hash of what a per-image job computes (ifmsan.workflow.plan.config_hash): images and gammas do not count.
+# Provenance hashes (ifmsan.workflow.plan): EXTRACT_HASH of what extraction uses (model, weights, preprocessing),
+# CONFIG_HASH of what every sweep-stage job uses (those, windows, batch size, threads, device). Each rule passes only
+# the ones its jobs use (hash_args, in its params), so an edit reruns exactly the jobs whose results it changes.
+EXTRACT_HASH = PLAN.extract_hash
 CONFIG_HASH = PLAN.config_hash
+
+
+def hash_args(*keys):
+    """--attr extract_hash=... / --attr config_hash=... for the named hashes, as a list for {params:q}."""
+    hashes = {"extract_hash": EXTRACT_HASH, "config_hash": CONFIG_HASH}
+    return [arg for key in keys for arg in ("--attr", f"{key}={hashes[key]}")]
 
 
 wildcard_constraints:
@@ -101,6 +111,12 @@ def converted_weights_file():
     return paths.converted_weights_path(config["model"])
 
 
+def converted_weights_digest():
+    """The digest convert_weights writes beside the converted file (<file>.xxh3), which jobs check it against; else None."""
+    converted = converted_weights_file()
+    return str(digest_path(converted)) if converted else None
+
+
 def weights_file():
     """The weights file as configured (rule fetch_weights downloads it), or the trained alexnet_mini; None for none."""
     weights = config["model"]["weights"]
@@ -115,7 +131,7 @@ def weights_file():
 
 def job_weights_file():
     """The weights file the model-using jobs load: the converted one for bvlc_alexnet's caffemodel, else weights_file()."""
-    return rules.convert_weights.output[0] if converted_weights_file() else weights_file()
+    return rules.convert_weights.output.weights if converted_weights_file() else weights_file()
 
 
 def mean_file():
@@ -127,9 +143,11 @@ def mean_file():
 
 
 def model_inputs(wildcards=None):
-    """Weights and mean file that model-using jobs wait for; asked at DAG time, so the device check runs here."""
+    """Weights (with the converted file's digest) and mean file that model-using jobs wait for; asked at DAG time, so
+    the device check runs here."""
     check_device()
-    return [path for path in (job_weights_file(), mean_file()) if path]
+    digest = rules.convert_weights.output.digest if converted_weights_file() else None
+    return [path for path in (job_weights_file(), digest, mean_file()) if path]
 
 
 def checksum_args(option, entry):
@@ -145,6 +163,8 @@ def model_args(wildcards=None):
     args = ["--model", config["model"]["name"]]
     if job_weights_file():
         args += ["--weights", job_weights_file()]
+        if converted_weights_file():  # the converted file's bytes against the digest written beside it
+            args += ["--weights-digest", rules.convert_weights.output.digest]
         if isinstance(weights, dict):
             args += checksum_args("weights", weights)
     elif isinstance(weights, str):
@@ -153,7 +173,7 @@ def model_args(wildcards=None):
         args += ["--mean-file", mean_file(), *checksum_args("mean-file", mean)]
     if config["model"].get("preprocess"):
         args += ["--preprocess", config["model"]["preprocess"]]
-    return args + ["--attr", f"config_hash={CONFIG_HASH}", "--attr", f"run={RUN}", "--device", config["device"]]
+    return args + ["--attr", f"run={RUN}", "--device", config["device"]]  # each rule adds its hash_args
 
 
 def windows_arg():

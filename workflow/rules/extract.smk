@@ -16,8 +16,9 @@ rule extract:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
+        hashes=hash_args("extract_hash"),  # what extraction uses: windows, seed or batch size rerun no extract job
         image=image_args,
         threads=config["threads"],
     shell:
-        "ifmsan extract {params.model:q} {params.image:q} --image-id {wildcards.image:q} --threads {params.threads:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        "ifmsan extract {params.model:q} {params.hashes:q} {params.image:q} --image-id {wildcards.image:q}"
+        " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

@@ -21,13 +21,18 @@ rule fetch_weights:
         "ifmsan fetch {params.source:q} {output:q} > {log:q} 2>&1"
 
 
-# bvlc_alexnet: parse the 233 MB caffemodel once into a memory-mapped .safetensors file that records its sha1;
-# the jobs load that and compare the recorded sums with the config's instead of hashing and parsing it again.
+# bvlc_alexnet: parse the 233 MB caffemodel once into a memory-mapped .safetensors file that records its sha1 (bound
+# to the tensors by a content checksum), and its digest <file>.xxh3 beside it; the jobs check the file's bytes against
+# that digest and compare the recorded sums with the config's instead of hashing and parsing the caffemodel again.
 rule convert_weights:
     input:
         lambda wildcards: weights_file(),
     output:
-        *([converted_weights_file()] if converted_weights_file() else []),
+        **(
+            {"weights": converted_weights_file(), "digest": converted_weights_digest()}
+            if converted_weights_file()
+            else {}
+        ),
     log:
         f"logs/{RUN}/fetch/convert_weights.log",
     conda:
@@ -35,7 +40,7 @@ rule convert_weights:
     params:
         sums=lambda wildcards: checksum_args(None, config["model"]["weights"]),  # a function: not formatted
     shell:
-        "ifmsan convert-weights {input:q} --out {output:q} {params.sums:q} > {log:q} 2>&1"
+        "ifmsan convert-weights {input:q} --out {output.weights:q} {params.sums:q} > {log:q} 2>&1"
 
 
 rule fetch_mean_file:

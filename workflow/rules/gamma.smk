@@ -24,12 +24,13 @@ rule gamma_controller:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
+        hashes=hash_args("extract_hash", "config_hash"),
         layers=model_layers(),
         gammas=[str(g) for g in config["gammas"]],
         values=windows_arg(),
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan gamma {params.model:q} --ifms {input.ifms:q} --layers {params.layers:q} --gammas {params.gammas:q}"
-        " --values {params.values:q} --batch-size {params.batch_size:q}"
+        "ifmsan gamma {params.model:q} {params.hashes:q} --ifms {input.ifms:q} --layers {params.layers:q}"
+        " --gammas {params.gammas:q} --values {params.values:q} --batch-size {params.batch_size:q}"
         " --threads {params.threads:q} --out {output:q} > {log:q} 2>&1"

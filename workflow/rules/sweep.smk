@@ -17,6 +17,7 @@ rule sweep:
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,
+        hashes=hash_args("extract_hash", "config_hash"),  # knobs, scales and seed are options below
         knobs=config["knobs"],
         windows=windows_arg(),
         scales=["--scales", ",".join(repr(float(s)) for s in config["noise_scales"])] if config["noise_scales"] else [],
@@ -25,6 +26,6 @@ rule sweep:
         batch_size=config["batch_size"],
         threads=config["threads"],  # passed as a value so results never depend on --cores
     shell:
-        "ifmsan sweep {params.model:q} --ifms {input.ifms:q} --layer {wildcards.layer:q} --knob {params.knobs:q}"
-        " --values {params.windows:q} {params.scales:q} --seed {params.seed:q} --batch-size {params.batch_size:q}"
-        " --threads {params.threads:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "ifmsan sweep {params.model:q} {params.hashes:q} --ifms {input.ifms:q} --layer {wildcards.layer:q}"
+        " --knob {params.knobs:q} --values {params.windows:q} {params.scales:q} --seed {params.seed:q}"
+        " --batch-size {params.batch_size:q} --threads {params.threads:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

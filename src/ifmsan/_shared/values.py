@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 import decimal
+import re
 from collections import Counter
+
+
+def integer(text: str) -> int:
+    """argparse's type for whole numbers, read strictly: ASCII digits with an optional sign (int() also takes
+    '1_0' as 10 and '١٠' as 10; argparse then says "invalid integer value")."""
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise ValueError(text)
+    return int(text)
+
+
+def real(text: str) -> float:
+    """argparse's type for real numbers, read strictly: float()'s forms without '_' digit grouping."""
+    if "_" in text:
+        raise ValueError(text)
+    return float(text)
 
 
 def parse_window(text: str, *, flag: str = "--window") -> int:
     """A window size from text: an integer >= 1, also written as 1e6 or 3.0; fractions, NaN and inf are refused."""
     try:
-        number = decimal.Decimal(text.strip())
+        number = decimal.Decimal(text.strip()) if "_" not in text else None
     except decimal.InvalidOperation:
         number = None
     if number is None or not number.is_finite() or number != number.to_integral_value():
@@ -34,7 +50,7 @@ def parse_values(text: str, *, flag: str = "--values", kind: str = "window") -> 
     expected = "windows are integers >= 1" if kind == "window" else "scales are finite numbers >= 0"
     if ":" in text:
         try:
-            parts = [int(p) for p in text.split(":")]
+            parts = [integer(p) for p in text.split(":")]
         except ValueError:
             raise ValueError(f"{usage}; got {text!r}") from None
         if len(parts) not in (2, 3):
@@ -55,7 +71,7 @@ def parse_values(text: str, *, flag: str = "--values", kind: str = "window") -> 
             values = [parse_window(item, flag=flag) for item in items]
         else:
             try:
-                values = [float(item) for item in items]
+                values = [real(item) for item in items]
             except ValueError:
                 raise ValueError(f"{usage} of numbers; got {text!r}") from None
     if kind == "window":

@@ -86,17 +86,38 @@ def _probabilities(forward: Callable[[torch.Tensor], torch.Tensor], ifms: torch.
 def _fit(
     forward: Callable[[torch.Tensor], torch.Tensor], parameters: Sequence[torch.nn.Parameter], inputs: torch.Tensor,
     targets: torch.Tensor, *, loss_fn: Callable[..., torch.Tensor], epochs: int, lr: float, batch_size: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, option: str = "the learning rate",
 ) -> None:  # fmt: skip
-    """AdamW over shuffled batches for a number of epochs (the shuffles come from rng)."""
+    """AdamW over shuffled batches for a number of epochs (the shuffles come from rng); a diverging fit is a
+    ValueError naming `option`, the learning rate that made it diverge."""
     optimizer = torch.optim.AdamW(parameters, lr=lr)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(len(inputs))
         for start in range(0, len(order), batch_size):
             index = torch.from_numpy(order[start : start + batch_size])
             optimizer.zero_grad(set_to_none=True)
-            loss_fn(forward(inputs[index]), targets[index]).backward()
+            loss = loss_fn(forward(inputs[index]), targets[index])
+            if not torch.isfinite(loss):
+                raise diverged(option, lr, f"a NaN or infinite loss in epoch {epoch + 1}")
+            loss.backward()
             optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in parameters):
+            raise diverged(option, lr, f"NaN or infinite weights after epoch {epoch + 1}")
+
+
+def diverged(option: str, lr: float, what: str) -> ValueError:
+    """The error of an adversary whose training diverged, naming the option to lower."""
+    return ValueError(f"training with {option} {lr:g} diverged ({what}); choose a smaller {option}")
+
+
+def _finite(probabilities: np.ndarray, *, what: str) -> np.ndarray:
+    """Softmax outputs, or a ValueError saying which adversary's outputs overflowed and why."""
+    if not np.isfinite(probabilities).all():
+        raise ValueError(
+            f"{what} gave NaN or infinite outputs: the sanitized values overflow the network; choose a smaller noise "
+            "scale (the value, or --noise-scale)"
+        )
+    return probabilities
 
 
 def _sanitize_all(
@@ -106,6 +127,11 @@ def _sanitize_all(
     out = torch.empty_like(ifms)
     for i in range(len(ifms)):
         out[i] = sanitize(ifms[i], value, image_seed(seed, split, i))
+    if not bool(torch.isfinite(out).all()):
+        raise ValueError(
+            f"the {split} IFMs sanitized at value {value} hold NaN or infinite values: the noise (the value, or "
+            "--noise-scale x the calibration std) overflows float32; choose a smaller noise scale"
+        )
     return out
 
 
@@ -188,7 +214,8 @@ def _row(
     o = options
     started = time.perf_counter()
     labels = data.test_labels
-    legit = _probabilities(lambda x: net.forward_from(layer, x), test_ifms, o.batch_size)
+    legit = _finite(_probabilities(lambda x: net.forward_from(layer, x), test_ifms, o.batch_size),
+                    what=f"the unchanged network on the IFMs sanitized at {knob or 'the knob'} value {value}")  # fmt: skip
     result = {
         "legit_accuracy": scores.accuracy(legit.argmax(axis=1), labels),
         "legit_p_target": scores.mean_target_probability(legit, labels),
@@ -204,8 +231,11 @@ def _row(
     if o.epochs_adaptive:
         _fit(forward, list(server.parameters()), train_ifms, data.train_labels,
              loss_fn=torch.nn.functional.cross_entropy, epochs=o.epochs_adaptive, lr=o.lr_adaptive,
-             batch_size=o.batch_size, rng=np.random.default_rng([o.seed, STREAMS["adaptive"], row]))  # fmt: skip
+             batch_size=o.batch_size, rng=np.random.default_rng([o.seed, STREAMS["adaptive"], row]),
+             option="--lr-adaptive")  # fmt: skip
     adapted = _probabilities(forward, test_ifms, o.batch_size)
+    if not np.isfinite(adapted).all():
+        raise diverged("--lr-adaptive", o.lr_adaptive, "the adaptive server gives NaN or infinite outputs")
     result["adaptive_accuracy"] = scores.accuracy(adapted.argmax(axis=1), labels)
     result["adaptive_p_target"] = scores.mean_target_probability(adapted, labels)
     result["epsilon_adaptive"] = scores.epsilon(p0, result["adaptive_p_target"])
@@ -217,7 +247,7 @@ def _row(
     decoder = Decoder(shape, resolution=o.resolution)
     _fit(lambda x: decoder(x * scale), list(decoder.parameters()), train_ifms, data.train_pictures,
          loss_fn=torch.nn.functional.mse_loss, epochs=o.epochs_inversion, lr=o.lr_attack, batch_size=o.batch_size,
-         rng=np.random.default_rng([o.seed, STREAMS["inversion"], row]))  # fmt: skip
+         rng=np.random.default_rng([o.seed, STREAMS["inversion"], row]), option="--lr-attack")  # fmt: skip
     with torch.no_grad():
         pictures = np.concatenate([
             decoder(test_ifms[s : s + o.batch_size] * scale).permute(0, 2, 3, 1).numpy()
@@ -235,7 +265,8 @@ def _row(
     probe = Probe(shape, classes=N_ATTRIBUTES)
     _fit(lambda x: probe(x * scale), list(probe.parameters()), train_ifms, torch.from_numpy(data.train.attributes),
          loss_fn=torch.nn.functional.cross_entropy, epochs=o.epochs_attribute, lr=o.lr_attack,
-         batch_size=o.batch_size, rng=np.random.default_rng([o.seed, STREAMS["attribute"], row]))  # fmt: skip
+         batch_size=o.batch_size, rng=np.random.default_rng([o.seed, STREAMS["attribute"], row]),
+         option="--lr-attack")  # fmt: skip
     guessed = _probabilities(lambda x: probe(x * scale), test_ifms, o.batch_size).argmax(axis=1)
     result["attribute_accuracy"] = scores.accuracy(guessed, data.test.attributes)
     _lap(clock, "attribute", started)

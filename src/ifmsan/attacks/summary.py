@@ -183,11 +183,27 @@ def attack_summary_markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_same_run(attacks: Sequence[xr.Dataset], paths: Sequence[str]) -> None:
-    """Refuse attack files of different models or weights, or two files of the same (layer, knob)."""
-    models = {(attr_text(a.attrs.get("model")), attr_text(a.attrs.get("weights_sha"))) for a in attacks}
-    if len(models) > 1:
-        raise ValueError(f"attack files of different networks: {sorted(models)}; give the files of one run")
+ATTACK_RUN_KEYS: tuple[str, ...] = ("run", "config_hash", "extract_hash", "model", "weights")
+"""Provenance the attack files of one summary share (consistency.attribute_value: weights is the weights id)."""
+DOUBLED_KEYS: tuple[str, ...] = ("n_train", "epochs_adaptive", "epochs_inversion", "epochs_attribute")
+"""The options a 2B file (workflow rule attack_doubled) has at twice its B file's values; every other one is equal."""
+
+
+def option_keys() -> tuple[str, ...]:
+    """The attack options an attack file records (AttackOptions' fields), and its gammas."""
+    from dataclasses import fields
+
+    from ifmsan.attacks.options import AttackOptions
+
+    return (*(f.name for f in fields(AttackOptions)), "gammas")
+
+
+def check_same_run(attacks: Sequence[xr.Dataset], paths: Sequence[str], *, what: str = "--attacks") -> None:
+    """Refuse attack files of different runs, networks or attack options, or two files of the same (layer, knob)."""
+    from ifmsan.report.consistency import check_same_attributes
+
+    named = [(f"{what} {path}", attack.attrs) for attack, path in zip(attacks, paths, strict=True)]
+    check_same_attributes(named, keys=(*ATTACK_RUN_KEYS, *option_keys()), what=f"{what} files")
     seen: dict[tuple[str, str], str] = {}
     for attack, path in zip(attacks, paths, strict=True):
         key = (attr_text(attack.attrs["layer"]), attr_text(attack.attrs["knob"]))
@@ -196,4 +212,27 @@ def check_same_run(attacks: Sequence[xr.Dataset], paths: Sequence[str]) -> None:
         seen[key] = path
 
 
-__all__ = ["SUMMARY_COLUMNS", "attack_summary", "attack_summary_markdown", "check_same_run", "verdict"]
+def check_twin(twin: xr.Dataset, base: xr.Dataset, *, twin_name: str, base_name: str) -> None:
+    """A 2B file is its B file's attack with DOUBLED_KEYS at twice the value and everything else the same."""
+    from ifmsan.report.consistency import attribute_value
+
+    for key in (*ATTACK_RUN_KEYS, *option_keys()):
+        found, expected = attribute_value(twin.attrs, key), attribute_value(base.attrs, key)
+        if key in DOUBLED_KEYS:
+            try:
+                doubled = float(found) == 2 * float(expected)
+            except ValueError:
+                doubled = False
+            if not doubled:
+                raise ValueError(
+                    f"{twin_name} has {key} {found or 'none'}, not twice the {expected or 'none'} of {base_name}: "
+                    "a 2B file doubles n_train and every epoch count of its B file"
+                )
+        elif found != expected:
+            raise ValueError(
+                f"{twin_name} has {key} {found or 'none'!r}, but its B file {base_name} has {expected or 'none'!r}; "
+                "a 2B file differs from its B file only in n_train and the epochs"
+            )
+
+
+__all__ = ["SUMMARY_COLUMNS", "attack_summary", "attack_summary_markdown", "check_same_run", "check_twin", "verdict"]

@@ -41,6 +41,22 @@ def read_calibration(path: str | Path, *, layer: str, name: str = "calibration")
     return float(std)
 
 
+def check_calibration_network(path: str | Path, net: Any, *, name: str = "calibration") -> None:
+    """Refuse a calibration made with another model or other weights (or init seed) than the network it scales."""
+    from ifmsan.report.consistency import weights_id
+    from ifmsan.steps.extract import provenance
+
+    data = json.loads(Path(path).read_text())  # read_calibration has checked it is a calibration file
+    if data.get("model") != net.name:
+        raise ValueError(f"{name} {path} was calibrated on model {data.get('model')!r}, not {net.name!r}")
+    theirs, mine = weights_id(data), weights_id(provenance(net))
+    if theirs != mine:
+        raise ValueError(
+            f"{name} {path} was calibrated with weights {theirs or 'unknown'!r}, but the network has {mine!r}: "
+            "calibrate with the same --weights (or --init-seed)"
+        )
+
+
 def _row(held: float, se: float, *, sigma: float, dims: int, noise: str) -> dict[str, float]:
     """dFIL, floor and ceiling of one held norm, with standard errors by the delta method."""
     from ifmsan.certify.bound import dfil, mse_floor, psnr_ceiling

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ifmsan._shared.values import integer
+
 if TYPE_CHECKING:
     from ifmsan.models.base import LayeredNet
 
@@ -45,10 +47,17 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                 ),
             )
     parser.add_argument(
-        "--init-seed", type=int, default=0, help="seed of the random initialisation when no --weights is given"
+        "--weights-digest",
+        type=Path,
+        metavar="FILE.xxh3",
+        help="digest file of the --weights file (written beside it by ifmsan convert-weights): its bytes are checked "
+        "against it (xxh3-128 and size) before it is loaded",
     )
     parser.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)"
+        "--init-seed", type=integer, default=0, help="seed of the random initialisation when no --weights is given"
+    )
+    parser.add_argument(
+        "--threads", type=integer, help="torch CPU threads (default: torch's choice; fix it for bit-identical reruns)"
     )
     parser.add_argument(
         "--device", default="cpu", choices=("cpu", "cuda"), help="where the network runs (default: cpu)"
@@ -89,6 +98,12 @@ def load_model(args: argparse.Namespace) -> LayeredNet:
     weights = args.weights
     if weights and not args.model.startswith(("torchvision:", "timm:")) and not Path(weights).is_file():
         raise FileNotFoundError(f"--weights file not found: {weights}")
+    if args.weights_digest is not None:
+        from ifmsan._shared.hashing import check_digest_file
+
+        if weights is None or not Path(weights).is_file():
+            raise ValueError(f"--weights-digest needs a --weights file, got {weights!r}")
+        check_digest_file(weights, args.weights_digest)  # the file's own bytes, before anything trusts its header
     if args.weights_sha256 or args.weights_sha1 or args.mean_file_sha256 or args.mean_file_sha1:
         from ifmsan.steps.fetch import verify_file
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ifmsan._shared.values import integer, real
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Score an adaptive server, an image decoder and an attribute probe on sanitized IFMs of one layer."
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="the layer's `ifmsan calibrate` JSON: hold_gaussian's σ is --noise-scale x its std; the noise knobs then "
         "scale by that fixed std instead of each IFM's own",
     )  # fmt: skip
-    parser.add_argument("--noise-scale", type=float, help="hold_gaussian only: σ = this x the calibration std")
+    parser.add_argument("--noise-scale", type=real, help="hold_gaussian only: σ = this x the calibration std")
     parser.add_argument(
         "--values", required=True,
         help="knob values: windows START:STOP[:STEP] or a comma list, scales a comma list; 'unsanitized' (window 1, "
@@ -36,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="sweep files of --layer and --knob (unchained, one per image): n*(gamma) of each --gammas, the largest "
         "over these images, is scored too",
     )  # fmt: skip
-    parser.add_argument("--gammas", nargs="*", type=float, default=[1.0, 2.0], help="gammas whose n* is scored")
+    parser.add_argument("--gammas", nargs="*", type=real, default=[1.0, 2.0], help="gammas whose n* is scored")
     for name, help_text in (
         ("n_train", "training images (minidata train split)"),
         ("n_test", "held-out images (minidata test split)"),
@@ -51,14 +52,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("optimize_iterations", "Adam steps of the optimization attack"),
     ):
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, type=int, default=getattr(defaults, name), help=f"{help_text} (default %(default)s)")
-    parser.add_argument("--lr-adaptive", type=float, default=defaults.lr_adaptive, help="(default %(default)s)")
+        parser.add_argument(
+            flag, type=integer, default=getattr(defaults, name), help=f"{help_text} (default %(default)s)"
+        )
+    parser.add_argument("--lr-adaptive", type=real, default=defaults.lr_adaptive, help="(default %(default)s)")
     parser.add_argument(
-        "--lr-attack", type=float, default=defaults.lr_attack, help="decoder and probe (default %(default)s)"
+        "--lr-attack", type=real, default=defaults.lr_attack, help="decoder and probe (default %(default)s)"
     )
-    parser.add_argument("--optimize-lr", type=float, default=defaults.optimize_lr, help="(default %(default)s)")
+    parser.add_argument("--optimize-lr", type=real, default=defaults.optimize_lr, help="(default %(default)s)")
     parser.add_argument(
-        "--optimize-tv", type=float, default=defaults.optimize_tv,
+        "--optimize-tv", type=real, default=defaults.optimize_tv,
         help="total-variation prior weight of the optimization attack (default %(default)s: none)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, required=True, help="output .nc (scores: parameter x metric)")
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan.commands._args import check_output_file
     from ifmsan.core.knobs import knob_with
     from ifmsan.core.metrics import check_gamma
-    from ifmsan.report.consistency import check_same_network
+    from ifmsan.report.consistency import check_given_attributes, check_same_attributes, check_same_network
     from ifmsan.steps.io import check_user_attrs, read_sweep, write_netcdf
     from ifmsan.steps.sweep import check_layer
 
@@ -149,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     ).check()  # fmt: skip
     attrs = check_user_attrs(parse_attrs(args.attr))
     sweeps = [read_sweep(path) for path in args.sweeps]
+    named = [(f"--sweeps {path}", sweep.attrs) for path, sweep in zip(args.sweeps, sweeps, strict=True)]
+    check_same_attributes(named, what="--sweeps files")  # n* over one run, configuration, network and target rule
+    check_given_attributes(named, attrs, keys=("run", "config_hash", "extract_hash"), option="--attr")
     chosen, per_image = n_star_rows(sweeps, layer=args.layer, knob=args.knob, gammas=gammas) if sweeps else ({}, {})
     roles: dict[int | float, list[str]] = {value: ["grid"] for value in values}
     for gamma, n_star in chosen.items():
@@ -156,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
             roles.setdefault(n_star, []).append(f"n_star gamma={gamma}")
     ordered = sorted(roles)
     net = load_model(args)
+    if args.calibration is not None:
+        from ifmsan.certify.table import check_calibration_network
+
+        check_calibration_network(args.calibration, net, name="--calibration")
     check_layer(net, args.layer, name="--layer")
     for path, sweep in zip(args.sweeps, sweeps, strict=True):
         check_same_network(sweep.attrs, net, source=f"--sweeps {path}")

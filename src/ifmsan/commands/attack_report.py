@@ -20,22 +20,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-order", help="comma-separated layer order of the rows (default: first seen)")
 
 
-def check_doubled(attacks: list, doubled: list, paths: list[str]) -> None:
-    """Each 2B file pairs with a B file of the same network, layer and knob, trained on more images."""
+def check_doubled(attacks: list, doubled: list, paths: list[str], base_paths: list[str]) -> None:
+    """Each 2B file pairs with the B file of its layer and knob: the same run and options, twice the budget."""
+    from ifmsan.attacks.summary import check_twin
     from ifmsan.steps.io import attr_text
 
-    base = {(attr_text(a.attrs["layer"]), attr_text(a.attrs["knob"])): a for a in attacks}
+    base = {
+        (attr_text(a.attrs["layer"]), attr_text(a.attrs["knob"])): (a, path)
+        for a, path in zip(attacks, base_paths, strict=True)
+    }
     for twin, path in zip(doubled, paths, strict=True):
         key = (attr_text(twin.attrs["layer"]), attr_text(twin.attrs["knob"]))
         if key not in base:
             raise ValueError(f"--doubled {path}: layer {key[0]}, knob {key[1]} has no --attacks file at budget B")
-        a = base[key].attrs
-        if attr_text(twin.attrs.get("weights_sha")) != attr_text(a.get("weights_sha")):
-            raise ValueError(f"--doubled {path} attacks another network than its --attacks file")
-        if not int(twin.attrs["n_train"]) > int(a["n_train"]):
-            raise ValueError(
-                f"--doubled {path} trains on {twin.attrs['n_train']} images, not more than B's {a['n_train']}"
-            )
+        check_twin(twin, base[key][0], twin_name=f"--doubled {path}", base_name=f"--attacks {base[key][1]}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     attacks = [read_attack(path) for path in args.attacks]
     check_same_run(attacks, [str(p) for p in args.attacks])
     doubled = [read_attack(path) for path in args.doubled]
-    check_same_run(doubled, [str(p) for p in args.doubled])
-    check_doubled(attacks, doubled, [str(p) for p in args.doubled])
+    check_same_run(doubled, [str(p) for p in args.doubled], what="--doubled")
+    check_doubled(attacks, doubled, [str(p) for p in args.doubled], [str(p) for p in args.attacks])
     order = [layer for layer in (args.layer_order or "").split(",") if layer] or None
     frame = attack_summary(attacks, layer_order=order, doubled=doubled)
     markdown = attack_summary_markdown(frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ifmsan._shared.values import integer
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Compute a layer's IFM std over minidata's calibration split (never a queried image), as JSON."
@@ -14,8 +15,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the options of this verb."""
     add_model_options(parser)
     parser.add_argument("--layer", required=True, help="the IFM layer")
-    parser.add_argument("--n-images", type=int, default=64, help="calibration images (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration images (default %(default)s)")
+    parser.add_argument("--n-images", type=integer, default=64, help="calibration images (default %(default)s)")
+    parser.add_argument("--seed", type=integer, default=0, help="seed of the calibration images (default %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="output .json")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ifmsan._shared.values import integer
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Estimate the Fisher-information leakage of sanitized IFMs of one image: ĝ maps, dFIL, MSE floor, PSNR ceiling."
@@ -26,8 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="parametrizations of the image: sides r (r x r pixels) and/or 'full' (the network input), comma-separated "
         "(default %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--probes", type=int, default=32, help="K random directions (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the probes (and of `random` picks)")
+    parser.add_argument("--probes", type=integer, default=32, help="K random directions (default %(default)s)")
+    parser.add_argument("--seed", type=integer, default=0, help="seed of the probes (and of `random` picks)")
     parser.add_argument("--out", type=Path, required=True, help="output .nc: the ĝ maps and held norms")
     parser.add_argument(
         "--calibration", type=Path,
@@ -83,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         knobs = [k.strip() for k in args.knobs.split(",")]
     net = load_model(args)
     check_layer(net, args.layer, name="--layer")
+    if table_wanted:
+        from ifmsan.certify.table import check_calibration_network
+
+        check_calibration_network(args.calibration, net, name="--calibration")
     image, checksum = load_image_with_checksum(args.image, sha256=args.image_sha256, cache_dir=args.cache_dir)
     maps = certify_maps(net, image, layer=args.layer, windows=windows, selects=selects, resolutions=spaces,
                         probes=probes, seed=args.seed, source=args.image)  # fmt: skip

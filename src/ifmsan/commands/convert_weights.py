@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 HELP = (
-    "Convert bvlc_alexnet's .caffemodel once into a .safetensors file that jobs memory-map (its sha1 recorded inside)."
+    "Convert bvlc_alexnet's .caffemodel once into a .safetensors file that jobs memory-map (its sha1 recorded inside) "
+    "and its digest FILE.safetensors.xxh3 beside it (for --weights-digest)."
 )
 
 
@@ -24,9 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Convert; print the path written and the caffemodel sha1 it records."""
+    """Convert; print the path written, the caffemodel sha1 it records and the digest file written beside it."""
     from ifmsan.commands._args import check_output_file
-    from ifmsan.models.converted import SUFFIX, convert_caffemodel, read_converted_metadata
+    from ifmsan.models.converted import SUFFIX, convert_caffemodel, digest_path, read_converted_metadata
 
     check_output_file("--out", args.out)
     if args.out.suffix != SUFFIX:
@@ -34,4 +35,5 @@ def run(args: argparse.Namespace) -> int:
     path = convert_caffemodel(args.caffemodel, args.out, sha1=args.sha1, sha256=args.sha256)
     metadata = read_converted_metadata(path)
     print(f"{path}\tconverted from {metadata['caffemodel']} (sha1 {metadata['caffemodel_sha1']})")
+    print(f"{digest_path(path)}\tdigest of {path.name} (give it as --weights-digest)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ifmsan._shared.values import integer
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs
 
 HELP = "Extract the IFMs of every layer for one image into a NetCDF file (with softmax, top-5, target, provenance)."
@@ -21,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-sha256", help="expected sha256 of the image bytes (required for URLs)")
     parser.add_argument("--image-id", required=True, help="id of the image (letters, digits, '_', '.', '-')")
-    parser.add_argument("--target", type=int, help="ground-truth class index (default: the original top-1)")
+    parser.add_argument("--target", type=integer, help="ground-truth class index (default: the original top-1)")
     parser.add_argument("--cache-dir", type=Path, default=Path("data/images"), help="where downloaded images are kept")
     parser.add_argument("--out", type=Path, required=True, help="output .nc file")
 
@@ -41,12 +42,19 @@ def run(args: argparse.Namespace) -> int:
     net = load_model(args)
     image, checksum = load_image_with_checksum(args.image, sha256=args.image_sha256, cache_dir=args.cache_dir)
     x = net.preprocess(image, source=args.image)
-    dataset = extract_ifms(
-        net,
-        x,
-        target=args.target,
-        attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs},
-    )
+    if args.target is not None and args.target < 0:
+        raise ValueError(f"--target must be a class index >= 0, got {args.target}")
+    try:
+        dataset = extract_ifms(
+            net,
+            x,
+            target=args.target,
+            attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs},
+        )
+    except ValueError as exc:
+        if str(exc).startswith("target must"):  # the class count is known once the network has run
+            raise ValueError(f"--{exc}") from None
+        raise
     message = (  # formatted before the write: a command that fails leaves no output
         f"{args.image_id}: {net.name} top-1 {dataset.attrs['original_top1']} ({dataset.attrs['original_top1_name']}), "
         f"target {dataset.attrs['target']} p0={dataset.attrs['p0']:.4f} -> {args.out}"

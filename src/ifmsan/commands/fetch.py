@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ifmsan._shared.values import integer, real
+
 HELP = "Download a URL (https, http, file) to a path, verified by sha256 or sha1; resumes and retries."
 
 
@@ -15,8 +17,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--sha256", metavar="HEX", help="expected SHA-256 of the file (64 hex digits)")
     group.add_argument("--sha1", metavar="HEX", help="expected SHA-1 of the file (40 hex digits)")
-    parser.add_argument("--retries", type=int, default=3, help="retries after network errors, >= 0 (default 3)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the server, > 0 (default 60)")
+    parser.add_argument("--retries", type=integer, default=3, help="retries after network errors, >= 0 (default 3)")
+    parser.add_argument("--timeout", type=real, default=60.0, help="seconds to wait for the server, > 0 (default 60)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from ifmsan._shared.values import real
 from ifmsan.commands.report import layer_list
 
 HELP = "Draw the figures (PNG + PDF) that the given sweep files allow, for one model and image."
@@ -30,7 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gammas",
         nargs="+",
-        type=float,
+        type=real,
         default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0],
         metavar="GAMMA",
         help="degrees of sanitization marked in the knob-coverage figures (default: 0.25 0.5 1 2 3 4)",

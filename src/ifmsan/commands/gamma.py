@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from ifmsan._shared.values import integer, real
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 
 HELP = "Run the gamma controller (GammaSanitizer) per layer and gamma on one image; optionally compare with sweeps."
@@ -19,11 +20,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ifms", type=Path, required=True, help="the image's IFMs, as written by 'ifmsan extract'")
     parser.add_argument("--layers", nargs="+", required=True, help="IFM layers to sanitize")
     parser.add_argument(
-        "--gammas", nargs="+", type=float, default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0], help="degrees of sanitization"
+        "--gammas", nargs="+", type=real, default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0], help="degrees of sanitization"
     )
     parser.add_argument("--values", default="2:150", help="candidate windows START:STOP[:STEP] (default 2:150)")
     parser.add_argument("--knob", default="nonzero_mean", choices=SELECTORS, help="sample-and-hold knob (selector)")
-    parser.add_argument("--batch-size", type=int, default=16, help="candidate windows evaluated per forward batch")
+    parser.add_argument("--batch-size", type=integer, default=16, help="candidate windows evaluated per forward batch")
     parser.add_argument(
         "--sweeps",
         nargs="*",
@@ -42,7 +43,12 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan.commands._args import check_int, check_output_file
     from ifmsan.core.controller import controller_table
     from ifmsan.core.metrics import check_gamma
-    from ifmsan.report.consistency import check_config_hash, check_same_network, check_sweeps_match_ifms
+    from ifmsan.report.consistency import (
+        check_config_hash,
+        check_p0_of_ifms,
+        check_same_network,
+        check_sweeps_match_ifms,
+    )
     from ifmsan.steps.extract import ifms_of
     from ifmsan.steps.io import read_ifms, read_sweep
 
@@ -59,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.knob)
     net = load_model(args)
     check_same_network(source.attrs, net, source=str(args.ifms))
+    check_p0_of_ifms(
+        net, {k: v.to(args.device) for k, v in ifms_of(source).items()}, layers=args.layers,
+        target=int(source.attrs["target"]), p0=float(source.attrs["p0"]), source=str(args.ifms),
+    )  # fmt: skip
     started = time.perf_counter()
     frame = controller_table(
         net, ifms_of(source), layers=args.layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),

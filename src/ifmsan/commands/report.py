@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ifmsan._shared.values import integer, real
+
 HELP = "Write Table 1, Table 2 and the gamma-bound report (CSV + Markdown) from sweep files."
 
 if TYPE_CHECKING:
@@ -31,14 +33,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gammas",
         nargs="+",
-        type=float,
+        type=real,
         default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0],
         metavar="GAMMA",
         help="degrees of sanitization to verify (default: 0.25 0.5 1 2 3 4)",
     )
     parser.add_argument(
         "--decimals",
-        type=int,
+        type=integer,
         default=4,
         help="decimals p(n) is rounded to before counting distinct values (default 4)",
     )

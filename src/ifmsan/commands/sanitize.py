@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ifmsan._shared.values import integer, real
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -34,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ),
     )  # fmt: skip
     group.add_argument(
-        "--scale", type=float, help="noise scale (finite, >= 0) relative to the IFM's std, for laplace/gaussian"
+        "--scale", type=real, help="noise scale (finite, >= 0) relative to the IFM's std, for laplace/gaussian"
     )
     parser.add_argument(
         "--knob",
@@ -44,10 +46,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "hold_gaussian (Algorithm 1 plus one N(0, sigma^2) draw per window: needs --sigma)",
     )
     parser.add_argument(
-        "--sigma", type=float,
+        "--sigma", type=real,
         help="hold_gaussian only: the absolute noise std, fixed before any query (e.g. scale x `ifmsan calibrate`'s std)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="seed (>= 0) for the random selector and the noise knobs")
+    parser.add_argument(
+        "--seed", type=integer, default=0, help="seed (>= 0) for the random selector and the noise knobs"
+    )
 
 
 def read_npy(path: Path, *, name: str = "IN") -> np.ndarray:
@@ -89,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     from ifmsan.core.knobs import NOISES, get_knob
 
     is_noise = args.knob in NOISES
+    if args.sigma is not None:
+        from ifmsan.core.knobs import check_sigma
+
+        check_sigma(args.sigma, name="--sigma")
     get_knob(args.knob, sigma=args.sigma)  # hold_gaussian without --sigma, or --sigma with another knob: refused now
     if is_noise and args.scale is None:
         raise ValueError(f"--knob {args.knob} is a noise knob: give --scale, not --window")
@@ -104,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _sanitize(args: argparse.Namespace, array: np.ndarray, value: float) -> int:
     """Sanitize the checked array and write it through a temporary file."""
+    import io
+
     import numpy as np
     import torch
 
@@ -113,6 +123,8 @@ def _sanitize(args: argparse.Namespace, array: np.ndarray, value: float) -> int:
 
     check_ifm(torch.from_numpy(np.ascontiguousarray(array).reshape(-1)), name=f"IN {args.input}")
     result = get_knob(args.knob, seed=args.seed, sigma=args.sigma).apply(array, value)
-    with atomic_path(args.output, suffix=".part.npy") as tmp:
-        np.save(tmp, np.asarray(result))
+    buffer = io.BytesIO()  # np.save to a path writes with C stdio and may not see a full disk or a size limit
+    np.save(buffer, np.asarray(result))
+    with atomic_path(args.output, suffix=".part.npy") as tmp, tmp.open("wb") as handle:
+        handle.write(buffer.getbuffer())
     return 0

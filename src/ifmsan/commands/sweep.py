@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ifmsan._shared.values import parse_values
+from ifmsan._shared.values import integer, parse_values
 from ifmsan.commands._args import check_int, check_output_dir, check_output_file
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 
@@ -39,8 +39,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chain", default="", help="pre-sanitize steps before the swept layer, e.g. norm2@3 or norm2@3+pool2@4"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random selector and the noise knobs")
-    parser.add_argument("--batch-size", type=int, default=32, help="sanitized IFMs per forward batch (bounds memory)")
+    parser.add_argument("--seed", type=integer, default=0, help="seed of the random selector and the noise knobs")
+    parser.add_argument(
+        "--batch-size", type=integer, default=32, help="sanitized IFMs per forward batch (bounds memory)"
+    )
     outputs = parser.add_mutually_exclusive_group(required=True)
     outputs.add_argument("--out", type=Path, help="output .nc file (one knob)")
     outputs.add_argument("--out-dir", type=Path, help="output folder: one <knob>.nc per knob")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ifmsan._shared.values import integer, real
+
 HELP = "Train alexnet_mini (a small offline stand-in for BVLC AlexNet) on generated shapes; write weights + metrics."
 
 # Kept in step with ifmsan.steps.train.DEFAULTS (a test checks it) so `--help` does not import torch.
@@ -19,36 +21,36 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="output folder: alexnet_mini.pt, alexnet_mini.pt.sha256, metrics.json, examples/ (PNG + manifest.tsv)",
     )  # fmt: skip
     parser.add_argument(
-        "--epochs", type=int, default=_DEFAULTS["epochs"], help="passes over the training set (default %(default)s)"
+        "--epochs", type=integer, default=_DEFAULTS["epochs"], help="passes over the training set (default %(default)s)"
     )
     parser.add_argument(
         "--train-per-class",
-        type=int,
+        type=integer,
         default=_DEFAULTS["train_per_class"],
         metavar="N",
         help="training images per class (default %(default)s)",
     )
     parser.add_argument(
         "--test-per-class",
-        type=int,
+        type=integer,
         default=_DEFAULTS["test_per_class"],
         metavar="M",
         help="held-out images per class (default %(default)s)",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=integer,
         default=_DEFAULTS["seed"],
         help="seed of the data, the init and the training (default %(default)s)",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=integer,
         default=_DEFAULTS["threads"],
         help="torch CPU threads; the weights depend on it (default %(default)s)",
     )
     parser.add_argument(
-        "--min-accuracy", type=float, default=_DEFAULTS["min_accuracy"], metavar="A",
+        "--min-accuracy", type=real, default=_DEFAULTS["min_accuracy"], metavar="A",
         help="fail (exit 1, metrics.json written, no weights) when held-out accuracy is below A (default %(default)s)",
     )  # fmt: skip
 

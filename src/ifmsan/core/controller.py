@@ -158,7 +158,7 @@ def search_gammas(
     if not 0 <= chosen < original.numel():
         raise ValueError(f"target must be a class index in [0, {original.numel()}), got {chosen}")
     p0 = float(original[chosen])
-    bounds = {float(gamma): p0 / 2.0 ** float(gamma) for gamma in gammas}
+    bounds = {check_gamma(gamma): p0 / 2.0 ** check_gamma(gamma) for gamma in gammas}
     found: dict[float, Any] = {}
     lowest, evaluated = math.inf, 0
     for start in range(0, len(windows), batch_size):

@@ -10,6 +10,7 @@ from typing import Protocol, cast
 import numpy as np
 import torch
 
+from ifmsan._shared.limits import MAX_SCALE
 from ifmsan.core.sanitize import SELECTORS, as_tensor, check_ifm, check_seed, check_window, sample_and_hold_sweep
 
 NOISES: tuple[str, ...] = ("laplace", "gaussian")
@@ -162,21 +163,31 @@ def knob_with(name: str, options: dict[str, float], *, seed: int = 0) -> WindowK
     return get_knob(name, seed=seed, sigma=options.get("sigma"), calibration_std=options.get("calibration_std"))
 
 
+MAX_SIGMA = 1e30
+"""An absolute noise std past this overflows float32 IFMs (3.4e38) in a few standard deviations of its draws."""
+
+
 def check_sigma(value: object, *, name: str = "sigma") -> float:
-    """Return an absolute noise std as float, or raise a ValueError: a finite number > 0."""
-    sigma = check_scale(value, name=name)
-    if sigma == 0:
-        raise ValueError(f"{name} must be a finite number > 0 (an absolute noise std), got 0")
+    """Return an absolute noise std as float, or raise a ValueError: a finite number > 0 and <= MAX_SIGMA."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a finite number > 0 (an absolute noise std), got {value!r}")
+    sigma = float(value)
+    if not (np.isfinite(sigma) and 0 < sigma <= MAX_SIGMA):
+        raise ValueError(
+            f"{name} must be a finite number > 0 and <= {MAX_SIGMA:g} (an absolute noise std), got {sigma}"
+        )
     return sigma
 
 
 def check_scale(value: object, *, name: str = "scale") -> float:
-    """Return a noise scale as float, or raise a ValueError that says what is allowed."""
+    """Return a noise scale (x the IFM's std) as float, or raise a ValueError that says what is allowed."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     scale = float(value)
     if not np.isfinite(scale) or scale < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {scale}")
+    if scale > MAX_SCALE:
+        raise ValueError(f"{name} must be <= {MAX_SCALE:g} (noise this large already buries any IFM), got {scale}")
     return scale
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ifmsan._shared.limits import MAX_GAMMA
+
 DEFAULT_DECIMALS = 4
 EXTRA_DECIMALS: tuple[int, ...] = (2, 3, 4, 6)
 """Precisions at which reports also show eff_san, since the paper leaves the precision open."""
@@ -49,16 +51,24 @@ def check_decimals(decimals: object, *, name: str = "decimals") -> int:
 
 
 def check_gamma(gamma: object, *, name: str = "gamma") -> float:
-    """Return γ as float, or raise a ValueError: γ must be finite and > 0.
+    """Return γ as float, or raise a ValueError: γ must be finite, > 0 and <= MAX_GAMMA (64: ifmsan._shared.limits).
 
     The one rule for γ everywhere (report, figures, gamma, GammaSanitizer, the config schema): γ = 0 gives the
     bound p0 / 2**0 = p0, which every n with p(n) <= p0 meets, so it guarantees no privacy at all.
     """
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float, np.integer, np.floating)):
         raise ValueError(f"{name} must be a finite number > 0, got {gamma!r}")
-    value = float(gamma)
+    try:
+        value = float(gamma)
+    except OverflowError:  # an int past float's range
+        value = math.inf
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0 (0 would be met by any p(n) <= p0), got {value}")
+        raise ValueError(f"{name} must be a finite number > 0 (0 would be met by any p(n) <= p0), got {gamma}")
+    if value > MAX_GAMMA:
+        raise ValueError(
+            f"{name} must be a finite number > 0 and <= {MAX_GAMMA:g}, got {value:g}: p0 / 2**gamma past that is "
+            "below the float32 resolution of any softmax, so never met"
+        )
     return value
 
 

@@ -157,6 +157,45 @@ class CaffeAlexNet(LayeredNet):
             _bias(layer).copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
+_NET_FIELDS = {1: 2, 2: 2, 3: 2, 4: 0, 5: 0, 6: 2, 7: 0, 8: 2, 100: 2}
+"""Caffe's NetParameter: field number -> wire type (name, V1 layers, input, input_dim, force_backward, state,
+debug_info, input_shape, layer)."""
+
+
+def looks_like_caffemodel(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts like a binary caffemodel: well-formed NetParameter fields, a layer among them."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 16)
+    except OSError:
+        return False
+
+    def varint(at: int) -> tuple[int, int]:
+        """The base-128 varint at `at` and the position after it."""
+        value = shift = 0
+        while at < len(data) and shift < 64:
+            value |= (data[at] & 0x7F) << shift
+            shift += 7
+            at += 1
+            if not data[at - 1] & 0x80:
+                return value, at
+        raise IndexError("varint runs past the data read")
+
+    at, layers = 0, False
+    try:
+        while at < len(data):
+            tag, at = varint(at)
+            field, wire = tag >> 3, tag & 7
+            if _NET_FIELDS.get(field) != wire:
+                return False
+            value, at = varint(at)
+            layers = layers or field in (2, 100)
+            at += value if wire == 2 else 0
+    except IndexError:
+        pass  # a field that runs past the first 64 KiB (a layer's weights): what was read so far decides
+    return layers
+
+
 @functools.cache
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1000 ImageNet class names in index order: torchvision's list, shipped as a file (importing torchvision.models
@@ -193,7 +232,7 @@ def build_bvlc_alexnet(
             "stand_in": False, "note": "bvlc_alexnet architecture with untrained random weights",
         }  # fmt: skip
     elif os.fspath(weights).endswith(".safetensors"):  # converted once from the caffemodel (models/converted.py)
-        from ifmsan.models.converted import load_converted
+        from ifmsan.models.converted import CONTENT_KEY, load_converted
 
         path = existing_file(weights, what="bvlc_alexnet weights (converted .safetensors)")
         tensors, recorded = load_converted(path)  # memory-mapped; format, names, shapes and dtypes checked
@@ -201,6 +240,7 @@ def build_bvlc_alexnet(
         info = {  # the caffemodel's sha1 and note: outputs carry the same weights provenance as from the caffemodel
             "source": str(path), "sha1": recorded["caffemodel_sha1"], "trained": True, "stand_in": False,
             "note": "BVLC AlexNet (Caffe bvlc_alexnet.caffemodel)", "converted_from": recorded["caffemodel"],
+            "content_xxh3": recorded[CONTENT_KEY],
         }  # fmt: skip
     else:
         path = existing_file(weights, what="bvlc_alexnet weights (.caffemodel)")

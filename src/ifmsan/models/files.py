@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +28,15 @@ def read_state_dict(path: str | os.PathLike[str], *, what: str) -> Mapping[str, 
     path = existing_file(path, what=what)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text would advise weights_only=False: running the file's code
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what_it_holds = (
+            f"non-tensor objects ({found.group(1)})" if found else "pickled data the weights-only loader refuses"
+        )
+        raise ValueError(
+            f"{what} {path} holds {what_it_holds} and is refused: weights are loaded without running code from the "
+            "file; save a plain state dict of tensors (torch.save(model.state_dict(), ...))"
+        ) from None
     except Exception as exc:  # torch raises many types for corrupt or non-torch files
         raise ValueError(f"{what} {path} is not a readable PyTorch state dict ({type(exc).__name__}: {exc})") from exc
     if not isinstance(state, Mapping):

@@ -34,7 +34,8 @@ __all__ = ["PREFIX", "PRETRAINED", "block_names", "build_timm", "check_arch", "t
 
 
 def check_arch(arch: str) -> str:
-    """The timm model name `arch` (optionally `<arch>.<pretrained tag>`), or a ValueError with close matches."""
+    """The timm model name `arch` (optionally `<arch>.<pretrained tag>`), or a ValueError with close matches or the
+    model's known tags."""
     import difflib
 
     import timm
@@ -43,6 +44,15 @@ def check_arch(arch: str) -> str:
         close = difflib.get_close_matches(str(arch), timm.list_models(), 3)
         hint = f"; did you mean {', '.join(PREFIX + c for c in close)}?" if close else ""
         raise ValueError(f"unknown timm model {arch!r}{hint} (any name in timm.list_models(), e.g. timm:resnet18)")
+    base, dot, tag = arch.partition(".")
+    if dot:  # timm.is_model ignores the tag; create_model would fail on an unknown one with a traceback
+        tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{base}.*")]
+        if tag not in tags:
+            known = f"its tags: {', '.join(tags[:8])}{', ...' if len(tags) > 8 else ''}" if tags else "it has none"
+            raise ValueError(
+                f"timm model {PREFIX}{arch}: unknown pretrained tag {tag!r} for {base} ({known}; "
+                f"timm.list_pretrained('{base}.*')), or give {PREFIX}{base} without a tag"
+            )
     return arch
 
 

@@ -8,6 +8,7 @@ so that no table or γ row silently describes another network, configuration or 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,14 +64,95 @@ def check_same_network(attrs: Mapping[str, Any], net: Any, *, source: str = "the
         )
 
 
+HASH_KEYS: tuple[str, ...] = ("config_hash", "extract_hash")
+"""The workflow's provenance hashes (ifmsan.workflow.plan): IFM files record extract_hash (what extraction used),
+sweeps carry it on beside their own config_hash; a hash recorded on both sides of a check must agree."""
+
+
+P0_TOLERANCE = 1e-3
+"""Relative difference allowed between an IFM file's p0 and p0 recomputed from one of its IFMs. With the thread count
+of the extraction the two are bit-identical; another thread count rounds float32 sums differently (efficientnet_lite0,
+1 vs 2 threads: 1.4e-6), another device more (CUDA convolutions may use TF32). 1e-3 moves the bound p0 / 2^γ by that
+factor (γ by at most 0.0015); a zeroed IFM, or one of another image or network, moves p0 by far more."""
+
+
+def check_p0_of_ifms(
+    net: Any, ifms: Mapping[str, Any], *, layers: Sequence[str], target: int, p0: float, source: str
+) -> dict[str, float]:
+    """Refuse IFMs whose forward pass does not give the p0 their file records; return the recomputed p0 per layer.
+
+    A sweep divides by the recorded p0, so an IFM edited (or replaced) after extraction would otherwise be judged
+    against the original network output. Checks only: nothing the sweep writes depends on the recomputed values.
+    A NaN p (weights that overflow) is returned, not refused: the sweep names that cause itself.
+    """
+    import math
+
+    import torch
+
+    recomputed: dict[str, float] = {}
+    for layer in dict.fromkeys(layers):
+        with torch.inference_mode():
+            logits = net.forward_from(layer, ifms[layer].unsqueeze(0))
+        p = float(torch.softmax(logits.double(), dim=1)[0, target])
+        if math.isfinite(p) and not abs(p - p0) <= P0_TOLERANCE * p0:
+            raise ValueError(
+                f"{source}: p0 recomputed from the IFM of layer {layer!r} is {p!r}, but the file records p0 = {p0!r} "
+                f"(relative tolerance {P0_TOLERANCE:g}): the IFM or p0 was edited, or they come from different images "
+                "or networks; extract the IFMs again"
+            )
+        recomputed[layer] = p
+    return recomputed
+
+
+def attribute_value(attrs: Mapping[str, Any], key: str) -> str:
+    """One provenance attribute as compared between files: weights is weights_id, the rest their text."""
+    return weights_id(attrs) if key == "weights" else text(attrs.get(key))
+
+
+RUN_KEYS: tuple[str, ...] = ("run", "config_hash", "extract_hash", "model", "weights", "target_source")
+"""Attributes the files one stage combines must share: the run, its configuration, the network, the target rule."""
+
+
+def check_same_attributes(
+    files: Sequence[tuple[str, Mapping[str, Any]]], *, keys: Sequence[str] = RUN_KEYS, what: str = "files"
+) -> None:
+    """Refuse files (name, attrs) that differ in one of `keys`, naming two files and both values."""
+    if not files:
+        return
+    first_name, first = files[0]
+    for key in keys:
+        expected = attribute_value(first, key)
+        for name, attrs in files[1:]:
+            found = attribute_value(attrs, key)
+            if found != expected:
+                raise ValueError(
+                    f"{what} of different {key}: {first_name} has {_shown(expected)}, {name} has {_shown(found)}; "
+                    "give the files of one run"
+                )
+
+
+def check_given_attributes(
+    files: Sequence[tuple[str, Mapping[str, Any]]], given: Mapping[str, Any], *, keys: Sequence[str], option: str
+) -> None:
+    """Refuse files made under another run or configuration than the `option` values the command was given."""
+    for key in keys:
+        wanted = text(given.get(key))
+        for name, attrs in files:
+            found = text(attrs.get(key))
+            if wanted and found != wanted:
+                raise ValueError(f"{name} was made with {key} {_shown(found)}, but {option} {key}={wanted}")
+
+
 def check_config_hash(attrs: Mapping[str, Any], extra: Mapping[str, Any], *, source: str = "the IFMs") -> None:
-    """Refuse an --attr config_hash that differs from the one the IFMs were made under (when both are set)."""
-    made, given = text(attrs.get("config_hash")), text(extra.get("config_hash"))
-    if made and given and made != given:
-        raise ValueError(
-            f"{source} was made under config_hash {made!r}, but --attr config_hash={given}: "
-            "re-extract the IFMs with this configuration or pass the same config_hash"
-        )
+    """Refuse an --attr config_hash or extract_hash that differs from the one the IFMs were made under (when both
+    are set)."""
+    for key in HASH_KEYS:
+        made, given = text(attrs.get(key)), text(extra.get(key))
+        if made and given and made != given:
+            raise ValueError(
+                f"{source} was made under {key} {made!r}, but --attr {key}={given}: "
+                f"re-extract the IFMs with this configuration or pass the same {key}"
+            )
 
 
 def check_sweeps_match_ifms(
@@ -83,11 +165,14 @@ def check_sweeps_match_ifms(
         name = text(sweep.encoding.get("source")) or "a sweep"
         if "image" in sweep["probability"].dims:
             raise ValueError(f"{name} holds several images; expected the sweep of the one image in {source}")
-        for key in ("image_id", "image_sha256", "model", "weights", "config_hash", "target", "target_source"):
+        for key in ("image_id", "image_sha256", "model", "weights", *HASH_KEYS, "target", "target_source"):
             pick = weights_id if key == "weights" else (lambda attrs, key=key: text(attrs.get(key)))
             mine, theirs = pick(ifms.attrs), pick(sweep.attrs)
-            if mine != theirs:
+            if mine != theirs and not (key in HASH_KEYS and "" in (mine, theirs)):  # hashes: when both record one
                 raise ValueError(f"{name} was made with {key} {_shown(theirs)}, but {source} has {_shown(mine)}")
+        mine_p0, their_p0 = (float(attrs.get("p0", math.nan)) for attrs in (ifms.attrs, sweep.attrs))
+        if mine_p0 != their_p0:  # a sweep copies its IFMs' p0 bit for bit; n*(γ) is judged against it
+            raise ValueError(f"{name} records p0 = {their_p0!r}, but {source} has p0 = {mine_p0!r}")
         layer, sweep_knob, chain = (text(sweep.attrs.get(k)) for k in ("layer", "knob", "chain"))
         if sweep_knob != knob or chain:
             what = f"knob {sweep_knob!r}" + (f" with chain {chain}" if chain else "")

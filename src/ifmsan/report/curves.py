@@ -21,6 +21,7 @@ from ifmsan.core.knobs import KNOBS
 from ifmsan.core.metrics import check_curve, check_p0
 from ifmsan.models.caffe_alexnet import IFM_LAYERS
 from ifmsan.report.consistency import VARIANT_KEYS, check_mixture, weights_id
+from ifmsan.steps.scores import check_curve_extras, check_knob_values_read
 
 ALEXNET_LAYERS: tuple[str, ...] = IFM_LAYERS
 """Default row order (the paper's Table 1: the model's own list); layers not in it follow in first-seen order."""
@@ -144,9 +145,10 @@ def curves_of(sweep: Any, *, name: str = "sweep") -> list[Curve]:
             p0_value = check_p0(float(p0))
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from exc
-        zero_ratio = _number_or_none(_per_image(sweep, "zero_ratio", index))
-        ifm_size = _number_or_none(_per_image(sweep, "ifm_size", index))
-        n_zeros = _number_or_none(_per_image(sweep, "n_zeros", index))
+        check_knob_values_read(vals, parameter=parameter, source=where)
+        extras = {key: _per_image(sweep, key, index) for key in ("zero_ratio", "ifm_size", "n_zeros")}
+        check_curve_extras({k: None if _text(v) in ("", "nan") else v for k, v in extras.items()}, source=where)
+        zero_ratio, ifm_size, n_zeros = (_number_or_none(extras[key]) for key in ("zero_ratio", "ifm_size", "n_zeros"))
         raw_target = _per_image(sweep, "target", index)
         try:
             target = _number_or_none(raw_target)

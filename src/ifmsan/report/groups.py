@@ -49,12 +49,23 @@ def load_image_groups(path: str | os.PathLike[str]) -> dict[str, str]:
                 raise ValueError(f"{where}: images[{i}] is not an image entry with an id")
             if "group" not in image:
                 raise ValueError(f"{where}: images[{i}] ({image['id']!r}) has no group; give every image a group")
+            if not isinstance(image["group"], str):  # never repr'd: a YAML alias can make it astronomically large
+                raise ValueError(
+                    f"{where}: images[{i}] ({str(image['id'])[:80]!r}) has a group of type {type(image['group']).__name__};"
+                    " expected a group name (a string)"
+                )
             groups[str(image["id"])] = image["group"]
         if not groups:
             raise ValueError(f"{where}: the config lists no images")
         return groups
     if isinstance(data, Mapping) and data and all(isinstance(v, str) for v in data.values()):
         return {str(key): value for key, value in data.items()}
+    if isinstance(data, Mapping) and data:
+        key, value = next((k, v) for k, v in data.items() if not isinstance(v, str))
+        raise ValueError(
+            f"{where}: image {str(key)[:80]!r} has a group of type {type(value).__name__}; expected a mapping "
+            "image_id: group name (a string), or a workflow config whose images have a group"
+        )
     raise ValueError(
         f"{where}: expected a mapping image_id: group, or a workflow config whose images have a group; got "
         f"{type(data).__name__}"

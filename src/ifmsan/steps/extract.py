@@ -44,6 +44,8 @@ def provenance(net: LayeredNet, **extra: Any) -> dict[str, Any]:
         attrs["note"] = str(info["note"])
     if info.get("preprocess"):  # bvlc_alexnet: which of Caffe's input pipelines made the IFMs
         attrs["preprocess"] = str(info["preprocess"])
+    if info.get("content_xxh3"):  # bvlc_alexnet's converted weights: the content checksum verified when they were read
+        attrs["weights_content_xxh3"] = str(info["content_xxh3"])
     attrs.update(extra)
     return attrs
 

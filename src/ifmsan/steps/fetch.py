@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
 import re
@@ -43,44 +42,27 @@ def _mismatches(path: Path, expected: dict[str, str]) -> list[str]:
     return [f"{a} {found[a]} (expected {expected[a]})" for a in expected if found[a] != expected[a]]
 
 
-def _sidecar(path: Path) -> Path:
-    """Where verify_file records that `path` passed its check."""
-    return path.with_name(path.name + ".verified")
+_STALE_SUFFIX = ".verified"
+"""The checksum cache files older versions wrote beside a file: no longer trusted, removed when found."""
 
 
-def _stamp(path: Path) -> dict[str, int]:
-    """What must stay the same for a recorded check to still hold: size, mtime and inode."""
-    stat = path.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ino": stat.st_ino}
-
-
-def _recorded(path: Path) -> dict[str, str]:
-    """Digests a sidecar vouches for, or {} when it is absent, unreadable or the file changed since."""
+def _remove_stale_record(path: Path) -> None:
+    """Delete an older version's `<file>.verified` cache beside `path`; it is never read."""
+    stale = path.with_name(path.name + _STALE_SUFFIX)
     try:
-        record = json.loads(_sidecar(path).read_text())
-        if {key: record.get(key) for key in ("size", "mtime_ns", "ino")} == _stamp(path):
-            return {str(a): str(d) for a, d in record["digests"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return {}
-
-
-def _record(path: Path, stamp: dict[str, int], digests: dict[str, str]) -> None:
-    """Write the sidecar atomically; a read-only folder only costs a rehash next time."""
-    from ifmsan._shared.atomic import atomic_path
-
-    try:
-        with atomic_path(_sidecar(path), suffix=".part") as tmp:
-            tmp.write_text(json.dumps({**stamp, "digests": digests}, sort_keys=True) + "\n")
+        if stale.is_file():
+            stale.unlink()
+            log.info("removed %s: checksum caches on disk are no longer trusted", stale)
     except OSError as exc:
-        log.info("could not record the check of %s (%s); it will be hashed again next time", path, exc)
+        log.info("could not remove the stale checksum cache %s (%s); it is ignored", stale, exc)
 
 
 def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None, sha1: str | None = None) -> Path:
-    """Check a file on disk against its expected checksum, hashing it once per content (a `.verified` sidecar).
+    """Check a file on disk against its expected checksum, hashing it once per process and content.
 
-    The sidecar records the digests with the file's size, mtime and inode; any change to the file invalidates it.
-    A mismatch raises a ValueError naming the file, the expected and the actual sum, and how to fix it.
+    The digests are memoized in this process only (hashing.file_checksum: keyed on the file's device, inode, size,
+    mtime and ctime), never on disk; any change to the file makes it hashed again. A mismatch raises a ValueError
+    naming the file, the expected and the actual sum, and how to fix it.
     """
     expected = checked_sums(sha256, sha1)
     if not expected:
@@ -88,21 +70,15 @@ def verify_file(path: str | os.PathLike[str], *, sha256: str | None = None, sha1
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cannot verify {path}: no such file")
-    stamp = _stamp(path)
-    recorded = _recorded(path)
-    if all(recorded.get(a) == v for a, v in expected.items()):
-        return path
+    _remove_stale_record(path)
     found = {a: file_checksum(path, algorithm=a) for a in expected}
     wrong = [a for a in expected if found[a] != expected[a]]
     if wrong:
-        _sidecar(path).unlink(missing_ok=True)
         sums = "; ".join(f"{a} is {found[a]}, expected {expected[a]}" for a in wrong)
         raise ValueError(
             f"{path} is not the expected file: its {sums}. To fix: delete {path} (a configured download is then "
             "fetched again) or put the right file there."
         )
-    if _stamp(path) == stamp:  # unchanged while it was hashed
-        _record(path, stamp, {**recorded, **found})
     return path
 
 
@@ -253,8 +229,6 @@ def fetch(
                 part.unlink(missing_ok=True)
                 raise _failure(url, dest, expected, f"checksum mismatch: got {'; '.join(problems)}")
             os.replace(part, dest)
-            if expected:  # just verified: record it so that later checks need not hash it again
-                _record(dest, _stamp(dest), expected)
             return dest
         except _RestartError as exc:
             log.warning("%s: %s; starting again from byte 0", url, exc)

@@ -53,7 +53,10 @@ def write_netcdf(dataset: xr.Dataset, path: str | Path) -> Path:
         var.attrs = _clean_attrs(var.attrs)
     target = Path(path)
     with atomic_path(target, suffix=".part.nc") as tmp:
-        dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        try:
+            dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        except RuntimeError as exc:  # netCDF4's "NetCDF: HDF error" (a full disk among its causes): an OSError here
+            raise OSError(f"{exc} while writing NetCDF") from exc
     return target
 
 
@@ -144,6 +147,7 @@ PROVENANCE_ATTRS = (
     "model",
     "weights_source",
     "weights_sha",
+    "weights_content_xxh3",
     "trained",
     "stand_in",
     "ifmsan_version",
@@ -151,7 +155,8 @@ PROVENANCE_ATTRS = (
     "preprocess",
     KIND_ATTR,
 )
-"""What extract.provenance writes into every output ("note" only for some weights, "preprocess" for bvlc_alexnet)."""
+"""What extract.provenance writes into every output ("note" only for some weights, "preprocess" for bvlc_alexnet,
+"weights_content_xxh3" for its converted weights)."""
 IMAGE_ATTRS = ("image_id", "image_source", "image_sha256")
 """The image an IFM file was made from; `ifmsan extract` sets them, --attr may not."""
 IFMS_ATTRS = (
@@ -321,7 +326,9 @@ def read_attack(path: str | Path) -> xr.Dataset:
     missing += [f"attribute {name}" for name in ("layer", "knob", "p0") if attr_text(dataset.attrs.get(name)) == ""]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['attack']}")
-    return dataset
+    from ifmsan.steps.scores import check_attack_scores
+
+    return check_attack_scores(dataset, source=str(path))  # a NaN or infinite score is named here, not judged
 
 
 @contextlib.contextmanager
@@ -348,4 +355,6 @@ def read_certify_maps(path: str | Path) -> xr.Dataset:
     missing += [f"attribute {name}" for name in ("layer", "image_id") if attr_text(dataset.attrs.get(name)) == ""]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}; expected {KINDS['certify_maps']}")
-    return dataset
+    from ifmsan.steps.scores import check_certify_maps
+
+    return check_certify_maps(dataset, source=str(path))

@@ -191,6 +191,11 @@ def sweep_ifm(
 
 
 @torch.inference_mode()
+def _shown(value: object) -> str:
+    """A recorded number as a user wrote it: nan, not np.float64(nan)."""
+    return repr(value.item()) if isinstance(value, np.generic) else repr(value)
+
+
 def sweep_dataset(
     net: LayeredNet,
     ifms_dataset: xr.Dataset,
@@ -209,7 +214,7 @@ def sweep_dataset(
 
     head=False: no gathered head (see `sweep_ifm`).
     """
-    from ifmsan.report.consistency import check_config_hash, check_same_network
+    from ifmsan.report.consistency import check_config_hash, check_p0_of_ifms, check_same_network
     from ifmsan.steps.extract import ifms_of, provenance
     from ifmsan.steps.io import check_user_attrs
 
@@ -218,13 +223,14 @@ def sweep_dataset(
     values = check_knob_values(sanitizer, sanitizer.default_values if values is None else values)
     source = ifms_dataset.attrs
     image = source.get("image_id", "?")
+    where = str(ifms_dataset.encoding.get("source") or "the IFMs")
     try:
         check_p0(source.get("p0"))
     except ValueError:
         raise ValueError(
-            f"the IFMs of image {image!r} record p0 = {source.get('p0')!r}; expected a probability in (0, 1]"
+            f"{where}: the IFMs of image {image!r} record p0 = {_shown(source.get('p0'))}; expected a probability "
+            "in (0, 1]"
         ) from None
-    where = str(ifms_dataset.encoding.get("source") or "the IFMs")
     check_same_network(source, net, source=where)
     extra = check_user_attrs(dict(attrs or {}), option="attrs")
     check_config_hash(source, extra, source=where)
@@ -232,9 +238,11 @@ def sweep_dataset(
     ifms = {name: value.to(device) for name, value in ifms_of(ifms_dataset).items()}
     for name in (layer, *(step.layer for step in chain)):
         if name in ifms:
-            check_ifm(ifms[name], name=f"the IFM of {name!r} (image {image!r})")
-    ifm = apply_chain(net, ifms, chain, layer=layer) if chain else ifms[layer]
+            check_ifm(ifms[name], name=f"{where}: the IFM of {name!r} (image {image!r})")
     target = int(source["target"])
+    read = [name for name in (layer, *(step.layer for step in chain)) if name in ifms]
+    unsanitized = check_p0_of_ifms(net, ifms, layers=read, target=target, p0=float(source["p0"]), source=where)
+    ifm = apply_chain(net, ifms, chain, layer=layer) if chain else ifms[layer]
     curves = sweep_ifm(
         net,
         ifm,
@@ -249,9 +257,15 @@ def sweep_dataset(
     )
     bad = ~np.isfinite(curves["probability"])
     if bad.any():
+        if not all(math.isfinite(p) for p in unsanitized.values()):
+            cause = "the weights overflow (the unsanitized IFM gives NaN or infinite outputs too)"
+        elif sanitizer.parameter == "scale":
+            cause = "the noise overflows the network: choose smaller --scales"
+        else:
+            cause = "the sanitized IFM overflows the network"
         raise ValueError(
             f"{net.name} gave NaN or infinite probabilities at layer {layer!r}, {knob} {sanitizer.parameter} "
-            f"{values[int(np.argmax(bad))]} ({int(bad.sum())} of {bad.size} values): the weights overflow; nothing written"
+            f"{values[int(np.argmax(bad))]} ({int(bad.sum())} of {bad.size} values): {cause}; nothing written"
         )
     dim = sanitizer.parameter
     coord = np.asarray(values, dtype=np.int64 if dim == "window" else np.float64)

@@ -12,8 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ifmsan._shared import memory
+from ifmsan._shared.limits import MAX_VALUES, MAX_WINDOW
 from ifmsan.workflow.paths import file_entry_path, image_file, is_url
-from ifmsan.workflow.schema import raise_problems
+from ifmsan.workflow.schema import key_path, raise_problems
 
 TORCHVISION = "torchvision:"
 
@@ -173,9 +175,22 @@ def _check_lists(config: Mapping[str, Any], info: ModelInfo | None, problems: li
             )
     windows = config.get("windows") or {}
     start, stop = windows.get("start"), windows.get("stop")  # filled in from the schema's defaults by validate
+    step = windows.get("step")
     if isinstance(start, int) and isinstance(stop, int) and stop < start:
         problems.append(
             f"windows.stop: {stop} is below windows.start {start}; the range is inclusive, stop must be >= start"
+        )
+    elif (
+        isinstance(start, int)
+        and isinstance(stop, int)
+        and isinstance(step, int)
+        and step >= 1
+        and (count := (stop - start) // step + 1) > MAX_VALUES
+    ):
+        problems.append(
+            f"windows: start {start}, stop {stop}, step {step} give {count} windows, each a forward pass of every "
+            f"sweep; at most {MAX_VALUES} are allowed (raise step or lower stop: a window past the IFM's size is "
+            "one window)"
         )
     for j, chain in enumerate(config.get("chains") or []):
         _check_chain(f"chains[{j}]", chain, layers, problems)
@@ -241,6 +256,11 @@ def _check_chain(where: str, chain: Mapping[str, Any], layers: Sequence[str] | N
     except ValueError as exc:
         problems.append(f"{where}.steps: {exc}")
         return
+    if huge := [step for step in parsed if step.window > MAX_WINDOW]:
+        problems.append(
+            f"{where}.steps: window {huge[0].window} in {steps!r} is above the largest window, {MAX_WINDOW} "
+            "(a window past the IFM's size is one window)"
+        )
     previous = -1
     for name in (step.layer for step in parsed):
         if name not in layers:
@@ -277,6 +297,17 @@ def _check_files(config: Mapping[str, Any], problems: list[str]) -> None:
             problems.append(f"{where}: {exc}")
 
 
+def _non_finite(value: Any, path: tuple[str | int, ...] = ()) -> list[str]:
+    """NaN or infinity anywhere in the config (YAML .nan, .inf): no number of the schema may be either."""
+    if isinstance(value, Mapping):
+        return [p for key, item in value.items() for p in _non_finite(item, (*path, str(key)))]
+    if isinstance(value, list):
+        return [p for i, item in enumerate(value) for p in _non_finite(item, (*path, i))]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{key_path(path)}: {value!r} is not a finite number"]
+    return []
+
+
 def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = None, files: bool = True) -> list[str]:
     """Every problem of a schema-valid config, one line each; cuda_available None skips the device check.
 
@@ -293,6 +324,8 @@ def config_problems(config: Mapping[str, Any], *, cuda_available: bool | None = 
     _check_lists(config, info, problems)
     _check_attacks(config, info, problems)
     _check_certify(config, info, problems)
+    problems.extend(p for p in _non_finite(config) if p not in problems)
+    problems.extend(memory.config_problems(config))
     if config.get("device") == "cuda" and cuda_available is False:
         problems.append(
             "device: 'cuda', but torch sees no CUDA device here; allowed here: cpu (or run the jobs on a GPU node)"

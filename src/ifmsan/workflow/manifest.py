@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ifmsan.workflow.manifestcheck import generated_config_problems, load_base, strict_int
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("file", "class_index", "sha256", "url")
 """Columns a manifest must have (in any order, others allowed)."""
 OPTIONAL_COLUMNS: tuple[str, ...] = ("wnid", "label", "bytes")
@@ -90,8 +92,8 @@ def _where(path: str | os.PathLike[str], line: int) -> str:
 def read_manifest(path: str | os.PathLike[str], *, classes: int = IMAGENET_CLASSES) -> list[ManifestRow]:
     """The rows of a tab-separated manifest with a header line, each checked; a ValueError names the file, the line,
     the column and what is allowed: a missing column, a row with too few or too many fields, a sha256 that is not 64
-    lowercase hex digits, a class_index that is not an integer in 0..classes-1, a url that is not http(s):// or
-    file:// (without spaces), an empty file name, a file whose id (image_id) is not unique."""
+    lowercase hex digits, a class_index that is not an integer (ASCII digits only: 1_0 is none) in 0..classes-1, a url
+    that is not http(s):// or file:// (without spaces), an empty file name, a file whose id (image_id) is not unique."""
     with open(path, newline="", encoding="utf-8") as handle:
         lines = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not lines or not any(cell.strip() for cell in lines[0]):
@@ -142,11 +144,7 @@ def _row(record: Mapping[str, str], *, where: str, line: int, classes: int) -> M
     """One checked row."""
     if not record["file"]:
         raise ValueError(f"{where}: column file is empty; expected the image's file name")
-    text = record["class_index"]
-    try:
-        class_index = int(text)
-    except ValueError:
-        raise ValueError(f"{where}: class_index {text!r} is not an integer; expected 0..{classes - 1}") from None
+    class_index = strict_int(record["class_index"], where=where, column="class_index", expected=f"0..{classes - 1}")
     if not 0 <= class_index < classes:
         raise ValueError(f"{where}: class_index {class_index} is out of range; expected 0..{classes - 1}")
     if not _SHA256.match(record["sha256"]):
@@ -154,8 +152,8 @@ def _row(record: Mapping[str, str], *, where: str, line: int, classes: int) -> M
     if not _URL.match(record["url"]):
         raise ValueError(f"{where}: url {record['url']!r} is not an http(s):// or file:// URL without spaces")
     size = record.get("bytes", "")
-    if size and not size.isdigit():
-        raise ValueError(f"{where}: bytes {size!r} is not a non-negative integer")
+    if size and (not size.isascii() or not size.isdigit()):
+        raise ValueError(f"{where}: bytes {size!r} is not a non-negative integer (ASCII digits only)")
     return ManifestRow(
         file=record["file"],
         class_index=class_index,
@@ -299,8 +297,6 @@ def _display(path: str | os.PathLike[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m ifmsan.workflow.manifest MANIFEST.tsv --base BASE.yaml --out OUT.yaml: write a config from a manifest."""
-    import yaml
-
     parser = argparse.ArgumentParser(
         prog="python -m ifmsan.workflow.manifest",
         description="Write a workflow config whose images are the rows of a tab-separated image manifest "
@@ -321,19 +317,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="set each image's group from its class index (ifmsan.workflow.manifest.IMAGENET_GROUPS), or none",
     )
     args = parser.parse_args(argv)
+    prog = parser.prog
+    run = args.run or args.out.name.removesuffix(".yaml").removesuffix(".yml")
+    options = {"run": f"--run {args.run}" if args.run else f"run {run!r} (from --out {args.out})", "knobs": "--knobs"}
     try:
-        base = yaml.safe_load(args.base.read_text(encoding="utf-8"))
-        if not isinstance(base, Mapping):
-            raise ValueError(f"{args.base}: not a YAML mapping (a workflow config)")
-        run = args.run or args.out.name.removesuffix(".yaml").removesuffix(".yml")
+        if args.out.is_dir():
+            raise ValueError(f"--out {args.out} is a directory; expected the path of the config file to write")
+        base = load_base(args.base)
         overrides: dict[str, Any] = {"knobs": list(args.knobs)}
         if not args.keep_chains:
             overrides["chains"] = []
-        config = config_from_manifest(
-            args.manifest, base=base, run=run, groups=imagenet_group if args.groups == "imagenet" else None, **overrides
+        rows = read_manifest(args.manifest)
+        groups = imagenet_group if args.groups == "imagenet" else None
+        config = config_from_manifest(rows, base=base, run=run, groups=groups, **overrides)
+        lines = [row.line for row in rows]
+        problems = generated_config_problems(
+            config, lines=lines, manifest=args.manifest, base=args.base, options=options
         )
+        if problems:
+            raise ValueError(
+                f"the config made from {args.manifest} and {args.base} would be refused by the workflow, nothing "
+                f"written ({len(problems)} problem{'s' * (len(problems) > 1)}):\n  - " + "\n  - ".join(problems)
+            )
     except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     command = f"python -m ifmsan.workflow.manifest MANIFEST.tsv --base {_display(args.base)} --out {_display(args.out)}"
     if args.run:
@@ -344,15 +351,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         command += " --keep-chains"
     if args.groups != "imagenet":
         command += f" --groups {args.groups}"
-    try:
-        text = to_yaml(config, comment=header(config, command=command, configfile=_display(args.out)))
-    except OSError as exc:  # the schema, whose defaults the header counts with
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     from ifmsan._shared.atomic import atomic_path
 
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    try:
+        text = to_yaml(config, comment=header(config, command=command, configfile=_display(args.out)))
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except (OSError, ValueError) as exc:  # the schema, whose defaults the header counts with; the output
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}: {len(config['images'])} images", file=sys.stderr)
     return 0
 

@@ -19,20 +19,44 @@ CERTIFY_NOTEBOOK = "certify"
 """The notebook that opens the certificate, executed when the config has a certify section."""
 TABLES: tuple[str, ...] = ("table1", "gamma_report", "gamma_summary")
 """The tables `ifmsan report` always writes, as <name>.csv and <name>.md."""
-COMPUTE_KEYS: tuple[str, ...] = (
-    "model", "train_mini", "windows", "knobs", "noise_scales", "chains", "seed", "batch_size", "threads", "device",
-)  # fmt: skip
-"""The config keys a per-image job's numbers depend on: not images or gammas, so adding an image reruns nothing else."""
+EXTRACT_KEYS: tuple[str, ...] = ("model",)
+"""The config keys extraction uses (model name, weights, mean file, preprocessing), and train_mini when the weights are
+trained by the workflow; each image's own entry reaches its job as options (image_args), the device as --device."""
+COMPUTE_KEYS: tuple[str, ...] = ("windows", "batch_size", "threads", "device")
+"""What every sweep-stage job (sweep, chain_sweep, gamma_controller, attack) uses besides extraction's keys. Not knobs,
+noise_scales, seed or chains: a sweep records its knob, values, seed and chain itself, and the sweep rule passes them
+as options, so editing one reruns the sweeps that use it and not the chains or the controller. Not images or gammas:
+adding an image reruns nothing else."""
 
 
-def config_hash(config: Mapping[str, Any]) -> str:
-    """A short hash of what a per-image job computes, recorded in every output; the order of `knobs` does not count."""
+def _digest(values: Mapping[str, Any]) -> str:
+    """16 hex digits of the sha256 of `values` as sorted JSON."""
     import hashlib
     import json
 
-    compute = {key: config.get(key) for key in COMPUTE_KEYS}
-    compute["knobs"] = sorted(compute["knobs"] or [])  # each knob draws from its own stream: order changes nothing
-    return hashlib.sha256(json.dumps(compute, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _extract_inputs(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config values extraction uses: the model entry, and the training settings of weights it trains."""
+    model = config.get("model") or {}
+    used = {key: config.get(key) for key in EXTRACT_KEYS}
+    used["train_mini"] = (
+        config.get("train_mini") if isinstance(model, Mapping) and model.get("weights") == "train" else None
+    )
+    return used
+
+
+def extract_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of what extraction uses (EXTRACT_KEYS), recorded in IFM files as `extract_hash`: editing the
+    windows, seed, batch size, knobs or gammas leaves it, and so the extract jobs, alone."""
+    return _digest(_extract_inputs(config))
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """A short hash of what every sweep-stage job uses (extraction's keys and COMPUTE_KEYS), recorded in sweeps and
+    attacks as `config_hash`: sweeps of one run share it, so a report refuses sweeps of different runs."""
+    return _digest({**_extract_inputs(config), **{key: config.get(key) for key in COMPUTE_KEYS}})
 
 
 ATTACK_TABLE = "attack_summary"
@@ -114,7 +138,9 @@ class Plan(NamedTuple):
     """Table file names (name.ext) of the whole run."""
     notebooks: tuple[str, ...]
     config_hash: str
-    """config_hash(config): the provenance every per-image output carries."""
+    """config_hash(config): the provenance of every sweep-stage output (sweeps, chains, controller, attacks)."""
+    extract_hash: str = ""
+    """extract_hash(config): the provenance of the IFM files, which sweeps carry on."""
     attacks: tuple[tuple[str, str], ...] = ()
     """(layer, knob) of each attack job (attack_pairs)."""
     attack_figures: tuple[str, ...] = ()
@@ -200,6 +226,7 @@ def plan(config: Mapping[str, Any]) -> Plan:
         + ((ATTACK_NOTEBOOK,) if attack_pairs(config) else ())
         + ((CERTIFY_NOTEBOOK,) if (config.get("certify") or {}).get("layers") else ()),
         config_hash=config_hash(config),
+        extract_hash=extract_hash(config),
         attacks=attack_pairs(config),
         attack_figures=tuple(attack_figure_names(attack_pairs(config))),
         certify_layers=tuple((config.get("certify") or {}).get("layers") or []),
@@ -250,6 +277,7 @@ __all__ = [
     "CERTIFY_NOTEBOOK",
     "CERTIFY_TABLES",
     "COMPUTE_KEYS",
+    "EXTRACT_KEYS",
     "NOTEBOOKS",
     "PLAIN",
     "TABLES",
@@ -261,6 +289,7 @@ __all__ = [
     "certify_figure_names",
     "config_hash",
     "config_sweeps",
+    "extract_hash",
     "figure_names",
     "plan",
     "planned_jobs",

@@ -106,6 +106,13 @@ def _schema_message(error: Any) -> str:
     if error.validator == "required" and where.startswith("images[") and "'sha256'" in error.message:
         source = error.instance.get("source")
         return f"{where}.sha256: missing for the URL {source!r}; a downloaded image must name its sha256"
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, float)
+        and "integer" in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value])
+    ):
+        whole = f" (write {int(error.instance)})" if error.instance.is_integer() else ""
+        return f"{where}: {error.instance!r} is not an integer{whole}; the value must be a whole number"
     description = schema.get("description")
     expected = f" (expected: {' '.join(str(description).split())})" if description else ""
     if (
@@ -131,15 +138,149 @@ def _control_characters(value: Any, path: tuple[str | int, ...] = ()) -> list[st
     return []
 
 
-def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    """Every schema violation of `config` as one readable line each, in config order."""
+MAX_CONFIG_VALUES = 100_000
+"""Most values (keys, items, scalars, and string characters / 100) a config may expand to: the largest shipped one
+(config/imagenet1000.yaml) has about 12000; YAML aliases can make a 1 kB file expand to 10**9 (a "billion laughs")."""
+
+
+def expanded_size(value: Any, *, limit: int = MAX_CONFIG_VALUES) -> int:
+    """How many values `value` holds with every shared (aliased) part counted each time it is used, up to `limit`+1.
+
+    Shared parts are sized once (memoized by identity), so this takes time in the unique values, not the expansion.
+    """
+    memo: dict[int, int] = {}
+
+    def size(item: Any, depth: int) -> int:
+        if depth > 100:
+            return limit + 1  # deeper than any config; refused as too large
+        if isinstance(item, str):
+            return 1 + len(item) // 100
+        if not isinstance(item, (Mapping, list)):
+            return 1
+        if id(item) in memo:
+            return memo[id(item)]
+        children = [*item.keys(), *item.values()] if isinstance(item, Mapping) else item
+        total = 1
+        for child in children:
+            total = min(total + size(child, depth + 1), limit + 1)
+            if total > limit:
+                break
+        memo[id(item)] = total
+        return total
+
+    return size(value, 0)
+
+
+def yaml_aliases(path: str | os.PathLike[str]) -> list[str]:
+    """'<file>:<line>: *name' for each alias in a YAML file, read as events (no value is built); [] if unreadable."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return [
+                f"{path}:{event.start_mark.line + 1}: *{event.anchor}"
+                for event in yaml.parse(handle)
+                if isinstance(event, yaml.AliasEvent) and event.start_mark is not None
+            ]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+
+
+def yaml_duplicate_keys(path: str | os.PathLike[str]) -> list[str]:
+    """'<file>:<line>: key 'run' given twice (first at line 3)' for each repeated mapping key in a YAML file.
+
+    YAML loaders keep the last of two equal keys without a word; the node graph is walked once (aliases shared).
+    """
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            root = yaml.compose(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    found: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    line = key.start_mark.line + 1
+                    if key.value in first:
+                        found.append(
+                            (line, f"{path}:{line}: key {key.value!r} given twice (first at line {first[key.value]})")
+                        )
+                    first.setdefault(key.value, line)
+                stack.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+    return [text for _, text in sorted(found)]
+
+
+def _snakemake_configfiles() -> list[str]:
+    """The config files of the Snakemake workflow whose Snakefile calls check_schema (its global `workflow`), if any."""
+    import sys
+
+    frame: Any = sys._getframe(1)
+    for _ in range(4):
+        if frame is None:
+            break
+        workflow = frame.f_globals.get("workflow")
+        files = getattr(workflow, "configfiles", None)
+        if isinstance(files, list):
+            return [str(f) for f in files]
+        frame = frame.f_back
+    return []
+
+
+def size_problems(config: Mapping[str, Any], files: Iterable[str | os.PathLike[str]] = ()) -> list[str]:
+    """One line when the config expands past MAX_CONFIG_VALUES (YAML aliases), naming the files and their aliases."""
+    if expanded_size(config) <= MAX_CONFIG_VALUES:
+        return []
+    aliases = list(dict.fromkeys(alias for path in files for alias in yaml_aliases(path)))
+    where = f" in {', '.join(str(f) for f in files)}" if files else ""
+    shown = f" (aliases: {', '.join(aliases[:5])}{', ...' if len(aliases) > 5 else ''})" if aliases else ""
+    return [
+        f"config{where}: expands to more than {MAX_CONFIG_VALUES} values, which no run needs: YAML anchors and aliases "
+        f"(&name, *name) repeat a value at every use and can multiply it without end{shown}; write the values out"
+    ]
+
+
+def _strict_validator(schema: Mapping[str, Any]) -> Any:
+    """The schema's validator class, with 'integer' meaning an int: jsonschema takes 20.0 as an integer, the jobs not."""
     import jsonschema
 
+    base = jsonschema.validators.validator_for(schema)
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool)
+    )
+    return jsonschema.validators.extend(base, type_checker=checker)
+
+
+def schema_problems(
+    config: Mapping[str, Any], schema: Mapping[str, Any], *, files: Iterable[str | os.PathLike[str]] = ()
+) -> list[str]:
+    """Every schema violation of `config` as one readable line each, in config order.
+
+    A config that expands past MAX_CONFIG_VALUES is refused first, in time linear in its unique values: walking its
+    expansion would take minutes.
+    """
+    files = list(files)
+    if too_large := size_problems(config, files):
+        return too_large
+    if repeated := [problem for path in files for problem in yaml_duplicate_keys(path)]:
+        return [f"{problem}; a YAML loader keeps only the last value: give each key once" for problem in repeated]
     if control := _control_characters(config):
         return control
 
-    validator_class = jsonschema.validators.validator_for(schema)
-    errors = sorted(validator_class(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted(
+        _strict_validator(schema)(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path]
+    )
     return list(dict.fromkeys(_schema_message(error) for error in errors))
 
 
@@ -151,18 +292,33 @@ def raise_problems(problems: list[str]) -> None:
         )
 
 
-def check_schema(config: Mapping[str, Any], schema: Mapping[str, Any] | str | os.PathLike[str]) -> None:
-    """Raise one ValueError naming every key that breaks the schema, its value and what is allowed."""
-    raise_problems(schema_problems(config, schema if isinstance(schema, Mapping) else load_schema(schema)))
+def check_schema(
+    config: Mapping[str, Any],
+    schema: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    files: Iterable[str | os.PathLike[str]] | None = None,
+) -> None:
+    """Raise one ValueError naming every key that breaks the schema, its value and what is allowed.
+
+    files: the config files, named when the config is too large; None: the calling Snakefile's configfiles.
+    """
+    loaded = schema if isinstance(schema, Mapping) else load_schema(schema)
+    sources = _snakemake_configfiles() if files is None else list(files)
+    raise_problems(schema_problems(config, loaded, files=sources))
 
 
 __all__ = [
+    "MAX_CONFIG_VALUES",
     "SCHEMA_FILE",
     "check_schema",
+    "expanded_size",
     "key_path",
     "load_schema",
     "raise_problems",
     "schema_file",
     "schema_problems",
+    "size_problems",
     "with_defaults",
+    "yaml_aliases",
+    "yaml_duplicate_keys",
 ]
