@@ -24,7 +24,7 @@ if not workflow.config_settings.configfiles:
 # too), with files already on disk verified against their checksums. `device: cuda` is checked once the executor is
 # known (check_device in workflow/rules/common.smk). A cluster job's own Snakemake (remote mode) skips the hashing:
 # the main process did it before submitting, and the job's `ifmsan` command checks each file it reads itself.
-check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+check_schema(config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml"), files=workflow.configfiles)
 validate(config, "workflow/schemas/config.schema.yaml")
 check_config(config, files=not workflow.remote_exec)
 

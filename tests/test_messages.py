@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -175,11 +176,29 @@ def test_atomic_path_turns_a_full_disk_into_one_line_naming_the_output(tmp_path:
 def test_cli_sanitize_on_a_full_disk(
     ifm_npy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def save_half(path: object, array: object, **kwargs: object) -> None:
-        Path(str(path)).write_bytes(b"\x93NUMPY half")
-        _disk_full()
+    real_open = Path.open
 
-    monkeypatch.setattr(np, "save", save_half)
+    class HalfWritten:
+        """A file that takes a few bytes and then finds the disk full."""
+
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> HalfWritten:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, data: object) -> None:
+            self.handle.write(b"\x93NUMPY half")
+            _disk_full()
+
+    def open_full(self: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, mode, *args, **kwargs)
+        return HalfWritten(handle) if "w" in mode and self.name.endswith(".npy") else handle
+
+    monkeypatch.setattr(Path, "open", open_full)
     out = ifm_npy.with_name("o.npy")
     code, err = run_cli(["sanitize", "--window", "2", str(ifm_npy), str(out)], capsys)
     assert code == 2
