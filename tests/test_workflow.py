@@ -21,6 +21,7 @@ import pytest
 import yaml
 from workflow_runner import shell_commands, snakemake
 
+from ifmsan._shared.atomic import owner_tag
 from ifmsan.core import metrics
 from ifmsan.steps.io import read_netcdf
 
@@ -204,7 +205,16 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
     locked = snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # a killed run leaves its lock
     snakemake(tmp_path, "--configfile", str(TINY), "--unlock")
+    # What a job killed with SIGKILL mid-write leaves (a kill -9 of the whole group): an empty temporary sibling of
+    # an output, named for its dead writer. The job that writes that output again removes it.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tables = tmp_path / "results" / "tiny" / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    leftover = tables / f".table1.csv.{dead.pid}@{owner_tag().split('@', 1)[1]}.x1y2z3.part.csv"
+    leftover.touch()
     snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), "--rerun-incomplete")
+    assert not leftover.exists(), "a killed writer's temporary file survived the rerun"
     first, second = tiny_run / "results" / "tiny", tmp_path / "results" / "tiny"
     outputs = sorted(path.relative_to(first) for path in first.rglob("*") if path.is_file())
     assert outputs == sorted(path.relative_to(second) for path in second.rglob("*") if path.is_file())
