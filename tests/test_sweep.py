@@ -280,3 +280,17 @@ def test_drain_in_threads_runs_every_item_once_on_reused_threads() -> None:
 
     with pytest.raises(RuntimeError, match="item 5 failed"):
         drain_in_threads(fail, 10, workers=2)
+
+
+def test_a_sweep_runs_without_autograd(net, extracted, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain, the p0 recheck and the sweep build no graph: each forward pass would otherwise hold its activations."""
+    seen: list[bool] = []
+    real = sweep_module.sweep_ifm
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "sweep_ifm", recording)
+    sweep_dataset(net, extracted, layer="pool5", knob="nonzero_mean", values=[2, 3], chain=parse_chain("conv2@3"))
+    assert seen == [True]

@@ -190,12 +190,12 @@ def sweep_ifm(
     return {"probability": probability, "top1": top1, "top1_probability": top1_probability}
 
 
-@torch.inference_mode()
 def _shown(value: object) -> str:
     """A recorded number as a user wrote it: nan, not np.float64(nan)."""
     return repr(value.item()) if isinstance(value, np.generic) else repr(value)
 
 
+@torch.inference_mode()
 def sweep_dataset(
     net: LayeredNet,
     ifms_dataset: xr.Dataset,
