@@ -44,17 +44,13 @@ def run(args: argparse.Namespace) -> int:
     x = net.preprocess(image, source=args.image)
     if args.target is not None and args.target < 0:
         raise ValueError(f"--target must be a class index >= 0, got {args.target}")
-    try:
-        dataset = extract_ifms(
-            net,
-            x,
-            target=args.target,
-            attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs},
-        )
-    except ValueError as exc:
-        if str(exc).startswith("target must"):  # the class count is known once the network has run
-            raise ValueError(f"--{exc}") from None
-        raise
+    dataset = extract_ifms(
+        net,
+        x,
+        target=args.target,
+        attrs={"image_id": args.image_id, "image_source": args.image, "image_sha256": checksum, **attrs},
+        target_name="--target",
+    )
     message = (  # formatted before the write: a command that fails leaves no output
         f"{args.image_id}: {net.name} top-1 {dataset.attrs['original_top1']} ({dataset.attrs['original_top1_name']}), "
         f"target {dataset.attrs['target']} p0={dataset.attrs['p0']:.4f} -> {args.out}"

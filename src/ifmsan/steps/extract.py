@@ -57,8 +57,11 @@ def extract_ifms(
     *,
     target: int | None = None,
     attrs: Mapping[str, Any] | None = None,
+    target_name: str = "target",
 ) -> xr.Dataset:
     """Run one preprocessed image (no batch dim) and keep every IFM, the softmax and the target class.
+
+    target_name: how messages call the target (a CLI passes its option's name).
 
     `attrs` may set the image's attributes (io.IMAGE_ATTRS) and extra keys; keys computed here are a ValueError.
     """
@@ -76,7 +79,7 @@ def extract_ifms(
         )
     n_classes = softmax.shape[0]
     if target is not None and not 0 <= int(target) < n_classes:
-        raise ValueError(f"target must be a class index in [0, {n_classes}), got {target}")
+        raise ValueError(f"{target_name} must be a class index in [0, {n_classes}), got {target}")
     top1 = int(np.argmax(softmax))
     chosen = top1 if target is None else int(target)
     top5 = np.argsort(-softmax, kind="stable")[:5]
