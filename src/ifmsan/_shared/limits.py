@@ -172,6 +172,7 @@ CLI_LIMITS: dict[str, str] = {
     "probes": "probes",
     "seed": "seed",
     "init_seed": "seed",
+    "chain_seed": "seed",
     "lr_adaptive": "lr",
     "lr_attack": "lr",
     "optimize_lr": "lr",
@@ -221,11 +222,13 @@ def cli_problems(options: Mapping[str, Any]) -> list[str]:
             if math.isfinite(item) and item > limit.high:
                 problems.append(f"{flag(dest)} {limit.problem(item)}")
                 break
-    chain = options.get("chain")
-    if isinstance(chain, str) and (
-        huge := [w for w in re.findall(r"@([0-9]+)", chain) if len(w) > 12 or int(w) > MAX_WINDOW]
-    ):
-        problems.append(f"--chain {chain!r}: window {huge[0]} is above the largest window, {MAX_WINDOW}")
+    chains = options.get("chain")
+    for chain in [chains] if isinstance(chains, str) else chains if isinstance(chains, list) else []:
+        if isinstance(chain, str) and (
+            huge := [w for w in re.findall(r"@([0-9]+)", chain) if len(w) > 12 or int(w) > MAX_WINDOW]
+        ):
+            problems.append(f"--chain {chain!r}: window {huge[0]} is above the largest window, {MAX_WINDOW}")
+            break
     for dest, name in TEXT_LIMITS.items():
         text = options.get(dest)
         if not isinstance(text, str):

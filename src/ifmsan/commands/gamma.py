@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ifmsan._shared.values import integer, real
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
+
+if TYPE_CHECKING:
+    from pandas import DataFrame
+    from xarray import Dataset
+
+    from ifmsan.models.base import LayeredNet
 
 HELP = "Run the gamma controller (GammaSanitizer) per layer and gamma on one image; optionally compare with sweeps."
 
@@ -36,45 +44,71 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output .csv")
 
 
+def check_options(
+    *, gammas: Sequence[float], batch_size: int, values: str, out: Path, flag: str = "--out"
+) -> tuple[list[float], list[int]]:
+    """Check the gammas, batch size, windows and output path before any work; return the gammas and the windows."""
+    from ifmsan._shared.values import parse_values
+    from ifmsan.commands._args import check_int, check_output_file
+    from ifmsan.core.metrics import check_gamma
+
+    if out.suffix != ".csv":
+        raise ValueError(f"{flag} must end in .csv, got {out}")
+    checked = [check_gamma(g, name="--gammas value") for g in gammas]
+    check_int("--batch-size", batch_size, minimum=1)
+    check_output_file(flag, out)
+    return checked, [int(window) for window in parse_values(values)]  # kind='window': integers already
+
+
+def controller_frame(
+    net: LayeredNet,
+    source: Dataset,
+    *,
+    layers: Sequence[str],
+    gammas: Sequence[float],
+    windows: Sequence[int],
+    knob: str,
+    batch_size: int,
+    references: dict[str, Dataset],
+    device: str,
+) -> tuple[DataFrame, str]:
+    """Check the IFMs against the network, run the controller; return its table and the log summary, unwritten."""
+    from ifmsan.core.controller import controller_table
+    from ifmsan.report.consistency import check_p0_of_ifms, check_same_network
+    from ifmsan.steps.extract import ifms_of
+
+    where = str(source.encoding.get("source") or "the IFMs")
+    check_same_network(source.attrs, net, source=where)
+    check_p0_of_ifms(
+        net, {k: v.to(device) for k, v in ifms_of(source).items()}, layers=layers,
+        target=int(source.attrs["target"]), p0=float(source.attrs["p0"]), source=where,
+    )  # fmt: skip
+    frame = controller_table(
+        net, ifms_of(source), layers=layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),
+        knob=knob, batch_size=batch_size, references=references, image_id=source.attrs.get("image_id", ""),
+    )  # fmt: skip
+    summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write: it can fail
+    return frame, summary
+
+
 def run(args: argparse.Namespace) -> int:
     """Check the options and files, run the controller (ifmsan.core.controller.controller_table), write the CSV atomically."""
     from ifmsan._shared.atomic import atomic_path
-    from ifmsan._shared.values import parse_values
-    from ifmsan.commands._args import check_int, check_output_file
-    from ifmsan.core.controller import controller_table
-    from ifmsan.core.metrics import check_gamma
-    from ifmsan.report.consistency import (
-        check_config_hash,
-        check_p0_of_ifms,
-        check_same_network,
-        check_sweeps_match_ifms,
-    )
-    from ifmsan.steps.extract import ifms_of
+    from ifmsan.report.consistency import check_config_hash, check_sweeps_match_ifms
     from ifmsan.steps.io import read_ifms, read_sweep
 
-    if args.out.suffix != ".csv":
-        raise ValueError(f"--out must end in .csv, got {args.out}")
-    gammas = [check_gamma(g, name="--gammas value") for g in args.gammas]
-    check_int("--batch-size", args.batch_size, minimum=1)
-    check_output_file("--out", args.out)
-    windows = [int(window) for window in parse_values(args.values)]  # kind='window': integers already
+    gammas, windows = check_options(gammas=args.gammas, batch_size=args.batch_size, values=args.values, out=args.out)
     attrs = parse_attrs(args.attr)
     source = read_ifms(args.ifms, layers=args.layers)
     check_config_hash(source.attrs, attrs, source=str(args.ifms))
     sweeps = [read_sweep(path) for path in args.sweeps]
     references = check_sweeps_match_ifms(source, sweeps, layers=args.layers, knob=args.knob)
     net = load_model(args)
-    check_same_network(source.attrs, net, source=str(args.ifms))
-    check_p0_of_ifms(
-        net, {k: v.to(args.device) for k, v in ifms_of(source).items()}, layers=args.layers,
-        target=int(source.attrs["target"]), p0=float(source.attrs["p0"]), source=str(args.ifms),
-    )  # fmt: skip
     started = time.perf_counter()
-    frame = controller_table(
-        net, ifms_of(source), layers=args.layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),
-        knob=args.knob, batch_size=args.batch_size, references=references, image_id=source.attrs.get("image_id", ""),
+    frame, summary = controller_frame(
+        net, source, layers=args.layers, gammas=gammas, windows=windows, knob=args.knob, batch_size=args.batch_size,
+        references=references, device=args.device,
     )  # fmt: skip
-    summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write: it can fail
     computed = time.perf_counter()
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)

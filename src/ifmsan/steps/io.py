@@ -299,6 +299,19 @@ def read_ifms(path: str | Path, *, layers: Collection[str] | None = None) -> xr.
     return dataset
 
 
+def ifms_subset(dataset: xr.Dataset, layers: Collection[str]) -> xr.Dataset:
+    """The IFM Dataset with only `layers`' IFMs, as read_ifms(path, layers=layers) reads them from its file."""
+    names = [attr_text(layer) for layer in dataset["layer"].values]
+    if not set(layers) <= set(names):
+        unknown = ", ".join(sorted(set(layers) - set(names)))
+        where = dataset.encoding.get("source") or "the IFMs"
+        raise ValueError(f"{where} holds no IFM of layer {unknown}; it has {', '.join(names)}")
+    skipped = [name for name in names if name not in set(layers)]
+    subset = dataset.drop_vars([name for name in skipped if name in dataset.data_vars])
+    subset.encoding = {**dataset.encoding, "skipped_variables": tuple(skipped)}
+    return subset
+
+
 def _other_ifm_variables(wanted: set[str]) -> Callable[[xr.Dataset], list[str]]:
     """skip for read_netcdf: the IFM variables (one per entry of the `layer` coordinate) of layers not wanted."""
 

@@ -71,11 +71,8 @@ def check_layer(net: LayeredNet, layer: str, *, name: str = "layer") -> str:
     return layer
 
 
-@torch.inference_mode()
-def apply_chain(
-    net: LayeredNet, ifms: Mapping[str, torch.Tensor], chain: Sequence[ChainStep], *, layer: str
-) -> torch.Tensor:
-    """The IFM of `layer` after each chain step's IFM was sanitized (Algorithm 1) and run on, in network order."""
+def check_chain(net: LayeredNet, chain: Sequence[ChainStep], *, layer: str) -> None:
+    """Reject a swept layer or chain layer the network lacks, or chain layers out of network order or not before it."""
     check_layer(net, layer)
     order = {name: i for i, name in enumerate(net.ifm_layers)}
     previous = -1
@@ -86,6 +83,14 @@ def apply_chain(
                 f"chain {chain_label(chain)} must list layers in network order, all before the swept layer {layer!r}"
             )
         previous = order[step.layer]
+
+
+@torch.inference_mode()
+def apply_chain(
+    net: LayeredNet, ifms: Mapping[str, torch.Tensor], chain: Sequence[ChainStep], *, layer: str
+) -> torch.Tensor:
+    """The IFM of `layer` after each chain step's IFM was sanitized (Algorithm 1) and run on, in network order."""
+    check_chain(net, chain, layer=layer)
     current = dict(ifms)
     knob = get_knob("nonzero_mean")
     for step in chain:
