@@ -8,10 +8,13 @@ runs `snakemake --cores N` in a fresh folder and reports:
 
 - wall_s: the whole DAG, from `snakemake` start to exit (fetches, conversion, extract, sweeps, γ, tables, figures,
   notebooks);
-- per rule: jobs, and the sums of what each job logged (`timing:` lines of `ifmsan sweep` and `ifmsan gamma`):
-  setup_s (process start to the computation: imports, weights, IFMs), compute_s, write_s;
-- efficiency = (sum of the sweep and chain-sweep jobs' compute_s) / (wall_s x cores), the measure of how much
-  of the machine the sweeps get; all_compute_efficiency counts the γ controller's compute too;
+- per rule, from the `benchmark:` file Snakemake writes for every job (logs/<run>/benchmarks/<rule>/...tsv): jobs,
+  the sum of their wall seconds (`s`), of their sampled CPU seconds (`cpu_time`: Snakemake samples a job every 0.5 s
+  for its first 15 s, then every 30 s, so this is a lower bound) and the largest `max_rss` (MB) of one job;
+- efficiency = sweep compute / (wall_s x cores), the share of the machine the sweeps get. Sweep compute is the CPU
+  seconds the image jobs' threads spent inside the sweeps and chained sweeps (each job's `pieces:` line: per-thread
+  CPU time, which no Snakemake benchmark can see inside a job); all_compute_efficiency adds the γ controller's
+  searches. An earlier revision that logs none gets the current run's figure (the same work);
 - files and bytes per image under results/ (for docs/scaling.md).
 
 With --before REV the same DAG also runs with the code of git revision REV (`git archive`, its Snakefile and its
@@ -44,9 +47,10 @@ from ifmsan._shared.hashing import file_checksum
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIGS = {"paper": ROOT / "config" / "config.yaml", "imagenet16": ROOT / "config" / "imagenet16.yaml"}
-SWEEP_RULES = ("sweep", "chains")
-"""Log folders (logs/<run>/<folder>/...) of the sweep and chain-sweep jobs: the numerator of the efficiency."""
-TIMING = re.compile(r"timing: setup_s=(?P<setup>[\d.?]+) compute_s=(?P<compute>[\d.]+) write_s=(?P<write>[\d.]+)")
+COMPUTE_LOGS = ("image", "extract", "sweep", "chains", "gamma")
+"""Log folders of the per-image compute jobs: `image` now, the four rules it replaced in earlier revisions."""
+PIECES = re.compile(r"pieces: sweep_cpu_s=(?P<sweep>[\d.]+) controller_cpu_s=(?P<controller>[\d.]+)")
+"""An image job's log line: CPU seconds of its sweeps (chains included) and of its controller searches."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -177,21 +181,39 @@ def warm_up(tree: Path, workdir: Path, config: dict[str, Any]) -> None:
     shutil.rmtree(warm)
 
 
-def job_timings(workdir: Path) -> dict[str, dict[str, float]]:
-    """Per log folder (rule): jobs and the sums of their logged setup_s, compute_s and write_s."""
+def job_costs(workdir: Path) -> dict[str, dict[str, float]]:
+    """Per rule, from its jobs' benchmark files: jobs, summed wall and (sampled) CPU seconds, the largest max_rss."""
+    import csv
+
     rules: dict[str, dict[str, float]] = {}
-    for log in sorted((workdir / "logs").rglob("*.log")):
-        parts = log.relative_to(workdir / "logs").parts
-        rule = parts[1] if len(parts) > 2 else log.stem
-        row = rules.setdefault(rule, {"jobs": 0, "timed_jobs": 0, "setup_s": 0.0, "compute_s": 0.0, "write_s": 0.0})
-        row["jobs"] += 1
-        match = TIMING.search(log.read_text(errors="replace"))
-        if match:
-            row["timed_jobs"] += 1
-            row["setup_s"] += float(match["setup"]) if match["setup"] != "?" else 0.0
-            row["compute_s"] += float(match["compute"])
-            row["write_s"] += float(match["write"])
+    for path in sorted(workdir.glob("logs/*/benchmarks/*/**/*.tsv")) + sorted(workdir.glob("logs/*/benchmarks/*.tsv")):
+        parts = path.relative_to(workdir / "logs").parts
+        rule = parts[2] if len(parts) > 3 else path.stem
+        row = rules.setdefault(rule, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "max_rss_mb": 0.0})
+        with path.open(newline="") as handle:
+            for record in csv.DictReader(handle, delimiter="\t"):
+                row["jobs"] += 1
+                row["wall_s"] += float(record["s"])
+                row["cpu_s"] += float(record["cpu_time"]) if record["cpu_time"] not in ("", "NA") else 0.0
+                if record["max_rss"] not in ("", "NA"):
+                    row["max_rss_mb"] = max(row["max_rss_mb"], float(record["max_rss"]))
     return rules
+
+
+def compute_logs(workdir: Path) -> int:
+    """How many per-image compute jobs ran: their logs (an earlier revision writes no benchmark files)."""
+    return sum(len(list(workdir.glob(f"logs/*/{folder}/**/*.log"))) for folder in COMPUTE_LOGS)
+
+
+def piece_seconds(workdir: Path) -> dict[str, float]:
+    """The image jobs' CPU seconds in sweeps and in controller searches, summed over their logs' `pieces:` lines."""
+    total = {"sweep": 0.0, "controller": 0.0}
+    for log in sorted(workdir.glob("logs/*/image/*.log")):
+        match = PIECES.search(log.read_text(errors="replace"))
+        if match:
+            total["sweep"] += float(match["sweep"])
+            total["controller"] += float(match["controller"])
+    return total
 
 
 def files_per_image(workdir: Path, images: Sequence[str]) -> dict[str, Any]:
@@ -234,9 +256,10 @@ def run_dag(
     if done.returncode != 0:
         raise RuntimeError(f"{name}: snakemake failed ({done.returncode}):\n{done.stderr[-4000:]}")
     steps = re.findall(r"(\d+) of (\d+) steps", done.stderr)
-    rules = job_timings(workdir)
-    sweep_compute = sum(rules.get(rule, {}).get("compute_s", 0.0) for rule in SWEEP_RULES)
-    all_compute = sum(row["compute_s"] for row in rules.values())
+    rules = job_costs(workdir)
+    pieces = piece_seconds(workdir)
+    sweep_compute, all_compute = pieces["sweep"], pieces["sweep"] + pieces["controller"]
+    jobs = int(steps[-1][1]) if steps else None
     result = {
         "config": name,
         "code": "current" if tree == ROOT else tree.name.removeprefix("src-"),
@@ -244,9 +267,13 @@ def run_dag(
         "command": " ".join(command[1:]),
         "wall_s": wall,
         "cpu_s": cpu,
-        "jobs": int(steps[-1][1]) if steps else None,
+        "jobs": jobs,
+        "processes": None if jobs is None else jobs - 1,  # every job but `all` runs a command
+        "compute_jobs_per_image": compute_logs(workdir) / max(1, len(config["images"])),
+        "peak_rss_mb": max((row["max_rss_mb"] for row in rules.values()), default=None),
         "rules": rules,
         "sweep_compute_s": sweep_compute,
+        "all_compute_s": all_compute,
         "efficiency": sweep_compute / (wall * cores),
         "all_compute_efficiency": all_compute / (wall * cores),
         **files_per_image(workdir, [str(image["id"]) for image in config["images"]]),
@@ -300,17 +327,24 @@ def startup(workdir: Path, config: dict[str, Any], *, tree: Path, reps: int = 5)
 
 
 def print_table(runs: Sequence[dict[str, Any]]) -> None:
-    """Per run: wall, jobs, efficiency; per rule: jobs and summed setup/compute seconds."""
+    """The runs side by side, then per rule of each run: jobs, summed wall and sampled CPU seconds, largest RSS."""
+    print(
+        f"\n{'DAG':<11}{'code':<10}{'wall_s':>8}{'cpu_s':>8}{'procs':>6}{'jobs/img':>9}{'eff':>7}{'eff_all':>8}{'rss_MB':>8}"
+    )
     for run in runs:
-        print(f"\n{run['config']} [{run['code']}] wall {run['wall_s']:.1f} s, {run['jobs']} jobs, "
-              f"efficiency {run['efficiency']:.3f}, {run['files_per_image']:.1f} files and "
-              f"{run['bytes_per_image'] / 1e6:.2f} MB per image")  # fmt: skip
-        print(f"  {'rule':<16}{'jobs':>6}{'setup_s':>10}{'compute_s':>11}{'write_s':>9}")
+        rss = f"{run['peak_rss_mb']:>8.0f}" if run.get("peak_rss_mb") else f"{'-':>8}"
+        print(f"{run['config']:<11}{run['code'][:9]:<10}{run['wall_s']:>8.1f}{run['cpu_s']:>8.1f}{run['processes']:>6}"
+              f"{run['compute_jobs_per_image']:>9.1f}{run['efficiency']:>7.3f}{run['all_compute_efficiency']:>8.3f}{rss}")  # fmt: skip
+    for run in runs:
+        if not run["rules"]:
+            continue
+        print(f"\n{run['config']} [{run['code']}]: {run['files_per_image']:.1f} files and "
+              f"{run['bytes_per_image'] / 1e6:.2f} MB per image; per rule, from its benchmark files")  # fmt: skip
+        print(f"  {'rule':<16}{'jobs':>6}{'wall_s':>10}{'cpu_s':>10}{'max_rss_MB':>12}")
         for rule, row in run["rules"].items():
-            timed = (
-                f"{row['setup_s']:>10.1f}{row['compute_s']:>11.1f}{row['write_s']:>9.2f}" if row["timed_jobs"] else ""
+            print(
+                f"  {rule:<16}{int(row['jobs']):>6}{row['wall_s']:>10.1f}{row['cpu_s']:>10.1f}{row['max_rss_mb']:>12.0f}"
             )
-            print(f"  {rule:<16}{int(row['jobs']):>6}{timed}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,9 +363,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 continue
             extra = args.snakemake_args.split()
             pair = [run_dag(name, config, tree=tree, cores=args.cores, folder=folder, extra=extra) for tree in trees]
-            for before in pair[1:]:  # an earlier revision logs no timings: its sweeps did the current run's compute
+            for before in pair[1:]:  # an earlier revision logs no pieces: its sweeps did the current run's compute
                 before["sweep_compute_s"] = pair[0]["sweep_compute_s"]
+                before["all_compute_s"] = pair[0]["all_compute_s"]
                 before["efficiency"] = pair[0]["sweep_compute_s"] / (before["wall_s"] * args.cores)
+                before["all_compute_efficiency"] = pair[0]["all_compute_s"] / (before["wall_s"] * args.cores)
                 before["efficiency_note"] = "sweep compute taken from the current code's run of the same DAG"
                 print(
                     f"{name} [{before['code']}]: efficiency {before['efficiency']:.3f} (with the current run's compute)"

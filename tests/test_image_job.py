@@ -49,13 +49,14 @@ def files(root: Path) -> dict[str, bytes]:
     return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
-def test_one_image_job_writes_the_separate_verbs_files_byte_for_byte(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2, 5])
+def test_one_image_job_writes_the_separate_verbs_files_byte_for_byte(tmp_path: Path, workers: int) -> None:
     cache = tmp_path / "cache"
     started = time.perf_counter()
     separate_verbs(tmp_path / "separate", cache)
     separate = time.perf_counter() - started
     started = time.perf_counter()
-    run(image_argv(tmp_path / "joined", cache))
+    run([*image_argv(tmp_path / "joined", cache), "--workers", str(workers)])
     joined = time.perf_counter() - started
     print(f"in-process: separate verbs {separate:.2f} s, one image job {joined:.2f} s, ratio {separate / joined:.2f}")
     before, after = files(tmp_path / "separate"), files(tmp_path / "joined")
@@ -70,8 +71,9 @@ def test_one_image_job_writes_the_separate_verbs_files_byte_for_byte(tmp_path: P
         ({"layers": ["conv3", "nolayer"]}, "--layers value 'nolayer' is not an IFM layer"),
         ({"chain": "pool5:pool5@3"}, "must list layers in network order"),
         ({"chain": "pool5"}, "--chain must look like LAYER:STEPS"),
+        ({"workers": "0"}, "--workers must be an integer >= 1, got 0"),
     ],
-    ids=["unknown-layer", "chain-out-of-order", "chain-without-layer"],
+    ids=["unknown-layer", "chain-out-of-order", "chain-without-layer", "zero-workers"],
 )
 def test_bad_input_is_refused_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, object], message: str
@@ -79,6 +81,8 @@ def test_bad_input_is_refused_before_anything_is_written(
     argv = image_argv(tmp_path / "out", tmp_path / "cache", layers=change.get("layers", LAYERS))  # type: ignore[arg-type]
     if "chain" in change:
         argv[argv.index("pool5:conv2@3")] = str(change["chain"])
+    if "workers" in change:
+        argv += ["--workers", str(change["workers"])]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or files(tmp_path / "out") == {}
@@ -96,3 +100,48 @@ def test_a_failure_after_the_extraction_leaves_no_output_of_the_image(
     assert main(image_argv(tmp_path / "out", tmp_path / "cache")) == 2
     assert "controller broke" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() or files(tmp_path / "out") == {}
+
+
+def test_a_piece_failing_on_a_worker_thread_leaves_no_output_of_the_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ifmsan.commands import sweep
+
+    real = sweep.sweep_layer
+
+    def broken(*args: object, layer: str, **kwargs: object) -> object:
+        if layer == "pool5":
+            raise ValueError("pool5 sweep broke")
+        return real(*args, layer=layer, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sweep, "sweep_layer", broken)
+    assert main([*image_argv(tmp_path / "out", tmp_path / "cache"), "--workers", "3"]) == 2
+    assert "pool5 sweep broke" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() or files(tmp_path / "out") == {}
+
+
+def test_run_tasks_keeps_the_given_order_and_raises_the_first_failure_in_that_order() -> None:
+    import threading
+
+    from ifmsan._shared.tasks import run_tasks
+
+    release = threading.Event()
+
+    def slow() -> str:
+        assert release.wait(10)
+        return "slow"
+
+    def fast() -> str:
+        release.set()  # only a second thread can free `slow`: the tasks really overlap
+        return "fast"
+
+    assert run_tasks([slow, fast], workers=2) == ["slow", "fast"]
+    assert run_tasks([lambda: 1, lambda: 2], workers=1) == [1, 2]
+
+    def fail(text: str) -> object:
+        raise ValueError(text)
+
+    with pytest.raises(ValueError, match="first"):
+        run_tasks([lambda: fail("first"), lambda: fail("second")], workers=1)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_tasks([lambda: 1], workers=0)

@@ -185,7 +185,7 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
     try:
         deadline, job = time.monotonic() + 300, None
         while time.monotonic() < deadline and job is None and process.poll() is None:
-            job = next((cmd for cmd in session_processes(process.pid).values() if "ifmsan sweep " in cmd), None)
+            job = next((cmd for cmd in session_processes(process.pid).values() if "ifmsan image " in cmd), None)
             time.sleep(0.05)
         assert job is not None, "the run finished before it could be interrupted"
         os.kill(process.pid, signal.SIGKILL)  # Snakemake alone: its job is orphaned and must notice
@@ -197,10 +197,11 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-    log = (tmp_path / re.search(r"> '?(logs/[^' ]+\.log)'? 2>&1", job)[1]).read_text()  # a sweep or chain_sweep
+    log = (tmp_path / re.search(r"> '?(logs/[^' ]+\.log)'? 2>&1", job)[1]).read_text()  # an image job
     assert "IFMSAN_PARENT_PID) that started this job is gone" in log, log
-    out = tmp_path / re.search(r" --out(?:-dir)? '?([^' ]+)'?", job)[1]
-    assert not (any(out.glob("*.nc")) if out.is_dir() else out.exists()), f"the stopped job left {out}"
+    for option in ("--ifms-out", "--sweeps-dir", "--chains-dir", "--controller-out"):
+        out = tmp_path / re.search(rf" {option} '?([^' ]+)'?", job)[1]
+        assert not (any(out.rglob("*.*")) if out.is_dir() else out.exists()), f"the stopped job left {out}"
     assert not (tmp_path / "results" / "tiny" / "tables" / "table1.csv").exists()
     locked = snakemake(tmp_path, "--cores", "2", "--configfile", str(TINY), check=False)
     assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # a killed run leaves its lock
@@ -238,12 +239,9 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
                 "convert_weights": 1,
                 "fetch_mean_file": 1,
                 "fetch_image": 1,
-                "extract": 1,
-                "sweep": 13,
-                "chain_sweep": 2,
+                "image": 1,
                 "tables": 1,
                 "figures": 1,
-                "gamma_controller": 1,
                 "notebook": 2,
             },
         ),
@@ -254,24 +252,18 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
                 "convert_weights": 1,
                 "fetch_mean_file": 1,
                 "fetch_image": 16,
-                "extract": 16,
-                "sweep": 208,
-                "chain_sweep": 32,
+                "image": 16,
                 "tables": 1,
                 "figures": 16,
-                "gamma_controller": 16,
                 "notebook": 2,
             },
         ),
         (
             "config/real.yaml",
             {
-                "extract": 5,
-                "sweep": 110,
-                "chain_sweep": 10,
+                "image": 5,
                 "tables": 1,
                 "figures": 5,
-                "gamma_controller": 5,
                 "notebook": 4,
                 "attack": 4,
                 "attack_doubled": 4,
@@ -286,12 +278,9 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             "config/imagenet16_lite0.yaml",
             {
                 "fetch_image": 16,
-                "extract": 16,
-                "sweep": 352,
-                "chain_sweep": 32,
+                "image": 16,
                 "tables": 1,
                 "figures": 16,
-                "gamma_controller": 16,
                 "notebook": 2,
             },
         ),
@@ -299,12 +288,9 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             "config/demo.yaml",
             {
                 "train_mini": 1,
-                "extract": 3,
-                "sweep": 39,
-                "chain_sweep": 6,
+                "image": 3,
                 "tables": 1,
                 "figures": 3,
-                "gamma_controller": 3,
                 "notebook": 4,
                 "attack": 4,
                 "attack_doubled": 4,
@@ -319,12 +305,9 @@ def test_rerun_after_sigkill_finishes_with_identical_results(tiny_run: Path, tmp
             "config/attacks.yaml",
             {
                 "train_mini": 1,
-                "extract": 3,
-                "sweep": 39,
-                "chain_sweep": 6,
+                "image": 3,
                 "tables": 1,
                 "figures": 3,
-                "gamma_controller": 3,
                 "notebook": 4,
                 "attack": 20,
                 "attack_doubled": 20,
@@ -409,17 +392,18 @@ def own_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_config_alone_adjusts_the_paper_config(tmp_path: Path) -> None:
     text = snakemake(tmp_path, "-n", "-p", "--config", "threads=2").stdout
-    sweeps = shell_commands(text, "sweep")
-    assert len(sweeps) == 13 + 2  # the paper's 13 layers and 2 chains
-    assert all(option(args, "--threads") == ["2"] and "run=paper" in args for args in sweeps)
+    [job] = shell_commands(text, "image")  # one image, one job
+    assert len(option(job, "--layers")) == 13 and job.count("--chain") == 2  # the paper's 13 layers and 2 chains
+    assert option(job, "--threads") == ["2"] and "run=paper" in job
 
 
 @pytest.mark.slow
 def test_configfile_replaces_the_paper_config(tmp_path: Path, own_config: Path) -> None:
     text = snakemake(tmp_path, "-n", "-p", "--configfile", str(own_config)).stdout
-    sweeps = shell_commands(text, "sweep")
-    assert len(sweeps) == 2 * 2 and not any("--chain" in args for args in sweeps)  # 2 images x 2 layers, no chains
-    assert all(option(args, "--threads") == ["1"] and "run=mine" in args for args in sweeps)
+    jobs = shell_commands(text, "image")
+    assert len(jobs) == 2 and not any("--chain" in args for args in jobs)  # 2 images, no chains
+    assert all(option(args, "--layers") == ["norm2", "pool5"] for args in jobs)
+    assert all(option(args, "--threads") == ["1"] and "run=mine" in args for args in jobs)
 
 
 @pytest.mark.slow
@@ -427,8 +411,8 @@ def test_configfile_and_config_together_and_figures_get_only_their_images_sweeps
     tmp_path: Path, own_config: Path
 ) -> None:
     text = snakemake(tmp_path, "-n", "-p", "--configfile", str(own_config), "--config", "threads=3", "run=both").stdout
-    sweeps = shell_commands(text, "sweep")
-    assert len(sweeps) == 4 and all(option(args, "--threads") == ["3"] and "run=both" in args for args in sweeps)
+    jobs = shell_commands(text, "image")
+    assert len(jobs) == 2 and all(option(args, "--threads") == ["3"] and "run=both" in args for args in jobs)
     figures = {option(args, "--image")[0]: option(args, "--sweeps") for args in shell_commands(text, "figures")}
     assert set(figures) == {"pool5", "norm2"}
     for image, paths in figures.items():

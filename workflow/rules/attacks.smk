@@ -8,6 +8,8 @@ rule attack:
         f"{OUT}/attacks/{{layer}}/{{knob}}.nc",
     log:
         f"logs/{RUN}/attacks/{{layer}}/{{knob}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/attack/{{layer}}/{{knob}}.tsv"
     conda:
         CONDA_ENV_FILE
     threads: lambda wildcards: attack_option("threads")
@@ -17,6 +19,7 @@ rule attack:
     params:
         model=attack_model_args,
         hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
+        sweeps_key=attack_sweeps_key,  # what the (ancient) sweeps hold: its change reruns the attack
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),
@@ -36,6 +39,8 @@ rule attack_doubled:
         f"{OUT}/attacks/{{layer}}/{{knob}}.2B.nc",
     log:
         f"logs/{RUN}/attacks/{{layer}}/{{knob}}.2B.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/attack_doubled/{{layer}}/{{knob}}.tsv"
     conda:
         CONDA_ENV_FILE
     threads: lambda wildcards: attack_option("threads")
@@ -45,6 +50,7 @@ rule attack_doubled:
     params:
         model=attack_model_args,
         hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
+        sweeps_key=attack_sweeps_key,  # what the (ancient) sweeps hold: its change reruns the attack
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(factor=2),
@@ -85,6 +91,8 @@ rule attack_report:
         **{f"{name}_pdf": f"{OUT}/figures/attacks/{name}.pdf" for name in PLAN.attack_figures},
     log:
         f"logs/{RUN}/attack_report.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/attack_report.tsv"
     conda:
         CONDA_ENV_FILE
     params:

@@ -8,6 +8,8 @@ rule calibrate:
         f"{OUT}/certify/calibration/{{layer}}.json",
     log:
         f"logs/{RUN}/certify/calibrate/{{layer}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/calibrate/{{layer}}.tsv"
     conda:
         CONDA_ENV_FILE
     threads: lambda wildcards: certify_option("threads")
@@ -32,6 +34,8 @@ rule certify_maps:
         f"{OUT}/certify/maps/{{layer}}/{{image}}.nc",
     log:
         f"logs/{RUN}/certify/maps/{{layer}}/{{image}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/certify_maps/{{layer}}/{{image}}.tsv"
     conda:
         CONDA_ENV_FILE
     threads: lambda wildcards: certify_option("threads")
@@ -60,6 +64,8 @@ rule certify_attack:
         f"{OUT}/certify/attacks/{{layer}}/{{knob}}/{{setting}}_{{budget}}.nc",
     log:
         f"logs/{RUN}/certify/attacks/{{layer}}/{{knob}}/{{setting}}_{{budget}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/certify_attack/{{layer}}/{{knob}}/{{setting}}_{{budget}}.tsv"
     wildcard_constraints:
         knob="hold_gaussian|gaussian|laplace",
         setting="s[0-9.e+-]+|scales",
@@ -127,6 +133,8 @@ rule certify_report:
         ),
     log:
         f"logs/{RUN}/certify_report.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/certify_report.tsv"
     conda:
         CONDA_ENV_FILE
     params:

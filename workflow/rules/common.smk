@@ -1,10 +1,14 @@
 # Input functions and helpers: everything the rules derive from the validated config lives here.
 # Every value that reaches a shell command is a params list or a wildcard, formatted with :q (shlex-quoted).
 import os
+from types import SimpleNamespace
 
 from ifmsan._shared.hashing import digest_path
 from ifmsan._shared.ids import SAFE_ID_BODY
 from ifmsan.core.knobs import KNOBS, NOISES
+
+SEEDED_KNOBS = ("random", *NOISES)
+"""The knobs whose sweeps draw from the seed: the random selector and the noise knobs."""
 from ifmsan.workflow import configcheck, paths
 from ifmsan.workflow.plan import plan
 
@@ -28,6 +32,11 @@ PLAN = plan(config)
 # the ones its jobs use (hash_args, in its params), so an edit reruns exactly the jobs whose results it changes.
 EXTRACT_HASH = PLAN.extract_hash
 CONFIG_HASH = PLAN.config_hash
+# The per-image files, all written by one `image` job per image (workflow/rules/image.smk).
+IFMS_FILE = f"{OUT}/ifms/{{image}}.nc"
+SWEEP_FILE = f"{OUT}/sweeps/{{image}}/{{layer}}/{{knob}}.nc"
+CHAIN_FILE = f"{OUT}/chains/{{image}}/{{layer}}/{{steps}}.nc"
+CONTROLLER_FILE = f"{OUT}/gamma/controller/{{image}}.csv"
 
 
 def hash_args(*keys):
@@ -187,9 +196,36 @@ def download_args(entry):
     return [entry["url"], *(["--sha256", entry["sha256"]] if entry.get("sha256") else ["--sha1", entry["sha1"]])]
 
 
+def image_sweep_layers():
+    """The layers an image job sweeps over every knob: the swept layers, then any chained layer's baseline."""
+    return list(dict.fromkeys([*PLAN.layers, *PLAN.baseline_layers]))
+
+
+def image_outputs(kind):
+    """The sweep (kind 'sweeps') or chain ('chains') files of one image job, {image} left a wildcard."""
+    if kind == "sweeps":
+        return [SWEEP_FILE.format(image="{image}", layer=l, knob=k) for l in image_sweep_layers() for k in PLAN.knobs]
+    return [CHAIN_FILE.format(image="{image}", layer=layer, steps=steps) for layer, steps in PLAN.chains]
+
+
+def image_pieces():
+    """What an image job computes besides the extraction: a layer's sweeps, a chain, a layer's controller search."""
+    return len(image_sweep_layers()) + len(PLAN.chains) + len(PLAN.layers)
+
+
+def image_mem_mb():
+    """An image job's memory: the model, the IFMs and each worker's batch buffers (measured in docs/scaling.md)."""
+    return 2000 + 500 * config["workers"]
+
+
+def image_runtime():
+    """Minutes an image job may take on a cluster: ten per round of pieces over its workers, and ten to start."""
+    return 10 + 10 * -(-image_pieces() // config["workers"])
+
+
 def sweep_file(image, layer, knob):
-    """One file of the sweep rule, whose outputs are named by knob."""
-    return expand(getattr(rules.sweep.output, knob), image=image, layer=layer)[0]
+    """One image's sweep of one layer and knob (an output of its image job)."""
+    return SWEEP_FILE.format(image=image, layer=layer, knob=knob)
 
 
 def sweep_files(image=None):
@@ -200,9 +236,7 @@ def sweep_files(image=None):
 
 def image_sweeps(image):
     """Every sweep file of one image: layer x knob, each chain, and each chained layer's unchained baseline."""
-    chains = [
-        expand(rules.chain_sweep.output[0], image=image, layer=layer, steps=steps)[0] for layer, steps in PLAN.chains
-    ]
+    chains = [CHAIN_FILE.format(image=image, layer=layer, steps=steps) for layer, steps in PLAN.chains]
     baselines = [sweep_file(image, layer, "nonzero_mean") for layer in PLAN.baseline_layers]
     return sorted({*sweep_files(image), *chains, *baselines})
 
@@ -228,8 +262,26 @@ def attack_files(rule="attack"):
 
 
 def attack_sweeps(wildcards):
-    """The sweeps of the attacked layer and knob, every image: n*(gamma) is the largest over them."""
-    return [sweep_file(image, wildcards.layer, wildcards.knob) for image in IMAGES]
+    """The sweeps of the attacked layer and knob, every image: n*(gamma) is the largest over them. Marked ancient: an
+    image job rewrites all of its sweeps when any of its settings changes, so their times say nothing; what these
+    sweeps hold is named by attack_sweeps_key in the attack's params instead, whose change reruns the attack."""
+    return [ancient(sweep_file(image, wildcards.layer, wildcards.knob)) for image in IMAGES]
+
+
+def attack_sweeps_key(wildcards):
+    """A digest of everything the attacked layer and knob's sweeps depend on: hashes, images, the knob's values and,
+    for a knob that draws, the seed; another knob's or layer's settings leave it, and so the attack, alone."""
+    import hashlib
+    import json
+
+    knob = wildcards.knob
+    values = config["noise_scales"] if knob in NOISES else windows_arg()
+    inputs = {
+        "hashes": [EXTRACT_HASH, CONFIG_HASH],
+        "images": [image_args(SimpleNamespace(image=image)) for image in IMAGES],
+        "sweep": [wildcards.layer, knob, values, config["seed"] if knob in SEEDED_KNOBS else None],
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def attack_values(wildcards):
@@ -336,7 +388,7 @@ def controller_files():
     """The gamma controller's CSV of every image, which the tables rule checks against the nonzero_mean sweeps."""
     if "nonzero_mean" not in config["knobs"]:
         return []  # no sweep of the controller's knob to check against
-    return expand(rules.gamma_controller.output[0], image=IMAGES)
+    return expand(CONTROLLER_FILE, image=IMAGES)
 
 
 def all_targets():
@@ -345,7 +397,7 @@ def all_targets():
         *(rules.attack_report.output if PLAN.attacks else []),
         *(rules.certify_report.output if PLAN.certify_layers else []),
         *rules.tables.output,
-        *expand(rules.gamma_controller.output[0], image=IMAGES),
+        *expand(CONTROLLER_FILE, image=IMAGES),
         *(expand(rules.figures.output, image=IMAGES) if PLAN.figures else []),
         *expand(rules.notebook.output[0], notebook=PLAN.notebooks),
     ]

@@ -35,6 +35,8 @@ rule convert_weights:
         ),
     log:
         f"logs/{RUN}/fetch/convert_weights.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/convert_weights.tsv"
     conda:
         CONDA_ENV_FILE
     params:

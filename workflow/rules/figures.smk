@@ -20,6 +20,8 @@ rule figures:
         **{f"{name}_pdf": f"{OUT}/figures/{{image}}/{name}.pdf" for name in PLAN.figures},
     log:
         f"logs/{RUN}/figures/{{image}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/figures/{{image}}.tsv"
     priority: job_priority
     conda:
         CONDA_ENV_FILE

@@ -7,7 +7,7 @@ localrules:
 rule notebook:
     input:
         notebook=os.path.join(workflow.basedir, "notebooks", "{notebook}.ipynb"),
-        ifms=expand(rules.extract.output[0], image=IMAGES),
+        ifms=expand(IFMS_FILE, image=IMAGES),
         sweeps=sweep_files(),
         attacks=lambda wildcards: attack_files() if wildcards.notebook == "attacks" else [],
         certify=lambda wildcards: rules.certify_report.output if wildcards.notebook == "certify" else [],
@@ -15,6 +15,8 @@ rule notebook:
         f"{OUT}/notebooks/{{notebook}}.ipynb",
     log:
         f"logs/{RUN}/notebooks/{{notebook}}.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/notebook/{{notebook}}.tsv"
     wildcard_constraints:
         notebook="|".join(PLAN.notebooks),
     conda:

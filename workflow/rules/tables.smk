@@ -6,7 +6,7 @@ localrules:
 rule tables:
     input:
         sweeps=all_sweeps(),
-        controller=lambda wildcards: controller_files(),  # rule gamma_controller is defined later
+        controller=controller_files(),
     output:
         **{
             file.replace(".", "_"): report(
@@ -19,6 +19,8 @@ rule tables:
         },
     log:
         f"logs/{RUN}/tables.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/tables.tsv"
     conda:
         CONDA_ENV_FILE
     params:

@@ -12,6 +12,8 @@ rule train_mini:
         ),
     log:
         f"logs/{RUN}/train_mini.log",
+    benchmark:
+        f"logs/{RUN}/benchmarks/train_mini.tsv"
     conda:
         CONDA_ENV_FILE
     threads: config["train_mini"]["threads"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ifmsan._shared.values import integer, real
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
@@ -60,6 +60,19 @@ def check_options(
     return checked, [int(window) for window in parse_values(values)]  # kind='window': integers already
 
 
+def check_controller_ifms(net: LayeredNet, source: Dataset, *, layers: Sequence[str], device: str) -> None:
+    """The IFMs were made by this network (its p0 comes back from each of `layers`), before the controller trusts them."""
+    from ifmsan.report.consistency import check_p0_of_ifms, check_same_network
+    from ifmsan.steps.extract import ifms_of
+
+    where = str(source.encoding.get("source") or "the IFMs")
+    check_same_network(source.attrs, net, source=where)
+    check_p0_of_ifms(
+        net, {k: v.to(device) for k, v in ifms_of(source).items()}, layers=layers,
+        target=int(source.attrs["target"]), p0=float(source.attrs["p0"]), source=where,
+    )  # fmt: skip
+
+
 def controller_frame(
     net: LayeredNet,
     source: Dataset,
@@ -71,21 +84,22 @@ def controller_frame(
     batch_size: int,
     references: dict[str, Dataset],
     device: str,
+    searched: Mapping[str, Mapping[float, Any]] | None = None,
 ) -> tuple[DataFrame, str]:
-    """Check the IFMs against the network, run the controller; return its table and the log summary, unwritten."""
+    """Check the IFMs against the network, run the controller; return its table and the log summary, unwritten.
+
+    searched: each layer's search already run (core.controller.controller_searches, with its p0 checked by
+    check_controller_ifms), as `ifmsan image` does on its threads; the table is then built from them.
+    """
     from ifmsan.core.controller import controller_table
-    from ifmsan.report.consistency import check_p0_of_ifms, check_same_network
     from ifmsan.steps.extract import ifms_of
 
-    where = str(source.encoding.get("source") or "the IFMs")
-    check_same_network(source.attrs, net, source=where)
-    check_p0_of_ifms(
-        net, {k: v.to(device) for k, v in ifms_of(source).items()}, layers=layers,
-        target=int(source.attrs["target"]), p0=float(source.attrs["p0"]), source=where,
-    )  # fmt: skip
+    if searched is None:
+        check_controller_ifms(net, source, layers=layers, device=device)
     frame = controller_table(
         net, ifms_of(source), layers=layers, gammas=gammas, windows=windows, target=int(source.attrs["target"]),
         knob=knob, batch_size=batch_size, references=references, image_id=source.attrs.get("image_id", ""),
+        searched=searched,
     )  # fmt: skip
     summary = frame[["layer", "gamma", "window", "status"]].to_string(index=False)  # before the write: it can fail
     return frame, summary

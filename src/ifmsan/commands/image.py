@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ifmsan._shared.values import integer, real
 from ifmsan.commands._common import add_model_options, load_model, parse_attrs, timing_line
 from ifmsan.commands.extract import add_image_options
 
 if TYPE_CHECKING:
+    from xarray import Dataset
+
+    from ifmsan.models.base import LayeredNet
     from ifmsan.steps.sweep import ChainStep
 
 HELP = (
@@ -67,6 +72,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--gammas", nargs="+", type=real, default=[0.25, 0.5, 1.0, 2.0, 3.0, 4.0], help="degrees of sanitization"
     )
     parser.add_argument("--controller-out", type=Path, help="the controller's .csv, as `ifmsan gamma --out`")
+    parser.add_argument(
+        "--workers", type=integer, default=1, help="pieces (a layer's sweeps, a chain, a layer's controller search) "
+        "run at once, each on --threads torch threads; the files do not depend on it (default 1)",
+    )  # fmt: skip
 
 
 def parse_chain_option(text: str) -> tuple[str, str, tuple[ChainStep, ...]]:
@@ -79,9 +88,73 @@ def parse_chain_option(text: str) -> tuple[str, str, tuple[ChainStep, ...]]:
     return layer, steps, parse_chain(steps)
 
 
+KINDS = ("sweep", "controller")
+Task = tuple[str, int, str, int]
+"""(kind, order, layer, index): sweeps of a layer, chains and the controller's search of a layer."""
+
+
+def thread_timed(task: Callable[[], Any]) -> tuple[Any, float]:
+    """The task's result and the CPU seconds its thread spent on it (torch threads beyond one are not counted)."""
+    started = time.thread_time()
+    result = task()
+    return result, time.thread_time() - started
+
+
+def image_tasks(
+    net: LayeredNet,
+    source: Dataset,
+    *,
+    sweeps: dict[str, dict[str, Path]],
+    chains: list[tuple[tuple[str, str, tuple[ChainStep, ...]], Path]],
+    controller_layers: list[str],
+    gammas: list[float],
+    windows: list[float],
+    scales: list[float] | None,
+    controller_windows: list[int],
+    args: argparse.Namespace,
+    attrs: dict[str, str],
+) -> dict[Task, Callable[[], Any]]:
+    """The image's independent pieces, costliest first (a sweep from an earlier layer runs more of the network), each
+    computing what the separate verb would; run_tasks spreads them over --workers threads."""
+    from ifmsan.commands import gamma, sweep
+    from ifmsan.core.controller import controller_searches
+    from ifmsan.steps.extract import ifms_of
+    from ifmsan.steps.io import ifms_subset
+
+    position = {layer: i for i, layer in enumerate(net.ifm_layers)}
+    tasks: dict[Task, Callable[[], Any]] = {}
+    for layer, targets in sweeps.items():
+        tasks["sweep", position[layer], layer, 0] = functools.partial(
+            sweep.sweep_layer, net, ifms_subset(source, [layer]), layer=layer, targets=targets, windows=windows,
+            scales=scales, chain=(), seed=args.seed, batch_size=args.batch_size, attrs=attrs,
+        )  # fmt: skip
+    for index, ((layer, _, steps), out) in enumerate(chains):
+        tasks["sweep", position[layer], layer, 1 + index] = functools.partial(
+            sweep.sweep_layer, net, ifms_subset(source, [layer, *(step.layer for step in steps)]), layer=layer,
+            targets={"nonzero_mean": out}, windows=windows, scales=None, chain=steps, seed=args.chain_seed,
+            batch_size=args.batch_size, attrs=attrs,
+        )  # fmt: skip
+    if controller_layers:
+        searches = controller_searches(
+            net, ifms_of(ifms_subset(source, controller_layers)), layers=controller_layers, gammas=gammas,
+            windows=controller_windows, target=int(source.attrs["target"]), knob="nonzero_mean",
+            batch_size=args.batch_size,
+        )  # fmt: skip
+
+        def checked_search(layer: str) -> Any:
+            gamma.check_controller_ifms(net, ifms_subset(source, [layer]), layers=[layer], device=args.device)
+            return searches[layer]()
+
+        for layer in searches:
+            tasks["controller", position[layer], layer, 0] = functools.partial(checked_search, layer)
+    order = sorted(tasks, key=lambda key: (key[1], key[0] == "controller", key[3]))
+    return {key: tasks[key] for key in order}
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every option and output, load the model once, compute everything, then write all outputs or none."""
     from ifmsan._shared.atomic import atomic_path
+    from ifmsan._shared.tasks import run_tasks
     from ifmsan._shared.values import parse_values
     from ifmsan.commands import extract, gamma, sweep
     from ifmsan.commands._args import check_int, check_output_file
@@ -94,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     check_int("--batch-size", args.batch_size, minimum=1)
     check_int("--seed", args.seed, minimum=0)
     check_int("--chain-seed", args.chain_seed, minimum=0)
+    check_int("--workers", args.workers, minimum=1)
     windows = parse_values(args.values)
     scales = parse_values(args.scales, flag="--scales", kind="scale") if args.scales else None
     layers = list(dict.fromkeys(args.layers))
@@ -136,7 +210,6 @@ def run(args: argparse.Namespace) -> int:
         check_layer(net, layer, name="--controller-layers value")
     started = time.perf_counter()
     dataset, message = extract.extract_image(net, args, attrs=ifm_attrs, out=args.ifms_out)
-    results = []
     frame = summary = None
     with all_or_none(*{out.parent for out in outputs}) as written:
         with atomic_path(args.ifms_out) as ifms_tmp:
@@ -144,23 +217,22 @@ def run(args: argparse.Namespace) -> int:
             del dataset  # the read-back copy is the one kept
             source = read_ifms(ifms_tmp)
             source.encoding["source"] = str(args.ifms_out)
-            for layer, targets in sweeps.items():
-                results += sweep.sweep_layer(
-                    net, ifms_subset(source, [layer]), layer=layer, targets=targets, windows=windows, scales=scales,
-                    chain=(), seed=args.seed, batch_size=args.batch_size, attrs=attrs,
-                )  # fmt: skip
-            for (layer, _, steps), out in zip(chains, chain_outs, strict=True):
-                results += sweep.sweep_layer(
-                    net, ifms_subset(source, [layer, *(step.layer for step in steps)]), layer=layer,
-                    targets={"nonzero_mean": out}, windows=windows, scales=None, chain=steps, seed=args.chain_seed,
-                    batch_size=args.batch_size, attrs=attrs,
-                )  # fmt: skip
             if args.controller_out is not None:
                 check_config_hash(source.attrs, attrs, source=str(args.ifms_out))
+            tasks = image_tasks(
+                net, source, sweeps=sweeps, chains=list(zip(chains, chain_outs, strict=True)),
+                controller_layers=controller_layers, gammas=gammas, windows=windows, scales=scales,
+                controller_windows=controller_windows, args=args, attrs=attrs,
+            )  # fmt: skip
+            timed = run_tasks([functools.partial(thread_timed, task) for task in tasks.values()], workers=args.workers)
+            done = {key: result for key, (result, _) in zip(tasks, timed, strict=True)}
+            cpu = {kind: sum(t for key, (_, t) in zip(tasks, timed, strict=True) if key[0] == kind) for kind in KINDS}
+            results = [result for key in sorted(k for k in done if k[0] != "controller") for result in done[key]]
+            if args.controller_out is not None:
                 frame, summary = gamma.controller_frame(
                     net, ifms_subset(source, controller_layers), layers=controller_layers, gammas=gammas,
                     windows=controller_windows, knob="nonzero_mean", batch_size=args.batch_size, references={},
-                    device=args.device,
+                    device=args.device, searched={key[2]: value for key, value in done.items() if key[0] == "controller"},
                 )  # fmt: skip
             computed = time.perf_counter()
         written.append(args.ifms_out)
@@ -176,4 +248,5 @@ def run(args: argparse.Namespace) -> int:
     if summary is not None:
         print(summary)
     print(timing_line(started=started, computed=computed))
+    print("pieces: " + " ".join(f"{kind}_cpu_s={seconds:.2f}" for kind, seconds in cpu.items()))
     return 0

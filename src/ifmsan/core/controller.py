@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -196,6 +197,56 @@ def search_gammas(
     return found
 
 
+def controller_searches(
+    net: LayeredNet,
+    ifms: Mapping[str, torch.Tensor],
+    *,
+    layers: Sequence[str],
+    gammas: Sequence[float],
+    windows: Sequence[int],
+    target: int,
+    knob: str = "nonzero_mean",
+    batch_size: int = 16,
+) -> dict[str, Callable[[], dict[float, Any]]]:
+    """Every layer's search for all γ (search_gammas), built and checked but not run: a caller may run them on threads."""
+    controllers = _controllers(net, layers=layers, gammas=gammas, windows=windows, knob=knob, batch_size=batch_size)
+    missing = [layer for layer in layers if layer not in ifms]
+    if missing:
+        raise ValueError(f"the IFMs hold no layer {', '.join(map(repr, missing))}; expected one per layer of layers")
+    device = next(net.parameters()).device
+    return {
+        layer: functools.partial(
+            search_gammas,
+            net,
+            layer,
+            ifms[layer].to(device),
+            gammas=[controllers[layer, g].gamma for g in gammas],
+            windows=controllers[layer, gammas[0]].windows,
+            knob=controllers[layer, gammas[0]].knob,
+            target=target,
+            batch_size=batch_size,
+        )  # fmt: skip
+        for layer in dict.fromkeys(layers)
+    }
+
+
+def _controllers(
+    net: LayeredNet,
+    *,
+    layers: Sequence[str],
+    gammas: Sequence[float],
+    windows: Sequence[int],
+    knob: str,
+    batch_size: int,
+) -> dict[tuple[str, float], GammaSanitizer]:
+    """One controller per (layer, γ), which checks every argument."""
+    return {
+        (layer, gamma): GammaSanitizer(net, layer, gamma, windows=windows, select=knob, batch_size=batch_size)
+        for layer in layers
+        for gamma in gammas
+    }
+
+
 def controller_table(
     net: LayeredNet,
     ifms: Mapping[str, torch.Tensor],
@@ -208,6 +259,7 @@ def controller_table(
     batch_size: int = 16,
     references: Mapping[str, xr.Dataset] | None = None,
     image_id: str = "",
+    searched: Mapping[str, Mapping[float, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per (layer, γ): the window the controller chose, or 'not reached'; checked against reference sweeps.
 
@@ -215,32 +267,17 @@ def controller_table(
     is given the row gets the sweep's n*(γ), and any disagreement is a ValueError listing the rows, before any output.
     Every controller is built (so every argument checked) before the first search; each layer is then searched for all
     γ in one pass (search_gammas), which finds what each controller would, at the cost of the largest n*(γ) alone.
+    searched: the results of controller_searches with these arguments, run by the caller (e.g. on threads).
     """
     import pandas as pd
 
     references = dict(references or {})
-    controllers = {
-        (layer, gamma): GammaSanitizer(net, layer, gamma, windows=windows, select=knob, batch_size=batch_size)
-        for layer in layers
-        for gamma in gammas
-    }
-    missing = [layer for layer in layers if layer not in ifms]
-    if missing:
-        raise ValueError(f"the IFMs hold no layer {', '.join(map(repr, missing))}; expected one per layer of layers")
-    device = next(net.parameters()).device
-    searched = {
-        layer: search_gammas(
-            net,
-            layer,
-            ifms[layer].to(device),
-            gammas=[controllers[layer, g].gamma for g in gammas],
-            windows=controllers[layer, gammas[0]].windows,
-            knob=controllers[layer, gammas[0]].knob,
-            target=target,
-            batch_size=batch_size,
-        )  # fmt: skip
-        for layer in dict.fromkeys(layers)
-    }
+    controllers = _controllers(net, layers=layers, gammas=gammas, windows=windows, knob=knob, batch_size=batch_size)
+    if searched is None:
+        searches = controller_searches(
+            net, ifms, layers=layers, gammas=gammas, windows=windows, target=target, knob=knob, batch_size=batch_size
+        )
+        searched = {layer: search() for layer, search in searches.items()}
     rows: list[dict[str, Any]] = []
     for (layer, gamma), controller in controllers.items():
         row: dict[str, Any] = {"image_id": image_id, "model": net.name, "layer": layer, "knob": knob}
