@@ -213,14 +213,29 @@ def image_pieces():
     return len(image_sweep_layers()) + len(PLAN.chains) + len(PLAN.layers)
 
 
-def image_mem_mb():
+def image_workers():
+    """The pieces an image job runs at once: the config's `workers`, but locally no more than the job's share of
+    --cores when the images outnumber them (16 images on 2 cores: one each, two images side by side, and single-thread
+    jobs such as figures fill any free core). A cluster job, and its own Snakemake on the node, take the config's."""
+    cores = workflow.resource_settings.cores
+    if cores is None or workflow.remote_exec or not jobs_run_here():
+        return config["workers"]
+    return max(1, min(config["workers"], cores // (config["threads"] * len(IMAGES))))
+
+
+def image_threads(wildcards):
+    """An image job's threads: `threads` torch threads for each of its workers (the files depend on neither)."""
+    return config["threads"] * image_workers()
+
+
+def image_mem_mb(wildcards, threads):
     """An image job's memory: the model, the IFMs and each worker's batch buffers (measured in docs/scaling.md)."""
-    return 2000 + 500 * config["workers"]
+    return 2000 + 500 * max(1, threads // config["threads"])
 
 
-def image_runtime():
+def image_runtime(wildcards, threads):
     """Minutes an image job may take on a cluster: ten per round of pieces over its workers, and ten to start."""
-    return 10 + 10 * -(-image_pieces() // config["workers"])
+    return 10 + 10 * -(-image_pieces() // max(1, threads // config["threads"]))
 
 
 def sweep_file(image, layer, knob):
@@ -376,12 +391,9 @@ def certify_attack_options(wildcards):
 
 
 def job_priority(wildcards):
-    """Local scheduling order among ready jobs, longest first: a job sweeping from an earlier layer runs more of the
-    network (conv1's sweep costs about 10x fc6's); the gamma controller (all layers) and an image's figures (the
-    longest of the final jobs) outrank every sweep."""
-    layers = list(PLAN.layers)
-    layer = getattr(wildcards, "layer", None)
-    return len(layers) + 1 if layer is None else len(layers) - layers.index(layer) if layer in layers else 0
+    """Local scheduling order among ready jobs: an image's figures (the longest of the final jobs) before the tables
+    and notebooks, which need every image."""
+    return len(PLAN.layers) + 1
 
 
 def controller_files():

@@ -21,10 +21,10 @@ rule image:
         f"logs/{RUN}/benchmarks/image/{{image}}.tsv"
     conda:
         CONDA_ENV_FILE
-    threads: config["threads"] * config["workers"]
+    threads: image_threads
     resources:
-        mem_mb=image_mem_mb(),
-        runtime=image_runtime(),
+        mem_mb=image_mem_mb,
+        runtime=image_runtime,
         gpu=1 if config["device"] == "cuda" else 0,
     params:
         model=model_args,

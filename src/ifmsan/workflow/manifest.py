@@ -202,8 +202,13 @@ def config_from_manifest(
 # --- the YAML file ----------------------------------------------------------------------------------------------
 
 
-CLUSTER_RULES: tuple[str, ...] = ("train_mini", "extract", "sweep", "chain_sweep", "gamma_controller", "attack")
-"""The rules a cluster executor submits; the workflow's localrules (fetch_*, tables, figures, notebook) run locally."""
+CLUSTER_RULES: tuple[str, ...] = (
+    "train_mini", "image", "attack", "attack_doubled", "calibrate", "certify_maps", "certify_attack",
+)  # fmt: skip
+"""The rules a cluster executor submits; the workflow's localrules (fetch_*, convert_weights, tables, figures, notebook,
+the reports) run locally."""
+PER_IMAGE_RULES: tuple[str, ...] = ("image", "fetch_image", "figures")
+"""The rules with one job per image, listed first in the header."""
 
 
 def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
@@ -216,12 +221,8 @@ def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
     layers = plan(full).layers
     windows = full["windows"]
     step = "" if windows["step"] == 1 else f" step {windows['step']}"
-    per_image = ", ".join(f"{jobs[r]} {r}" for r in ("sweep", "chain_sweep", "extract", "fetch_image") if r in jobs)
-    rest = ", ".join(
-        f"{count} {rule}"
-        for rule, count in jobs.items()
-        if rule not in ("sweep", "chain_sweep", "extract", "fetch_image")
-    )
+    per_image = ", ".join(f"{jobs[r]} {r}" for r in PER_IMAGE_RULES if r in jobs)
+    rest = ", ".join(f"{count} {rule}" for rule, count in jobs.items() if rule not in PER_IMAGE_RULES)
     n = len(full["images"])
     prefix = os.path.commonprefix([str(image["source"]) for image in full["images"]])
     shared = f" (all under {prefix[: prefix.rindex('/') + 1]})" if n > 1 and "://" in prefix else ""
@@ -236,7 +237,8 @@ def header(config: Mapping[str, Any], *, command: str, configfile: str) -> str:
         f"{', '.join(full['knobs'])}, {len(full['chains'])} chains, windows {windows['start']}..{windows['stop']}"
         f"{step}, gammas {', '.join(format(g, 'g') for g in full['gammas'])}, and plans about {sum(jobs.values())} "
         f"jobs: {per_image}; {rest}. With profiles/slurm {sum(jobs[rule] for rule in cluster)} of them "
-        f"({', '.join(cluster)}) go to the cluster, the others run where snakemake runs.",
+        f"({', '.join(cluster)}) go to the cluster, one job per image with threads x workers CPUs each; the others run "
+        "where snakemake runs.",
         f"Images: the manifest's url{shared}, sha256 and class_index (target); id = the file name without its "
         "extension, quotes dropped (ifmsan.workflow.manifest.image_id).",
     ]

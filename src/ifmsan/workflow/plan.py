@@ -23,10 +23,10 @@ EXTRACT_KEYS: tuple[str, ...] = ("model",)
 """The config keys extraction uses (model name, weights, mean file, preprocessing), and train_mini when the weights are
 trained by the workflow; each image's own entry reaches its job as options (image_args), the device as --device."""
 COMPUTE_KEYS: tuple[str, ...] = ("windows", "batch_size", "threads", "device")
-"""What every sweep-stage job (sweep, chain_sweep, gamma_controller, attack) uses besides extraction's keys. Not knobs,
-noise_scales, seed or chains: a sweep records its knob, values, seed and chain itself, and the sweep rule passes them
-as options, so editing one reruns the sweeps that use it and not the chains or the controller. Not images or gammas:
-adding an image reruns nothing else."""
+"""What every sweep-stage output (an image job's sweeps, chains and controller check; the attacks) uses besides
+extraction's keys. Not knobs, noise_scales, seed or chains: a sweep records its knob, values, seed and chain itself,
+and the image rule passes them as options, so editing one reruns the image jobs (their params) but not the attacks of
+other knobs (workflow/rules/common.smk, attack_sweeps_key). Not images or gammas: adding an image reruns nothing else."""
 
 
 def _digest(values: Mapping[str, Any]) -> str:
