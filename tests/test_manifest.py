@@ -76,22 +76,24 @@ def test_committed_config_plan_and_job_counts() -> None:
         "table1_per_image.csv",
     )  # fmt: skip
     assert planned.notebooks == ("inspect_ifms", "compare_knobs") and planned.attacks == ()
-    # what `snakemake -n --configfile config/imagenet1000.yaml` listed (17007 jobs, measured once: ~90 s)
+    # one image job per image, i.e. one cluster job per image (planned_jobs is checked against `snakemake -n` in
+    # tests/test_workflow.py)
     assert plan.planned_jobs(CONFIG) == {
         "fetch_weights": 1,
         "convert_weights": 1,
         "fetch_mean_file": 1,
         "fetch_image": 1000,
-        "extract": 1000,
-        "sweep": 13000,
+        "image": 1000,
         "tables": 1,
         "figures": 1000,
-        "gamma_controller": 1000,
         "notebook": 2,
         "all": 1,
     }
     header = CONFIG_FILE.read_text(encoding="utf-8").split("\nrun:")[0]
-    assert "plans about 17007 jobs" in header
+    assert "plans about 3007 jobs" in header
+    assert "With profiles/slurm 1000 of them (image) go to the cluster" in " ".join(
+        line.lstrip("# ") for line in header.splitlines()
+    )
     assert "snakemake --profile profiles/slurm --configfile config/imagenet1000.yaml" in header
     assert (
         "python -m ifmsan.workflow.manifest MANIFEST.tsv --base config/imagenet16.yaml --out config/imagenet1000.yaml"
@@ -187,10 +189,8 @@ def test_main_writes_a_valid_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert config["run"] == "two" and len(config["images"]) == 2
     schema.check_schema(config, SCHEMA)
     configcheck.check_config(config, cuda_available=False, files=False)
-    # 2 images x 17 (fetch_image, extract, 13 sweeps, figures, gamma_controller) + 6 (fetches, tables, notebooks, all)
-    assert "plans about 41 jobs" in out.read_text(
-        encoding="utf-8"
-    )  # 2 x (fetch, extract, 13 sweeps, figures, gamma) + 7
+    # 2 images x 3 (fetch_image, image, figures) + 7 (2 fetches, the conversion, tables, 2 notebooks, all)
+    assert "plans about 13 jobs" in out.read_text(encoding="utf-8")
     assert manifest.main([str(tmp_path / "nope.tsv"), "--base", str(REPO / "config" / "imagenet16.yaml"),
                           "--out", str(out)]) == 2  # fmt: skip
     assert "nope.tsv" in capsys.readouterr().err

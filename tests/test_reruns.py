@@ -209,7 +209,7 @@ TWO_IMAGES = {
     **{
         key: value
         for key, value in yaml.safe_load((REPO / "tests" / "data" / "tiny.yaml").read_text(encoding="utf-8")).items()
-        if key not in ("attacks", "certify")
+        if key != "certify"
     },
     "run": "two",
     "images": [
@@ -220,13 +220,17 @@ TWO_IMAGES = {
     "noise_scales": [0.0, 1.0],
     "gammas": [0.5],
 }
-"""The tiny config with two images and only the per-image stages."""
+TWO_IMAGES["attacks"] = {**TWO_IMAGES["attacks"], "knobs": ["nonzero_mean"], "n_train": 8, "n_test": 4}
+"""The tiny config with two images, the per-image stages and one attacked (layer, knob): pool5, nonzero_mean."""
 TARGETS = [
-    *(f"results/two/sweeps/{image}/{layer}/nonzero_mean.nc" for image in "ab" for layer in ("norm2", "pool5")),
+    *(f"results/two/sweeps/{image}/{layer}/{knob}.nc" for image in "ab" for layer in ("norm2", "pool5")
+      for knob in ("nonzero_mean", "gaussian")),
     *(f"results/two/chains/{image}/pool5/norm2@3.nc" for image in "ab"),
     *(f"results/two/gamma/controller/{image}.csv" for image in "ab"),
-]
-"""Every extract, sweep, chain_sweep and gamma_controller job of TWO_IMAGES."""
+    "results/two/attacks/pool5/nonzero_mean.nc",
+    "results/two/attacks/pool5/nonzero_mean.2B.nc",
+]  # fmt: skip
+"""Every image job's files of TWO_IMAGES, and its attack at both budgets."""
 
 
 def job_counts(text: str) -> dict[str, int]:
@@ -246,34 +250,39 @@ def job_counts(text: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def ran_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workdir where TWO_IMAGES' per-image jobs ran (about a minute on two cores)."""
+    """A workdir where TWO_IMAGES' image jobs and attack ran (about a minute on two cores)."""
     workdir = tmp_path_factory.mktemp("two")
     (workdir / "two.yaml").write_text(yaml.safe_dump(TWO_IMAGES, sort_keys=False), encoding="utf-8")
     snakemake(workdir, *TARGETS, "--cores", "2", "--configfile", str(workdir / "two.yaml"))
     return workdir
 
 
+BOTH = {"image": 2}
+ATTACKED = {"attack": 1, "attack_doubled": 1}
 RERUNS = {
     "unchanged": ({}, {}),
-    "windows": (
-        {"windows": {"start": 2, "stop": 11, "step": 1}},
-        {"sweep": 4, "chain_sweep": 2, "gamma_controller": 2},
-    ),
-    "seed": ({"seed": 1}, {"sweep": 4}),  # the chains and the controller draw nothing
-    "batch_size": ({"batch_size": 2}, {"sweep": 4, "chain_sweep": 2, "gamma_controller": 2}),
-    "noise_scales": ({"noise_scales": [0.0, 2.0]}, {"sweep": 4}),
-    "gammas": ({"gammas": [0.25]}, {"gamma_controller": 2}),
+    "windows": ({"windows": {"start": 2, "stop": 11, "step": 1}}, {**BOTH, **ATTACKED}),
+    "seed": ({"seed": 1}, BOTH),  # nonzero_mean, the attacked knob, draws nothing
+    "batch_size": ({"batch_size": 2}, {**BOTH, **ATTACKED}),  # config_hash, which the attack records
+    "noise_scales": ({"noise_scales": [0.0, 2.0]}, BOTH),  # another knob's values: the attack stays
+    "gammas": ({"gammas": [0.25]}, BOTH),
+    "knobs": ({"knobs": ["nonzero_mean", "gaussian", "first"]}, BOTH),  # one knob more: the attacked sweeps stay
+    "layers": ({"layers": ["pool2", "norm2", "pool5"]}, BOTH),  # one layer more
+    "chains": ({"chains": [{"steps": "pool2@4", "layer": "pool5"}]}, BOTH),
+    "workers": ({"workers": 1}, {}),  # how many pieces run at once changes no file
     "image_source": (
         {"images": [TWO_IMAGES["images"][0], {"id": "b", "source": "minidata:test:3", "target": 2}]},
-        {"extract": 1, "sweep": 2, "chain_sweep": 1, "gamma_controller": 1},
+        {"image": 1, **ATTACKED},
     ),
     "image_target": (
         {"images": [{"id": "a", "source": "minidata:test:1", "target": 4}, TWO_IMAGES["images"][1]]},
-        {"extract": 1, "sweep": 2, "chain_sweep": 1, "gamma_controller": 1},
+        {"image": 1, **ATTACKED},
     ),
+    "attacked_seed": ({"attacks": {**TWO_IMAGES["attacks"], "seed": 1}}, ATTACKED),
 }
-"""Config edits and the jobs a dry run then plans: the windows, seed, batch size, noise scales or gammas rerun no
-extract job; an image's source or target reruns that image's extract job and what reads its IFMs, nothing else."""
+"""Config edits and the jobs a dry run then plans. An image job holds all of an image's pieces, so any edit of the
+sweep stage reruns every image's job, and an edit of one image only that image's; the attack reruns only when what
+its sweeps hold changes (their windows, hashes or images), never for another knob's, layer's or chain's settings."""
 
 
 @pytest.mark.slow
@@ -283,6 +292,28 @@ def test_an_edit_reruns_exactly_the_jobs_it_affects(ran_two: Path, case: str) ->
     (ran_two / "edited.yaml").write_text(yaml.safe_dump({**TWO_IMAGES, **changes}, sort_keys=False), encoding="utf-8")
     result = snakemake(ran_two, *TARGETS, "-n", "--configfile", str(ran_two / "edited.yaml"))
     assert job_counts(result.stdout) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cores", ["1", "3"])
+def test_other_cores_rerun_nothing(ran_two: Path, cores: str) -> None:
+    """The job's workers follow --cores (its threads), a derived param that no rerun trigger compares."""
+    result = snakemake(ran_two, *TARGETS, "-n", "--cores", cores, "--configfile", str(ran_two / "two.yaml"))
+    assert job_counts(result.stdout) == {}
+
+
+@pytest.mark.slow
+def test_the_rerun_trigger_options_behave_as_documented(ran_two: Path) -> None:
+    """--rerun-triggers mtime ignores the params; --rerun-triggers params reruns on them; --forcerun image reruns every
+    image job and what reads its files (the attack reads them as ancient, so a forced image job leaves it alone)."""
+    edited = ran_two / "edited.yaml"
+    edited.write_text(yaml.safe_dump({**TWO_IMAGES, "noise_scales": [0.0, 3.0]}, sort_keys=False), encoding="utf-8")
+    mtime = snakemake(ran_two, *TARGETS, "-n", "--rerun-triggers", "mtime", "--configfile", str(edited))
+    assert job_counts(mtime.stdout) == {}
+    params = snakemake(ran_two, *TARGETS, "-n", "--rerun-triggers", "params", "--configfile", str(edited))
+    assert job_counts(params.stdout) == BOTH
+    forced = snakemake(ran_two, *TARGETS, "-n", "--forcerun", "image", "--configfile", str(ran_two / "two.yaml"))
+    assert job_counts(forced.stdout) == BOTH
 
 
 # --- per-stage provenance hashes still refuse files of different runs ---------------------------------------------

@@ -550,6 +550,10 @@ def hostile_run(
         {"id": "web", "source": f"file://{web}", "sha256": sha[web]},
     ])  # fmt: skip
     config["model"]["weights"] = {"url": f"file://{weights}", "sha256": sha[weights], "file": "mini.pt"}
+    # an image's IFMs come from its whole image job: keep it small (one layer, one knob, no chain, no attacks)
+    config.update(layers=["pool5"], knobs=["nonzero_mean"], chains=[])
+    for stage in ("attacks", "certify"):
+        config.pop(stage, None)
     path = write_config(workdir / "hostile.yaml", config)
     targets = ["results/demo/ifms/good.nc", "results/demo/ifms/bad.nc", "data/images/web.png"]
     result = snakemake(workdir, *targets, "--cores", "2", "--keep-going", "--configfile", str(path), check=False)
@@ -566,14 +570,14 @@ def test_hostile_strings_arrive_verbatim_and_run_nothing(
     text = result.stdout + result.stderr
     for root in (workdir, REPO, Path.cwd()):
         assert not any((root / f"CANARY{i}").exists() for i in range(1, 7)), "a config value was executed"
-    assert result.returncode != 0 and "extract" in text  # the broken image fails; everything else ran
+    assert result.returncode != 0 and "Error in rule image" in text  # the broken image fails; everything else ran
     good = read_netcdf(workdir / "results" / "demo" / "ifms" / "good.nc")
     assert good.attrs["image_source"] == config["images"][0]["source"] and good.attrs["target"] == 1
     web = workdir / "data" / "images" / "web.png"
     assert web.read_bytes() == (workdir / URL_HOSTILE / "web.png").read_bytes()
     assert not (workdir / "data" / "images" / "web.png.verified").exists()  # no file vouches for another
     assert (workdir / "data" / "mini.pt").is_file() and not (workdir / "data" / "mini.pt.verified").exists()
-    log = (workdir / "logs" / "demo" / "extract" / "bad.log").read_text()
+    log = (workdir / "logs" / "demo" / "image" / "bad.log").read_text()
     assert "is not a readable image" in log and config["images"][1]["source"] in log
 
 
@@ -585,7 +589,7 @@ def test_hostile_commands_are_quoted(
 
     workdir, _, config = hostile_run
     result = snakemake(
-        workdir, "-n", "-p", "--forceall", "--configfile", str(workdir / "hostile.yaml"), "--until", "extract"
+        workdir, "-n", "-p", "--forceall", "--configfile", str(workdir / "hostile.yaml"), "--until", "image"
     )
     commands = [line[line.index("ifmsan ") :] for line in result.stdout.splitlines() if "ifmsan " in line]
     assert len(commands) >= 5, result.stdout[-3000:]
