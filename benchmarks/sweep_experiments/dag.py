@@ -26,7 +26,7 @@ def time_dag(config: Path, *, cores: list[int], reduce: bool) -> dict[str, Any]:
     """`snakemake --cores N --configfile CONFIG` with the current code in a fresh temporary folder, once per N.
 
     bench_dag.run_dag does the run: it compiles the numba kernels outside the timed run, times the DAG and reads the
-    jobs' logs; log_files is the number of job logs it found.
+    jobs' benchmark files; benchmarked_jobs is the number of jobs they describe.
     """
     import bench_dag  # benchmarks/bench_dag.py, next to the package; imported here so that --help stays light
     import yaml
@@ -40,7 +40,7 @@ def time_dag(config: Path, *, cores: list[int], reduce: bool) -> dict[str, Any]:
     for n in cores:
         with tempfile.TemporaryDirectory(prefix="ifmsan-dag-") as tmp:
             run = bench_dag.run_dag(config.stem, settings, tree=bench_dag.ROOT, cores=n, folder=Path(tmp))
-        run["log_files"] = int(sum(row["jobs"] for row in run["rules"].values()))
+        run["benchmarked_jobs"] = int(sum(row["jobs"] for row in run["rules"].values()))
         runs.append(run)
         print(f"DAG --cores {n}: {run['wall_s']:.1f} s", flush=True)
     return {"config": str(config), "reduced": reduce, "settings": settings, "runs": runs}

@@ -2,24 +2,26 @@
 
 The cluster tests install SLURM with apt-get, start it (tests/cluster/start_cluster.sh) for the session and always stop
 it by PID (stop_cluster.sh); without root or apt they are skipped with the reason. They check that the tiny config gives
-byte-identical results on SLURM and locally, with the profile as it is and with its group-jobs block uncommented (one
-SLURM job per image), and that a failed cluster job is reported, logged and resumed after a fix.
+byte-identical results on SLURM and locally, with one SLURM job per image (rule `image`: extraction, sweeps, chained
+sweeps and gamma controller in one process) that asks SLURM for the CPUs, memory and time limit the rule declares, and
+that a failed cluster job is reported, logged and resumed after a fix. Without SLURM, a dry run checks that the profile
+parses and that the rules' own resources win over its defaults.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
+import math
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,15 +29,13 @@ import yaml
 from PIL import Image
 from workflow_runner import snakemake
 
+from ifmsan.workflow.plan import planned_jobs
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TINY = REPO / "tests" / "data" / "tiny.yaml"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 PROFILE = REPO / "profiles" / "slurm"
-BIN = Path(sys.executable).parent
-# The rules profiles/slurm's group-jobs block puts into the group `image`; Snakemake names a group job
-# <group>_<its rules, sorted>, and the SLURM plugin comments it rule_<that name>.
-GROUPED_RULES = ("extract", "sweep", "chain_sweep", "gamma_controller")
-GROUP_JOB = "image_" + "_".join(sorted(GROUPED_RULES))
 # Rules the Snakefile declares as localrules: they run beside snakemake, never through sbatch.
 LOCAL_RULES = {
     "fetch_weights",
@@ -49,31 +49,56 @@ LOCAL_RULES = {
     "certify_report",
     "all",
 }
+# The per-image rules before the one `image` rule replaced them: no job of theirs may come back.
+FORMER_IMAGE_RULES = {"extract", "sweep", "chain_sweep", "gamma_controller"}
 
 
-def grouped_profile(directory: Path) -> Path:
-    """A copy of profiles/slurm in `directory` with its group-jobs block uncommented, as docs/cluster.md tells users to.
+def filled_config(path: Path) -> dict[str, Any]:
+    """A config file with the schema's defaults filled in (`workers`, the attacks' and certify's sizes), as the
+    Snakefile's validate() fills them before it plans."""
+    from snakemake.utils import validate
 
-    The block is the run of lines that starts with the line `#groups:` and ends before the next line that does not start
-    with "#"; uncommenting deletes the first character of each of its lines.
+    config = yaml.safe_load(path.read_text())
+    validate(config, str(SCHEMA))
+    return config
+
+
+def image_request(config: dict[str, Any]) -> dict[str, int]:
+    """What one `image` job asks a scheduler for under a filled-in config, worked out here from the config alone (not
+    by importing workflow/rules/common.smk), so that a change of the rule or of this arithmetic shows up as a mismatch.
+
+    CPUs: threads x workers (each of the job's `workers` pieces at once runs on `threads` torch threads). Memory:
+    2000 MB for the model and the IFMs plus 500 per worker. Time: 10 minutes to start, and 10 per round of pieces over
+    the workers, where the pieces are the swept layers (the config's layers, then each chained layer for its unchained
+    baseline), the chains and the controller's layers.
     """
-    lines = (PROFILE / "config.yaml").read_text().splitlines(keepends=True)
-    start = lines.index("#groups:\n")
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("#")), len(lines))
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yaml").write_text(
-        "".join(lines[:start] + [line[1:] for line in lines[start:end]] + lines[end:])
-    )
-    return directory
+    assert config["layers"], "`layers: []` means every layer of the model, which this arithmetic does not know"
+    swept = list(dict.fromkeys([*config["layers"], *(chain["layer"] for chain in config["chains"])]))
+    pieces = len(swept) + len(config["chains"]) + len(config["layers"])
+    workers = config["workers"]
+    return {
+        "cpus": config["threads"] * workers,
+        "mem_mb": 2000 + 500 * workers,
+        "runtime": 10 + 10 * math.ceil(pieces / workers),
+    }
 
 
-def cluster_options(profile: Path = PROFILE) -> list[str]:
+def dry_run_resources(output: str) -> dict[str, dict[str, str]]:
+    """rule -> its resources (name -> value as printed) of each job a `snakemake -n` printed (the last job of a rule
+    wins: within a rule they are the same here)."""
+    return {
+        match["rule"]: dict(re.findall(r"(\w+)=([^,\s]+)", match["resources"]))
+        for match in re.finditer(r"^rule (?P<rule>\w+):\n(?:    .*\n)*?    resources: (?P<resources>.*)$", output, re.M)
+    }
+
+
+def cluster_options() -> list[str]:
     """The profile as a user runs it, with the partition and account of the test cluster and a 1 s first status check."""
-    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings = yaml.safe_load((PROFILE / "config.yaml").read_text())
     resources = {**settings["default-resources"], "slurm_partition": "debug", "slurm_account": "root"}
     return [
         "--profile",
-        str(profile),
+        str(PROFILE),
         "--default-resources",
         *(f"{key}={value}" for key, value in resources.items()),
         "--slurm-init-seconds-before-status-checks",
@@ -83,7 +108,7 @@ def cluster_options(profile: Path = PROFILE) -> list[str]:
 
 def slurm_records(output: str, env: dict[str, str]) -> list[dict[str, str]]:
     """SLURM's accounting record of every job a snakemake run submitted: JobID, State, ReqCPUS, ReqMem, Timelimit and
-    rule (the rule, or for a group job <group>_<its rules>, from the plugin's job comment)."""
+    rule (from the plugin's job comment)."""
     ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
     if not ids:
         return []
@@ -109,7 +134,7 @@ def slurm_records(output: str, env: dict[str, str]) -> list[dict[str, str]]:
         ):
             break
         time.sleep(1)
-    for row in rows:  # the plugin's job comment is rule_<rule>[_wildcards_<values>], rule_<group job name> for a group
+    for row in rows:  # the plugin's job comment is rule_<rule>[_wildcards_<values>]
         row["rule"] = re.match(r"rule_(.+?)(?:_wildcards_.*)?$", row["Comment"])[1]
     return rows
 
@@ -117,15 +142,6 @@ def slurm_records(output: str, env: dict[str, str]) -> list[dict[str, str]]:
 def slurm_jobs(output: str, env: dict[str, str]) -> list[tuple[str, str]]:
     """(rule, SLURM state) of every job a snakemake run submitted, as SLURM's accounting recorded them."""
     return [(row["rule"], row["State"]) for row in slurm_records(output, env)]
-
-
-def job_steps(jobid: str, env: dict[str, str]) -> list[tuple[str, str]]:
-    """(start, end) of each srun step of SLURM job `jobid` (<jobid>.0, .1, ...; not .batch), in step order."""
-    result = subprocess.run(
-        ["sacct", "-n", "-P", "-j", jobid, "-o", "JobID,Start,End"], capture_output=True, text=True, env=env, check=True
-    )
-    steps = [line.split("|") for line in result.stdout.splitlines() if re.match(rf"{jobid}\.\d+\|", line)]
-    return [(start, end) for _, start, end in sorted(steps, key=lambda step: int(step[0].split(".")[1]))]
 
 
 def minutes(timelimit: str) -> int:
@@ -220,52 +236,41 @@ def slurm_env(slurm_installed: None, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.mark.slow
 def test_profile_is_valid_and_rules_override_its_defaults(tmp_path: Path) -> None:
-    """profiles/slurm parses with this snakemake and plugin; rules keep their own resources and get the placeholders."""
-    result = snakemake(tmp_path, "--profile", str(PROFILE), "-n", "--configfile", str(TINY))
-    out = result.stdout
-    assert "Using profile" in out and "profiles/slurm" in out
-    resources = {
-        match["rule"]: dict(re.findall(r"(\w+)=([^,\s]+)", match["resources"]))
-        for match in re.finditer(r"^rule (?P<rule>\w+):\n(?:    .*\n)*?    resources: (?P<resources>.*)$", out, re.M)
-    }
-    assert resources["sweep"]["mem_mb"] == "2500" and resources["sweep"]["runtime"] == "60"
-    assert resources["extract"]["mem_mb"] == "2000" and resources["extract"]["runtime"] == "10"
-    for rule in ("sweep", "extract", "chain_sweep"):
-        assert (
-            resources[rule]["slurm_partition"] == "FILL_IN_PARTITION"
-            and resources[rule]["slurm_account"] == "FILL_IN_ACCOUNT"
-        )
+    """profiles/slurm parses with this snakemake and plugin and groups nothing (each image is one job already); the
+    image job asks for the CPUs, memory and time its rule declares, the other rules for theirs, and every job sent to
+    SLURM gets the profile's placeholders.
 
-
-@pytest.mark.slow
-def test_grouped_profile_bundles_each_image_or_k_images(tmp_path: Path) -> None:
-    """The uncommented group-jobs block parses and makes one group job of each image's extract, sweeps, chain sweeps and
-    gamma controller, or of K images' with --group-components image=K (the demo's 3 images, K=2: 2 group jobs, of 2
-    images and of 1); the grouped rules, and only they, take a group_slot."""
-    profile = grouped_profile(tmp_path / "profile")
-    demo = REPO / "config" / "demo.yaml"
-    config = yaml.safe_load(demo.read_text())
-    images, layers, chains = len(config["images"]), len(config["layers"]), len(config["chains"])
-    assert images == 3
+    A dry run caps each job's threads at --cores, 1 unless given (a SLURM run does not: the tiny DAG's test checks the
+    submitted request with sacct), and the image job's memory and time follow its threads; so this dry run is given
+    --cores threads x workers, and shows the request as submitted.
+    """
+    settings = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    assert not {"groups", "group-components"} & settings.keys()
+    config = filled_config(TINY)
+    request = image_request(config)
     out = snakemake(
-        tmp_path / "work", "--profile", str(profile), "-n", "--configfile", str(demo), "--group-components", "image=2"
+        tmp_path, "--profile", str(PROFILE), "-n", "--configfile", str(TINY), "--cores", str(request["cpus"])
     ).stdout
-    groups = out.split("Group job image (jobs in lexicogr. order):")[1:]
-    # a group's jobs are printed indented, the jobs outside it are not
-    sizes = sorted(
-        (collections.Counter(re.findall(r"^    rule (\w+):", group, re.M)) for group in groups),
-        key=lambda jobs: jobs["extract"],
-    )
-    assert sizes == [
-        {"extract": k, "sweep": k * layers, "chain_sweep": k * chains, "gamma_controller": k} for k in (1, 2)
-    ], out[-3000:]
-    slots = {
-        match["rule"]: dict(re.findall(r"(\w+)=([^,\s]+)", match["resources"])).get("group_slot")
-        for match in re.finditer(r"^ *rule (?P<rule>\w+):\n(?: {4,}.*\n)*? +resources: (?P<resources>.*)$", out, re.M)
-    }
-    assert {rule for rule, slot in slots.items() if slot == "1"} == set(GROUPED_RULES)
-    ungrouped = {"train_mini", "attack", "attack_doubled", "calibrate", "certify_maps", "certify_attack"}
-    assert {rule for rule, slot in slots.items() if slot is None} == ungrouped | (LOCAL_RULES & set(slots))
+    assert "Using profile" in out and "profiles/slurm" in out
+    # A dry run prints the localrules' jobs as `rule X:` too: only the others go to SLURM.
+    resources = {rule: values for rule, values in dry_run_resources(out).items() if rule not in LOCAL_RULES}
+    assert set(resources) == {rule for rule in planned_jobs(config) if rule not in LOCAL_RULES}
+    assert not FORMER_IMAGE_RULES & set(resources)
+    threads = re.search(r"^rule image:\n(?:    .*\n)*?    threads: (\d+)$", out, re.M)
+    assert threads and int(threads[1]) == request["cpus"], out[-3000:]
+    assert resources["image"]["mem_mb"] == str(request["mem_mb"]), resources["image"]
+    assert resources["image"]["runtime"] == str(request["runtime"]), resources["image"]
+    assert resources["train_mini"]["mem_mb"] == "3000" and resources["train_mini"]["runtime"] == "30"
+    assert resources["attack"]["mem_mb"] == str(config["attacks"]["mem_mb"])
+    assert resources["attack_doubled"]["runtime"] == str(2 * config["attacks"]["runtime"])
+    for rule, values in resources.items():
+        assert values["slurm_partition"] == "FILL_IN_PARTITION" and values["slurm_account"] == "FILL_IN_ACCOUNT", rule
+
+
+def benchmark_row(path: Path) -> dict[str, str]:
+    """The one row of a Snakemake benchmark file (s, h:m:s, max_rss, ..., cpu_time, tab-separated), by column."""
+    header, row = path.read_text().splitlines()[:2]
+    return dict(zip(header.split("\t"), row.split("\t"), strict=True))
 
 
 @pytest.mark.cluster
@@ -273,94 +278,77 @@ def test_grouped_profile_bundles_each_image_or_k_images(tmp_path: Path) -> None:
 def test_tiny_dag_on_slurm_gives_the_local_results(
     slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """The tiny config locally, through profiles/slurm as it is and with its group-jobs block uncommented: the expected
-    SLURM jobs (grouped: one per image for extract, sweeps, chain sweeps and gamma controller, which run inside it one
-    after the other, and a request sized for that), the localrules beside them, the local run's bytes in both."""
-    local, cluster, grouped = (tmp_path_factory.mktemp(name) for name in ("local", "slurm", "slurm-grouped"))
-    profile = grouped_profile(tmp_path_factory.mktemp("profile") / "slurm-grouped")
+    """The tiny config locally and through profiles/slurm as it is: the expected SLURM jobs (one `image` job per image
+    for its extraction, sweeps, chained sweeps and gamma controller, none of the four rules it replaced), each
+    COMPLETED; the image job's request is what its rule declares (threads x workers CPUs, its memory and time limit);
+    the localrules beside them; a benchmark file per image job; the local run's bytes on SLURM."""
+    config = filled_config(TINY)
+    images = len(config["images"])
+    attacked = len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"])
+    expected = {
+        "train_mini": 1,
+        "image": images,
+        "attack": attacked,
+        "attack_doubled": attacked,
+        "calibrate": len(config["certify"]["layers"]),
+        "certify_maps": images * len(config["certify"]["layers"]),
+        "certify_attack": 2 * len(config["certify"]["layers"]) * len(config["certify"]["scales"]),  # budgets B, 2B
+    }
+    # the same as the package's count (itself checked against snakemake -n), less the localrules
+    assert expected == {rule: n for rule, n in planned_jobs(config).items() if rule not in LOCAL_RULES}
+    request = image_request(config)
+    # more than one CPU, so that a request of one CPU (the plugin ignoring the rule's threads) fails
+    assert request["cpus"] == 2, request
+    local, cluster = (tmp_path_factory.mktemp(name) for name in ("local", "slurm"))
 
     def timed(workdir: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:
         started = time.monotonic()
         return snakemake(workdir, *args), time.monotonic() - started
 
-    # The three runs go side by side: the SLURM runs spend most of their time waiting between status checks. The grouped
-    # run keeps the SLURM logs of its successful jobs, to show what ran inside the group job.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    # The two runs go side by side: the SLURM run spends most of its time waiting between status checks.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         local_run = pool.submit(timed, local, "--cores", "2", "--configfile", str(TINY))
-        grouped_run = pool.submit(
-            timed, grouped, *cluster_options(profile), "--slurm-keep-successful-logs", "--configfile", str(TINY)
-        )
         result, cluster_seconds = timed(cluster, *cluster_options(), "--configfile", str(TINY))
-        grouped_result, grouped_seconds = grouped_run.result()
         _, local_seconds = local_run.result()
 
-    # Every job but the localrules went through sbatch and SLURM recorded it COMPLETED: one per image x layer sweep.
-    config = yaml.safe_load(TINY.read_text())
-    images, layers = len(config["images"]), len(config["layers"])
-    expected = {
-        "train_mini": 1,
-        "extract": images,
-        "sweep": images * layers,
-        "chain_sweep": images * len(config["chains"]),
-        "gamma_controller": images,
-        "attack": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
-        "attack_doubled": len(config["attacks"]["layers"]) * len(config["attacks"]["knobs"]),
-        "calibrate": len(config["certify"]["layers"]),
-        "certify_maps": images * len(config["certify"]["layers"]),
-        "certify_attack": 2 * len(config["certify"]["layers"]) * len(config["certify"]["scales"]),  # budgets B, 2B
-    }
+    # Every job but the localrules went through sbatch and SLURM recorded it COMPLETED: one image job per image.
     records = slurm_records(result.stdout, slurm_env)
     jobs = [(row["rule"], row["State"]) for row in records]
     assert collections.Counter(rule for rule, _ in jobs) == expected, jobs
     assert {state for _, state in jobs} == {"COMPLETED"}, jobs
-    for out in (result.stdout, grouped_result.stdout):
-        assert re.search(r"^localrule tables:", out, re.M) and re.search(r"^localrule figures:", out, re.M)
-    assert not LOCAL_RULES & {rule for rule, _ in jobs}
+    assert not (LOCAL_RULES | FORMER_IMAGE_RULES) & {rule for rule, _ in jobs}
+    assert {"tables", "figures"} <= set(re.findall(r"^localrule (\w+):", result.stdout, re.M))
 
-    # Grouped: one SLURM job per image instead of the image's extract, sweeps, chain sweeps and gamma controller.
-    grouped_records = slurm_records(grouped_result.stdout, slurm_env)
-    ungrouped = ("attack", "attack_doubled", "calibrate", "certify_maps", "certify_attack")
-    grouped_expected = {"train_mini": 1, GROUP_JOB: images, **{rule: expected[rule] for rule in ungrouped}}
-    assert collections.Counter(row["rule"] for row in grouped_records) == grouped_expected, grouped_records
-    assert {row["State"] for row in grouped_records} == {"COMPLETED"}, grouped_records
-    assert len(grouped_records) < len(records)
-    # The group job asks for its largest job's CPUs and memory and the sum of its jobs' time limits (the ungrouped run's
-    # jobs of the one image), not for the sum of those that could run side by side; they ran inside it as its job steps,
-    # one after the other (the plugin runs a group's jobs one at a time: if that changes, so must the group_slot).
-    assert images == 1, "the group job's request is checked against the ungrouped jobs of the tiny config's one image"
-    members = [row for row in records if row["rule"] in GROUPED_RULES]
-    (group,) = (row for row in grouped_records if row["rule"] == GROUP_JOB)
-    assert int(group["ReqCPUS"]) == max(int(row["ReqCPUS"]) for row in members), (group, members)
-    assert megabytes(group["ReqMem"]) == max(megabytes(row["ReqMem"]) for row in members), (group, members)
-    assert minutes(group["Timelimit"]) == sum(minutes(row["Timelimit"]) for row in members), (group, members)
-    steps = job_steps(group["JobID"], slurm_env)
-    assert len(steps) == len(members), steps
-    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(steps)), steps
-    # Its SLURM log is the group's: .snakemake/slurm_logs/group_<group job name>/<SLURM job id>.log names every job that
-    # the ungrouped run submitted on its own for those rules.
-    log = grouped / ".snakemake" / "slurm_logs" / f"group_{GROUP_JOB}" / f"{group['JobID']}.log"
-    job_wildcards = r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$"
-    planned = {(rule, wildcards) for rule, wildcards in re.findall(job_wildcards, result.stdout, re.M)}
-    ran = set(re.findall(job_wildcards, log.read_text(), re.M))
-    assert ran == {(rule, wildcards) for rule, wildcards in planned if rule in GROUPED_RULES}, ran
-    assert len(ran) == len(members)
+    # The image job asked SLURM for threads x workers CPUs (the plugin's --cpus-per-task), the rule's memory and its
+    # time limit, as sacct recorded them.
+    image_jobs = [row for row in records if row["rule"] == "image"]
+    for row in image_jobs:
+        asked = {"cpus": int(row["ReqCPUS"]), "mem_mb": megabytes(row["ReqMem"]), "runtime": minutes(row["Timelimit"])}
+        assert asked == request, (row, request)
 
-    # Byte-identical results (the rules pass fixed --threads); metrics.json holds a wall time, notebooks their run times.
+    # Each image job wrote its benchmark file (wall seconds, max_rss, cpu_time), locally and on the node alike.
+    for workdir in (local, cluster):
+        for image in config["images"]:
+            row = benchmark_row(workdir / "logs" / config["run"] / "benchmarks" / "image" / f"{image['id']}.tsv")
+            assert float(row["s"]) > 0 and {"max_rss", "cpu_time"} <= row.keys(), (workdir, row)
+
+    # Byte-identical results (the rules pass fixed --threads; an image job's files do not depend on its workers);
+    # metrics.json holds a wall time, notebooks their run times.
     compared = assert_same_results(local / "results", cluster / "results")
-    assert assert_same_results(local / "results", grouped / "results") == compared
     suffixes = collections.Counter(name.suffix for name in compared)
+    swept = dict.fromkeys([*config["layers"], *(chain["layer"] for chain in config["chains"])])
     assert (
         suffixes[".nc"]
-        == images * (1 + layers * len(config["knobs"]) + len(config["chains"]))
+        == images * (1 + len(swept) * len(config["knobs"]) + len(config["chains"]))
         + sum(expected[rule] for rule in ("attack", "attack_doubled", "certify_maps", "certify_attack"))
         and suffixes[".pt"] == 1
     )
     assert suffixes[".csv"] >= 4
+    (image_job,) = image_jobs
     print(
         f"\ntiny DAG: {len(records)} SLURM jobs + {result.stdout.count('localrule ')} local in {cluster_seconds:.0f} s "
-        f"on SLURM; grouped {len(grouped_records)} SLURM jobs (the group: {group['ReqCPUS']} CPU, {group['ReqMem']}, "
-        f"{group['Timelimit']}, {len(steps)} steps) in {grouped_seconds:.0f} s; {local_seconds:.0f} s locally "
-        f"(--cores 2; all three at the same time); {len(compared)} result files identical"
+        f"on SLURM (the image job: {image_job['ReqCPUS']} CPU, {image_job['ReqMem']}, {image_job['Timelimit']}); "
+        f"{local_seconds:.0f} s locally (--cores 2; both at the same time); {len(compared)} result files identical"
     )
 
 
@@ -387,7 +375,8 @@ device: cpu
 def test_failed_cluster_job_is_reported_logged_and_resumed_after_the_fix(
     slurm_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """An unreadable image fails its SLURM job: reported, logged, the rest goes on; after the fix only what is missing runs."""
+    """An unreadable image fails its image job on SLURM: reported, logged, the other image's job goes on; after the fix
+    only the broken image's job runs again, and the files the other one wrote stay as they were."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"this is not a PNG\n")
     (tmp_path / "broken.yaml").write_text(BROKEN_CONFIG)
@@ -402,29 +391,29 @@ def test_failed_cluster_job_is_reported_logged_and_resumed_after_the_fix(
     failed = snakemake(tmp_path, *command, check=False)
     out = failed.stdout
     assert failed.returncode != 0, out[-3000:]
-    assert re.search(r"Error in rule extract:\n\s+message: SLURM-job '\d+' failed, SLURM status is: 'FAILED'", out), (
-        out[-3000:]
-    )
-    rule_log = tmp_path / "logs" / "clusterfail" / "extract" / "broken.log"
+    reported = r"Error in rule image:\n\s+message: SLURM-job '\d+' failed, SLURM status is: 'FAILED'"
+    assert re.search(reported, out), out[-3000:]
+    rule_log = tmp_path / "logs" / "clusterfail" / "image" / "broken.log"
+    assert "ifmsan image: error: image images/broken.png" in rule_log.read_text()
     assert "is not a readable image" in rule_log.read_text()
-    assert (
-        "logs/clusterfail/extract/broken.log" in out and "is not a readable image" in out
-    )  # named, and shown in place
-    slurm_logs = list((tmp_path / ".snakemake" / "slurm_logs" / "rule_extract" / "broken").glob("*.log"))
+    assert "logs/clusterfail/image/broken.log" in out and "is not a readable image" in out  # named, and shown in place
+    slurm_logs = list((tmp_path / ".snakemake" / "slurm_logs" / "rule_image" / "broken").glob("*.log"))
     assert len(slurm_logs) == 1 and str(slurm_logs[0]) in out  # a failed job's SLURM log is kept
-    assert sorted(slurm_jobs(out, slurm_env)) == [
-        ("extract", "COMPLETED"),
-        ("extract", "FAILED"),
-        ("sweep", "COMPLETED"),
+    assert sorted(slurm_jobs(out, slurm_env)) == [("image", "COMPLETED"), ("image", "FAILED")]
+    done = [  # the other image went on: its IFMs, the targeted sweep and its controller
+        tmp_path / "results/clusterfail/ifms/mini_test_1.nc",
+        tmp_path / targets[0],
+        tmp_path / "results/clusterfail/gamma/controller/mini_test_1.csv",
     ]
-    done = [tmp_path / "results/clusterfail/ifms/mini_test_1.nc", tmp_path / targets[0]]  # the other image went on
     mtimes = [path.stat().st_mtime_ns for path in done]
-    assert not (tmp_path / "results/clusterfail/ifms/broken.nc").exists()
+    results = tmp_path / "results" / "clusterfail"  # no file of the broken image is left: IFMs, sweeps, controller
+    left = [path.relative_to(results) for path in results.rglob("*") if path.is_file()]
+    assert not [path for path in left if "broken" in path.with_suffix("").parts], left
 
     pixels = np.indices((48, 64)).sum(axis=0).astype(np.uint8) * 3
     Image.fromarray(np.stack([pixels, pixels[::-1], 255 - pixels], axis=-1)).save(tmp_path / "images" / "broken.png")
     fixed = snakemake(tmp_path, *command)  # the same command after the fix
-    assert sorted(slurm_jobs(fixed.stdout, slurm_env)) == [("extract", "COMPLETED"), ("sweep", "COMPLETED")]
-    assert re.findall(r"^\s+wildcards: (.*)$", fixed.stdout, re.M) == ["image=broken", "image=broken, layer=pool5"]
+    assert sorted(slurm_jobs(fixed.stdout, slurm_env)) == [("image", "COMPLETED")]
+    assert re.findall(r"^\s+wildcards: (.*)$", fixed.stdout, re.M) == ["image=broken"]
     assert [path.stat().st_mtime_ns for path in done] == mtimes  # what succeeded before was not run again
     assert all((tmp_path / target).stat().st_size > 0 for target in targets)
