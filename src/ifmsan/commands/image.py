@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,8 +108,8 @@ def image_tasks(
     chains: list[tuple[tuple[str, str, tuple[ChainStep, ...]], Path]],
     controller_layers: list[str],
     gammas: list[float],
-    windows: list[float],
-    scales: list[float] | None,
+    windows: Sequence[float],
+    scales: Sequence[float] | None,
     controller_windows: list[int],
     args: argparse.Namespace,
     attrs: dict[str, str],
