@@ -6,11 +6,11 @@ from types import SimpleNamespace
 from ifmsan._shared.hashing import digest_path
 from ifmsan._shared.ids import SAFE_ID_BODY
 from ifmsan.core.knobs import KNOBS, NOISES
+from ifmsan.workflow import configcheck, paths
+from ifmsan.workflow.plan import plan
 
 SEEDED_KNOBS = ("random", *NOISES)
 """The knobs whose sweeps draw from the seed: the random selector and the noise knobs."""
-from ifmsan.workflow import configcheck, paths
-from ifmsan.workflow.plan import plan
 
 # Every job's shell exports IFMSAN_PARENT_PID=$PPID: the Snakemake process that started it (the main one locally, the
 # per-job one on a SLURM node), which `ifmsan` watches, stopping when it dies (ifmsan._shared.parentwatch). Snakemake's
