@@ -78,7 +78,7 @@ def image_request(config: dict[str, Any]) -> dict[str, int]:
     workers = config["workers"]
     return {
         "cpus": config["threads"] * workers,
-        "mem_mb": 2000 + 500 * workers,
+        "mem_mb": 2000 + 1000 * workers,
         "runtime": 10 + 10 * math.ceil(pieces / workers),
     }
 
