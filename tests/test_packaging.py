@@ -110,7 +110,7 @@ def test_every_rule_uses_environment_yml_and_its_post_deploy_script() -> None:
         "fetch_mean_file",
         "fetch_image",
         "train_mini",
-        "sweep",
+        "image",
         "tables",
         "notebook",
         "attack",

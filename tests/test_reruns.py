@@ -258,7 +258,7 @@ def ran_two(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 BOTH = {"image": 2}
-ATTACKED = {"attack": 1, "attack_doubled": 1}
+ATTACKED = {"attack_sweeps_key": 1, "attack": 1, "attack_doubled": 1}
 RERUNS = {
     "unchanged": ({}, {}),
     "windows": ({"windows": {"start": 2, "stop": 11, "step": 1}}, {**BOTH, **ATTACKED}),
@@ -268,7 +268,7 @@ RERUNS = {
     "gammas": ({"gammas": [0.25]}, BOTH),
     "knobs": ({"knobs": ["nonzero_mean", "gaussian", "first"]}, BOTH),  # one knob more: the attacked sweeps stay
     "layers": ({"layers": ["pool2", "norm2", "pool5"]}, BOTH),  # one layer more
-    "chains": ({"chains": [{"steps": "pool2@4", "layer": "pool5"}]}, BOTH),
+    "chains": ({"chains": [*TWO_IMAGES["chains"], {"steps": "pool2@4", "layer": "pool5"}]}, BOTH),  # a chain more
     "workers": ({"workers": 1}, {}),  # how many pieces run at once changes no file
     "image_source": (
         {"images": [TWO_IMAGES["images"][0], {"id": "b", "source": "minidata:test:3", "target": 2}]},
@@ -278,11 +278,20 @@ RERUNS = {
         {"images": [{"id": "a", "source": "minidata:test:1", "target": 4}, TWO_IMAGES["images"][1]]},
         {"image": 1, **ATTACKED},
     ),
-    "attacked_seed": ({"attacks": {**TWO_IMAGES["attacks"], "seed": 1}}, ATTACKED),
+    "attacked_seed": ({"attacks": {**TWO_IMAGES["attacks"], "seed": 1}}, {"attack": 1, "attack_doubled": 1}),
 }
+NEW_FILES = {
+    "knobs": [f"results/two/sweeps/{image}/{layer}/first.nc" for image in "ab" for layer in ("norm2", "pool5")],
+    "layers": [
+        f"results/two/sweeps/{image}/pool2/{knob}.nc" for image in "ab" for knob in ("nonzero_mean", "gaussian")
+    ],
+    "chains": [f"results/two/chains/{image}/pool5/pool2@4.nc" for image in "ab"],
+}
+"""The files an edit adds, which the run's tables and figures ask for (an output nobody asks for reruns nothing)."""
 """Config edits and the jobs a dry run then plans. An image job holds all of an image's pieces, so any edit of the
 sweep stage reruns every image's job, and an edit of one image only that image's; the attack reruns only when what
-its sweeps hold changes (their windows, hashes or images), never for another knob's, layer's or chain's settings."""
+its sweeps hold changes (their windows, hashes or images: attack_sweeps_key rewrites its .sweeps.json), never for
+another knob's, layer's or chain's settings."""
 
 
 @pytest.mark.slow
@@ -290,7 +299,8 @@ its sweeps hold changes (their windows, hashes or images), never for another kno
 def test_an_edit_reruns_exactly_the_jobs_it_affects(ran_two: Path, case: str) -> None:
     changes, expected = RERUNS[case]
     (ran_two / "edited.yaml").write_text(yaml.safe_dump({**TWO_IMAGES, **changes}, sort_keys=False), encoding="utf-8")
-    result = snakemake(ran_two, *TARGETS, "-n", "--configfile", str(ran_two / "edited.yaml"))
+    targets = [*TARGETS, *NEW_FILES.get(case, [])]
+    result = snakemake(ran_two, *targets, "-n", "--configfile", str(ran_two / "edited.yaml"))
     assert job_counts(result.stdout) == expected
 
 

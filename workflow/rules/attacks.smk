@@ -1,8 +1,29 @@
+# What the sweeps of an attacked layer and knob hold (attack_sweeps_key), written when it changes. The attacks read
+# their sweeps as ancient (an image job rewrites all of its files when any of its settings changes) and this file as
+# a plain input, so they rerun exactly when what their sweeps hold changes.
+localrules:
+    attack_sweeps_key,
+
+
+rule attack_sweeps_key:
+    output:
+        f"{OUT}/attacks/{{layer}}/{{knob}}.sweeps.json",
+    log:
+        f"logs/{RUN}/attacks/{{layer}}/{{knob}}.sweeps.log",
+    conda:
+        CONDA_ENV_FILE
+    params:
+        holds=attack_sweeps_key,
+    shell:
+        "printf '%s\\n' {params.holds:q} > {output:q} 2> {log:q}"
+
+
 # The adversaries (docs/attacks.md): one job per attacked (layer, knob), so a cluster spreads them; each reads the
 # run's sweeps of that layer and knob for n*(gamma). Off when the config has no attacks section.
 rule attack:
     input:
         sweeps=attack_sweeps,
+        holds=rules.attack_sweeps_key.output[0],
         model=model_inputs,
     output:
         f"{OUT}/attacks/{{layer}}/{{knob}}.nc",
@@ -19,7 +40,6 @@ rule attack:
     params:
         model=attack_model_args,
         hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
-        sweeps_key=attack_sweeps_key,  # what the (ancient) sweeps hold: its change reruns the attack
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(),
@@ -34,6 +54,7 @@ rule attack:
 rule attack_doubled:
     input:
         sweeps=attack_sweeps,
+        holds=rules.attack_sweeps_key.output[0],
         model=model_inputs,
     output:
         f"{OUT}/attacks/{{layer}}/{{knob}}.2B.nc",
@@ -50,7 +71,6 @@ rule attack_doubled:
     params:
         model=attack_model_args,
         hashes=hash_args("extract_hash", "config_hash"),  # the sweeps' (n*(gamma) comes from them)
-        sweeps_key=attack_sweeps_key,  # what the (ancient) sweeps hold: its change reruns the attack
         values=attack_values,
         gammas=[str(g) for g in attack_option("gammas") or []],
         options=attack_options(factor=2),

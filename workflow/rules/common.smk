@@ -279,25 +279,29 @@ def attack_files(rule="attack"):
 
 def attack_sweeps(wildcards):
     """The sweeps of the attacked layer and knob, every image: n*(gamma) is the largest over them. Marked ancient: an
-    image job rewrites all of its sweeps when any of its settings changes, so their times say nothing; what these
-    sweeps hold is named by attack_sweeps_key in the attack's params instead, whose change reruns the attack."""
+    image job rewrites all of its sweeps when any of its settings changes, so their times say nothing; the attack's
+    input attacks/<layer>/<knob>.sweeps.json (rule attack_sweeps_key) changes when what they hold does."""
     return [ancient(sweep_file(image, wildcards.layer, wildcards.knob)) for image in IMAGES]
 
 
 def attack_sweeps_key(wildcards):
-    """A digest of everything the attacked layer and knob's sweeps depend on: hashes, images, the knob's values and,
-    for a knob that draws, the seed; another knob's or layer's settings leave it, and so the attack, alone."""
-    import hashlib
+    """Everything the attacked layer and knob's sweeps depend on, as JSON: both hashes, every image's options, the
+    knob's values and, for a knob that draws, the seed; another knob's or layer's settings leave it alone."""
     import json
 
     knob = wildcards.knob
-    values = config["noise_scales"] if knob in NOISES else windows_arg()
-    inputs = {
-        "hashes": [EXTRACT_HASH, CONFIG_HASH],
-        "images": [image_args(SimpleNamespace(image=image)) for image in IMAGES],
-        "sweep": [wildcards.layer, knob, values, config["seed"] if knob in SEEDED_KNOBS else None],
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    return json.dumps(
+        {
+            "layer": wildcards.layer,
+            "knob": knob,
+            "extract_hash": EXTRACT_HASH,
+            "config_hash": CONFIG_HASH,
+            "images": {image: image_args(SimpleNamespace(image=image)) for image in IMAGES},
+            "values": config["noise_scales"] if knob in NOISES else windows_arg(),
+            "seed": config["seed"] if knob in SEEDED_KNOBS else None,
+        },
+        sort_keys=True,
+    )
 
 
 def attack_values(wildcards):

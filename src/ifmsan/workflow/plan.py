@@ -256,6 +256,7 @@ def planned_jobs(config: Mapping[str, Any]) -> dict[str, int]:
         "tables": 1,
         "figures": n if the_plan.figures else 0,
         "notebook": len(the_plan.notebooks),
+        "attack_sweeps_key": len(the_plan.attacks),
         "attack": len(the_plan.attacks),
         "attack_doubled": len(the_plan.attacks),
         "attack_report": int(bool(the_plan.attacks)),
