@@ -45,6 +45,7 @@ LOCAL_RULES = {
     "tables",
     "figures",
     "notebook",
+    "attack_sweeps_key",
     "attack_report",
     "certify_report",
     "all",
